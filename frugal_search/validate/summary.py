@@ -1,0 +1,171 @@
+"""The numbers of a fidelity report, computed from the re-run results (pure), and its Markdown."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from frugal_search.validate.stats import (
+    Correlation,
+    FrontSurvival,
+    correlate,
+    front_survival,
+    memory_bands,
+)
+
+
+@dataclass(frozen=True)
+class FidelityRow:
+    """One re-run partition: its proxy loss from the study and its long-run loss for every seed."""
+
+    number: int
+    group: str  # "best" (picked from the proxy's front) or "other" (spread over memory)
+    state_mib: float
+    proxy_loss: float
+    long_losses: tuple[float, ...]  # one per seed, in seed order; +inf for a diverged run
+    description: str = ""
+
+    @property
+    def long_loss(self) -> float:
+        """Mean long-run loss over the seeds; +inf when any seed diverged or none ran."""
+        if not self.long_losses or not all(math.isfinite(loss) for loss in self.long_losses):
+            return math.inf
+        return sum(self.long_losses) / len(self.long_losses)
+
+
+@dataclass(frozen=True)
+class BandCorrelation:
+    """Proxy-vs-long rank agreement among partitions of similar memory."""
+
+    band: int
+    low_mib: float
+    high_mib: float
+    correlation: Correlation
+
+
+@dataclass(frozen=True)
+class FidelitySummary:
+    """Everything ``fidelity.md`` and ``fidelity.png`` show."""
+
+    rows: list[FidelityRow]
+    overall: Correlation  # proxy loss vs mean long-run loss
+    per_seed: list[Correlation]  # proxy loss vs each seed's long-run loss
+    ceiling: Correlation  # first seed's long-run loss vs the second's: the best a proxy could do
+    bands: list[BandCorrelation]
+    survival: FrontSurvival
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def summarize_fidelity(
+    rows: Sequence[FidelityRow], *, bands: int = 3, settings: Mapping[str, Any] | None = None
+) -> FidelitySummary:
+    """Return the correlations, memory-band correlations and front survival of ``rows``.
+
+    Rows without a long run for every seed are left out. Memory bands cut the rows into ``bands``
+    equal-count groups by state memory: within a band memory cannot explain the ranking, so this is
+    the harder test (memory and loss are strongly tied overall).
+    """
+    complete = [row for row in rows if row.long_losses]
+    seed_count = min((len(row.long_losses) for row in complete), default=0)
+    proxy = [row.proxy_loss for row in complete]
+    long_mean = [row.long_loss for row in complete]
+    per_seed = [correlate(proxy, [row.long_losses[s] for row in complete]) for s in range(seed_count)]
+    if seed_count >= 2:
+        ceiling = correlate([row.long_losses[0] for row in complete], [row.long_losses[1] for row in complete])
+    else:
+        ceiling = Correlation(count=0, spearman=math.nan, kendall=math.nan)
+    band_of = memory_bands([row.state_mib for row in complete], bands=bands) if complete else []
+    band_results = []
+    for band in sorted(set(band_of)):
+        members = [row for row, label in zip(complete, band_of) if label == band]
+        band_results.append(
+            BandCorrelation(
+                band=band,
+                low_mib=min(row.state_mib for row in members),
+                high_mib=max(row.state_mib for row in members),
+                correlation=correlate([row.proxy_loss for row in members], [row.long_loss for row in members]),
+            )
+        )
+    survival = front_survival(
+        [row.number for row in complete], proxy, long_mean, [row.state_mib for row in complete]
+    )
+    return FidelitySummary(
+        rows=list(complete),
+        overall=correlate(proxy, long_mean),
+        per_seed=per_seed,
+        ceiling=ceiling,
+        bands=band_results,
+        survival=survival,
+        settings=dict(settings or {}),
+    )
+
+
+def _number(value: float, digits: int = 3) -> str:
+    if math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return "diverged"
+    return f"{value:.{digits}f}"
+
+
+def format_fidelity_markdown(summary: FidelitySummary) -> str:
+    """Return ``fidelity.md``: settings, correlations with their ceiling, bands, front survival, runs."""
+    settings = summary.settings
+    lines = [f"# Fidelity of the proxy: {settings.get('study', 'study')}", ""]
+    lines.append(
+        "Does the short proxy run rank partitions the way a longer run does? The partitions below were "
+        f"trained again with {settings.get('factor', '?')}x the proxy steps "
+        f"({settings.get('proxy_steps', '?')} -> {settings.get('long_steps', '?')} steps), "
+        f"seeds {settings.get('seeds', '?')}, and their proxy loss compared with the long-run loss "
+        "(mean over seeds). A diverged run ranks last."
+    )
+    lines.append("")
+    if settings.get("command"):
+        lines += ["Regenerate with:", "", "```bash", str(settings["command"]), "```", ""]
+    lines += ["## Rank correlation", "", "| comparison | partitions | Spearman | Kendall tau-b |", "|---|---|---|---|"]
+    lines.append(
+        f"| proxy vs long run (all) | {summary.overall.count} | {_number(summary.overall.spearman)} | "
+        f"{_number(summary.overall.kendall)} |"
+    )
+    seeds = list(settings.get("seeds", range(len(summary.per_seed))))
+    for index, correlation in enumerate(summary.per_seed):
+        seed = seeds[index] if index < len(seeds) else index
+        lines.append(
+            f"| proxy vs long run, seed {seed} | {correlation.count} | {_number(correlation.spearman)} | "
+            f"{_number(correlation.kendall)} |"
+        )
+    lines.append(
+        f"| ceiling: long run seed vs seed | {summary.ceiling.count} | {_number(summary.ceiling.spearman)} | "
+        f"{_number(summary.ceiling.kendall)} |"
+    )
+    lines += ["", "Within memory bands (equal-count groups by optimizer-state memory, where memory cannot "
+              "explain the ranking):", "", "| band | MiB | partitions | Spearman | Kendall tau-b |", "|---|---|---|---|---|"]
+    for band in summary.bands:
+        lines.append(
+            f"| {band.band} | {band.low_mib:.3f} - {band.high_mib:.3f} | {band.correlation.count} | "
+            f"{_number(band.correlation.spearman)} | {_number(band.correlation.kendall)} |"
+        )
+    survival = summary.survival
+    lines += ["", "## Is the proxy's front still the front?", ""]
+    lines.append(
+        f"Among the re-run partitions, the proxy's front has trials {survival.proxy_front or 'none'}; "
+        f"after long training the front is {survival.long_front or 'none'}."
+    )
+    lines.append(
+        f"Kept: {survival.kept or 'none'}. Dropped out (dominated after long training): "
+        f"{survival.dropped or 'none'}. Joined the front: {survival.joined or 'none'}."
+    )
+    lines += ["", "## Runs", ""]
+    header = "| trial | picked as | state MiB | proxy loss | " + " | ".join(
+        f"long loss seed {seed}" for seed in seeds
+    ) + " | long loss mean | partition |"
+    lines += [header, "|" + "---|" * (5 + len(seeds) + 1)]
+    for row in sorted(summary.rows, key=lambda r: (r.state_mib, r.proxy_loss)):
+        losses = " | ".join(_number(loss) for loss in row.long_losses)
+        lines.append(
+            f"| {row.number} | {row.group} | {row.state_mib:.3f} | {_number(row.proxy_loss)} | {losses} | "
+            f"{_number(row.long_loss)} | {row.description} |"
+        )
+    return "\n".join(lines) + "\n"

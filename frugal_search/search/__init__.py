@@ -1,0 +1,42 @@
+"""The partition search: study files, the search space, the Optuna objective, workers and resume.
+
+Public names are imported lazily so that ``import frugal_search.search`` does not pull in optuna
+or torch until a name that needs them is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "StudyConfig": "frugal_search.search.config",
+    "StudyConfigError": "frugal_search.search.config",
+    "StudySection": "frugal_search.search.config",
+    "ProxySection": "frugal_search.search.config",
+    "SearchSection": "frugal_search.search.config",
+    "load_study_config": "frugal_search.search.config",
+    "SearchSpace": "frugal_search.search.space",
+    "Dimension": "frugal_search.search.space",
+    "DIMENSIONS": "frugal_search.search.space",
+    "sample_partition": "frugal_search.search.space",
+    "partition_from_settings": "frugal_search.search.space",
+    "open_storage": "frugal_search.search.storage",
+    "run_search": "frugal_search.search.runner",
+    "count_finished_trials": "frugal_search.search.runner",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'frugal_search.search' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

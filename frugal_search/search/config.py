@@ -1,0 +1,339 @@
+"""Study files: TOML -> typed, frozen config objects, with every error naming file, key and remedy.
+
+A study file has the sections ``[study]``, ``[model]``, ``[data]``, ``[proxy]``, ``[space]`` and
+``[search]`` (see the README section "Running a search" for the full reference). Everything is
+checked by :func:`load_study_config` before any storage is opened, so a bad file never leaves a
+half-created study behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from frugal_search.search.space import SearchSpace, SpaceError, parse_space
+from frugal_search.units import parse_bytes
+
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+FIDELITIES = ("none", "successive-halving")
+BASELINE_NAMES = ("adamw", "frugal", "paper", "frugal-rho0", "paper-rho0", "galore", "badam")
+
+
+class StudyConfigError(ValueError):
+    """A study file that cannot be used: the message names the file, the key and what is allowed."""
+
+
+@dataclass(frozen=True)
+class StudySection:
+    """``[study]``: which Optuna study to run, where it is stored, and how it stops."""
+
+    name: str  # Optuna study name (defaults to the file name without ``.toml``)
+    storage: str  # Optuna storage URL, or ``journal:///path`` / ``*.log`` for a journal file
+    trials: int = 40  # the search stops when the study holds this many finished trials
+    sampler: str = "tpe"  # tpe | nsga2 | gp | random
+    seed: int = 0  # sampler seed (each worker adds its index)
+    memory_budget: int | None = None  # optimizer-state bytes a partition may use; None: no limit
+    baselines: tuple[str, ...] = ()  # baseline partitions enqueued once (adamw, frugal, ...)
+    heartbeat_interval: int = 10  # seconds between "still alive" marks of a running trial
+    grace_period: int = 60  # seconds without a mark after which a running trial counts as dead
+
+
+@dataclass(frozen=True)
+class ProxySection:
+    """``[proxy]``: the proxy run's budget. ``None`` keeps the proxy stage's own default."""
+
+    steps: int | None = None
+    batch_size: int | None = None
+    seq_len: int | None = None
+    lr: float | None = None  # the fixed base lr when ``[space]`` does not vary ``lr``; baselines use it
+    warmup: int | None = None
+    eval_every: int | None = None
+    eval_batches: int | None = None
+    grad_clip: float | None = None
+    device: str = "cpu"
+
+    def budget_overrides(self) -> dict[str, Any]:
+        """The budget fields the study sets (not ``device``, not ``lr``: those travel apart)."""
+        return {
+            item.name: getattr(self, item.name)
+            for item in dataclasses.fields(self)
+            if item.name not in ("device", "lr") and getattr(self, item.name) is not None
+        }
+
+
+@dataclass(frozen=True)
+class SearchSection:
+    """``[search]``: fidelity schedule (successive halving lives in ``search.fidelity``)."""
+
+    fidelity: str = "none"  # none | successive-halving
+    min_fraction: float = 0.25  # share of the proxy steps every trial runs before it can be stopped
+    reduction_factor: float = 3  # keep the best 1/reduction_factor at each rung
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A whole study file, checked. ``path`` is the file it was read from (None when built in code)."""
+
+    study: StudySection
+    model: Mapping[str, Any]  # handed to the proxy stage's ModelSpec
+    data: Mapping[str, Any]  # handed to the proxy stage's DataSpec
+    proxy: ProxySection
+    space: SearchSpace
+    search: SearchSection = field(default_factory=SearchSection)
+    path: Path | None = None
+
+    def replace(self, **changes: Any) -> StudyConfig:
+        """Return a copy with sections replaced (e.g. CLI overrides)."""
+        return dataclasses.replace(self, **changes)
+
+    def with_overrides(
+        self,
+        *,
+        trials: int | None = None,
+        steps: int | None = None,
+        storage: str | None = None,
+        name: str | None = None,
+        device: str | None = None,
+    ) -> StudyConfig:
+        """Return a copy with command-line overrides applied and checked like the file's values."""
+        where = str(self.path) if self.path else "<overrides>"
+        study_changes: dict[str, Any] = {}
+        if trials is not None:
+            study_changes["trials"] = _positive_int(trials, where, "study", "trials")
+        if storage is not None:
+            study_changes["storage"] = normalize_storage(storage, base_dir=Path.cwd(), where=where)
+        if name is not None:
+            if not name.strip():
+                raise StudyConfigError(f"{where}: [study] name: must not be empty")
+            study_changes["name"] = name
+        proxy_changes: dict[str, Any] = {}
+        if steps is not None:
+            proxy_changes["steps"] = _positive_int(steps, where, "proxy", "steps")
+        if device is not None:
+            proxy_changes["device"] = device
+        return dataclasses.replace(
+            self,
+            study=dataclasses.replace(self.study, **study_changes),
+            proxy=dataclasses.replace(self.proxy, **proxy_changes),
+        )
+
+
+_SECTIONS = ("study", "model", "data", "proxy", "space", "search")
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    """Read and check the study file at ``path``.
+
+    Raises :class:`StudyConfigError` (a ``ValueError``) for a missing file, a TOML syntax error,
+    an unknown section or key, a value of the wrong type or out of range, and a space that varies
+    nothing. Nothing is written anywhere.
+    """
+    path = Path(path)
+    where = str(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StudyConfigError(f"{where}: no such study file; pass the path of a .toml study file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise StudyConfigError(f"{where}: not valid TOML: {error}") from None
+    return study_config_from_dict(raw, base_dir=path.resolve().parent, where=where, path=path)
+
+
+def study_config_from_dict(
+    raw: Mapping[str, Any], *, base_dir: Path, where: str = "<study>", path: Path | None = None
+) -> StudyConfig:
+    """Check a parsed study file (``raw``); ``base_dir`` is where the default storage goes."""
+    _reject_unknown(raw, _SECTIONS, where, section=None)
+    for section in _SECTIONS:
+        if section in raw and not isinstance(raw[section], dict):
+            raise StudyConfigError(f"{where}: [{section}] must be a table, got {raw[section]!r}")
+    study = _read_study(dict(raw.get("study", {})), base_dir=base_dir, where=where, default_name=path)
+    proxy = _read_proxy(dict(raw.get("proxy", {})), where)
+    search = _read_search(dict(raw.get("search", {})), where)
+    space_table = raw.get("space")
+    if not space_table:
+        raise StudyConfigError(
+            f"{where}: [space] is missing or empty; list at least one dimension to search, "
+            f"e.g. density = [0.05, 0.5] (see frugal_search.search.space for all dimensions)"
+        )
+    try:
+        space = parse_space(dict(space_table), default_lr=proxy.lr)
+    except SpaceError as error:
+        raise StudyConfigError(f"{where}: [space] {error}") from None
+    if not space.varying:
+        raise StudyConfigError(
+            f"{where}: [space] varies nothing (every dimension is fixed); give at least one "
+            f"dimension a range [low, high] or a list of choices"
+        )
+    if proxy.lr is not None and "lr" in space_table:
+        raise StudyConfigError(
+            f"{where}: [proxy] lr and [space] lr are both set; keep one (the [space] one to search it)"
+        )
+    model = _frozen_table(raw.get("model", {}))
+    data = _frozen_table(raw.get("data", {}))
+    _check_with_proxy_stage(model, data, where)
+    return StudyConfig(study=study, model=model, data=data, proxy=proxy, space=space, search=search, path=path)
+
+
+def normalize_storage(storage: str, *, base_dir: Path, where: str) -> str:
+    """Return ``storage`` as a URL :func:`~frugal_search.search.storage.open_storage` reads.
+
+    A ``*.log`` / ``*.jsonl`` path or ``journal:///path`` becomes ``journal:///<absolute path>``
+    (relative paths are relative to ``base_dir``); database URLs are kept as Optuna reads them.
+    """
+    if not isinstance(storage, str) or not storage.strip():
+        raise StudyConfigError(f"{where}: [study] storage: expected an Optuna storage URL, got {storage!r}")
+    if storage.startswith("journal://"):
+        # journal:///abs/path.log is absolute; journal://rel/path.log is relative to base_dir
+        journal_path = Path(storage[len("journal://") :])
+        return f"journal://{(base_dir / journal_path).resolve()}"
+    if "://" not in storage:
+        if storage.endswith((".log", ".jsonl")):
+            return f"journal://{(base_dir / storage).resolve()}"
+        raise StudyConfigError(
+            f"{where}: [study] storage: {storage!r} is neither a URL nor a journal file; write e.g. "
+            f"'sqlite:///studies/tiny.db', 'postgresql+psycopg2://user@host/db' or 'studies/tiny.log'"
+        )
+    return storage
+
+
+def _read_study(table: dict[str, Any], *, base_dir: Path, where: str, default_name: Path | None) -> StudySection:
+    allowed = [item.name for item in dataclasses.fields(StudySection)]
+    _reject_unknown(table, allowed, where, section="study")
+    name = table.get("name", default_name.stem if default_name else None)
+    if not isinstance(name, str) or not name.strip():
+        raise StudyConfigError(f"{where}: [study] name: expected a non-empty string, got {name!r}")
+    if "storage" in table:
+        storage = normalize_storage(table["storage"], base_dir=Path.cwd(), where=where)
+    else:
+        # The default lies next to the study file, so the same file finds the same study from any folder.
+        storage = f"sqlite:///{(base_dir / f'{name}.db').resolve()}"
+    sampler = table.get("sampler", "tpe")
+    if sampler not in SAMPLERS:
+        raise StudyConfigError(f"{where}: [study] sampler: {sampler!r} is not allowed; allowed: {' | '.join(SAMPLERS)}")
+    budget = table.get("memory_budget")
+    if budget is not None:
+        try:
+            budget = parse_bytes(budget)
+        except ValueError as error:
+            raise StudyConfigError(f"{where}: [study] memory_budget: {error}") from None
+        if budget <= 0:
+            raise StudyConfigError(f"{where}: [study] memory_budget: must be above 0, got {table['memory_budget']!r}")
+    baselines = table.get("baselines", [])
+    if not isinstance(baselines, list) or not all(isinstance(item, str) for item in baselines):
+        raise StudyConfigError(f"{where}: [study] baselines: expected a list of names, got {baselines!r}")
+    for item in baselines:
+        if item not in BASELINE_NAMES:
+            raise StudyConfigError(
+                f"{where}: [study] baselines: {item!r} is not a baseline; allowed: {' | '.join(BASELINE_NAMES)}"
+            )
+    if len(set(baselines)) != len(baselines):
+        raise StudyConfigError(f"{where}: [study] baselines: a name is repeated in {baselines!r}")
+    heartbeat = _positive_int(table.get("heartbeat_interval", 10), where, "study", "heartbeat_interval")
+    grace = _positive_int(table.get("grace_period", max(60, 3 * heartbeat)), where, "study", "grace_period")
+    if grace <= heartbeat:
+        raise StudyConfigError(
+            f"{where}: [study] grace_period ({grace}) must be above heartbeat_interval ({heartbeat}), "
+            f"or live trials would be marked dead"
+        )
+    return StudySection(
+        name=name,
+        storage=storage,
+        trials=_positive_int(table.get("trials", 40), where, "study", "trials"),
+        sampler=sampler,
+        seed=_int(table.get("seed", 0), where, "study", "seed"),
+        memory_budget=budget,
+        baselines=tuple(baselines),
+        heartbeat_interval=heartbeat,
+        grace_period=grace,
+    )
+
+
+def _read_proxy(table: dict[str, Any], where: str) -> ProxySection:
+    allowed = [item.name for item in dataclasses.fields(ProxySection)]
+    _reject_unknown(table, allowed, where, section="proxy")
+    values: dict[str, Any] = {}
+    for key in ("steps", "batch_size", "seq_len", "eval_every", "eval_batches"):
+        if key in table:
+            values[key] = _positive_int(table[key], where, "proxy", key)
+    if "warmup" in table:
+        values["warmup"] = _int(table["warmup"], where, "proxy", "warmup")
+        if values["warmup"] < 0:
+            raise StudyConfigError(f"{where}: [proxy] warmup: must be >= 0, got {values['warmup']!r}")
+    for key in ("lr", "grad_clip"):
+        if key in table:
+            value = table[key]
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+                raise StudyConfigError(f"{where}: [proxy] {key}: expected a number above 0, got {value!r}")
+            values[key] = float(value)
+    if "device" in table:
+        device = table["device"]
+        if not isinstance(device, str) or not device.split(":")[0] in ("cpu", "cuda", "mps"):
+            raise StudyConfigError(f"{where}: [proxy] device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
+        values["device"] = device
+    return ProxySection(**values)
+
+
+def _read_search(table: dict[str, Any], where: str) -> SearchSection:
+    allowed = [item.name for item in dataclasses.fields(SearchSection)]
+    _reject_unknown(table, allowed, where, section="search")
+    fidelity = table.get("fidelity", "none")
+    if fidelity not in FIDELITIES:
+        raise StudyConfigError(f"{where}: [search] fidelity: {fidelity!r} is not allowed; allowed: {' | '.join(FIDELITIES)}")
+    min_fraction = table.get("min_fraction", 0.25)
+    if not _is_number(min_fraction) or not 0 < min_fraction < 1:
+        raise StudyConfigError(
+            f"{where}: [search] min_fraction: expected a number in (0, 1) (the share of the proxy steps "
+            f"every trial runs), got {min_fraction!r}"
+        )
+    reduction = table.get("reduction_factor", 3)
+    if not _is_number(reduction) or not reduction > 1:
+        raise StudyConfigError(f"{where}: [search] reduction_factor: expected a number above 1, got {reduction!r}")
+    return SearchSection(fidelity=fidelity, min_fraction=float(min_fraction), reduction_factor=reduction)
+
+
+def _check_with_proxy_stage(model: Mapping[str, Any], data: Mapping[str, Any], where: str) -> None:
+    """Let the proxy stage check ``[model]`` and ``[data]`` now, before any storage is touched."""
+    from frugal_search.search._proxy_bridge import model_spec_from_table, data_spec_from_table
+
+    for section, table, build in (("model", model, model_spec_from_table), ("data", data, data_spec_from_table)):
+        try:
+            build(table)
+        except (TypeError, ValueError) as error:
+            raise StudyConfigError(f"{where}: [{section}] {error}") from None
+
+
+def _frozen_table(table: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(table))
+
+
+def _reject_unknown(table: Mapping[str, Any], allowed: Any, where: str, *, section: str | None) -> None:
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        place = f"[{section}] " if section else ""
+        kind = "key" if section else "section"
+        raise StudyConfigError(
+            f"{where}: {place}unknown {kind} {unknown[0]!r}; allowed: {', '.join(allowed)}"
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int(value: Any, where: str, section: str, key: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise StudyConfigError(f"{where}: [{section}] {key}: expected an integer, got {value!r}")
+    return value
+
+
+def _positive_int(value: Any, where: str, section: str, key: str) -> int:
+    value = _int(value, where, section, key)
+    if value < 1:
+        raise StudyConfigError(f"{where}: [{section}] {key}: expected an integer >= 1, got {value!r}")
+    return value

@@ -1,0 +1,384 @@
+"""The search space over partitions: which dimensions exist, how ``[space]`` sets them, how a
+trial samples them, and how the sampled values become a :class:`~frugal_search.partition.Partition`.
+
+Dimensions (Optuna parameter names; "fixed" is the value used when ``[space]`` does not list it):
+
+===============================  ===========  ================================  ==============
+name                             type         allowed                           fixed
+===============================  ===========  ================================  ==============
+``lr``                           float, log   > 0                               ``1e-3``
+``embedding_norm_head_lr_scale`` float, log   > 0                               ``1.0``
+``head_role``                    choice       stateful|frugal|state_free|frozen ``stateful``
+``embedding_role``               choice       stateful|frugal|state_free|frozen ``stateful``
+``norm_role``                    choice       stateful|frugal|state_free|frozen ``stateful``
+``attention_role``               choice       stateful|frugal|state_free|frozen ``frugal``
+``mlp_role``                     choice       stateful|frugal|state_free|frozen ``frugal``
+``stateful_first_layers``        float        0..1 (fraction of depth)          ``0.0``
+``stateful_last_layers``         float        0..1 (fraction of depth)          ``0.0``
+``mode``                         choice       blocks|svd|random|randperm|       ``blocks``
+                                              columns|rows|randk
+``density``                      float        0..1                              ``0.25``
+``rank``                         int          >= 1 (only svd/random/randperm)   unset
+``update_gap``                   int, log     >= 1                              ``200``
+``block_order``                  choice       random|ascending|descending|      ``descending``
+                                              mirror (only for ``blocks``)
+``state_free``                   choice       signsgd|sgd|none                  ``signsgd``
+``state_free_lr_scale``          float, log   > 0 (not for ``none``)            ``1.0``
+``split_lr_scale``               float, log   > 0                               ``1.0``
+``reset_state``                  choice       true|false                        ``true``
+===============================  ===========  ================================  ==============
+
+How a dimension is written in ``[space]``:
+
+- a single value fixes it: ``mode = "blocks"``, ``density = 0.25``;
+- a list of two numbers is a range ``[low, high]`` for numeric dimensions (sampled on a log scale
+  where the table says "log"): ``lr = [1e-4, 1e-2]``;
+- a list is the choices for choice dimensions: ``head_role = ["stateful", "state_free"]``;
+- a table gives everything explicitly: ``density = { low = 0.05, high = 0.5, log = true }``,
+  ``update_gap = { choices = [10, 50, 200] }``.
+
+Conditional dimensions are sampled only where they apply, so Optuna never sees a value that does
+nothing: ``mode``, ``density``, ``rank``, ``update_gap``, ``block_order`` (blocks only) and
+``reset_state`` only when some kind has the ``frugal`` role; ``state_free`` and
+``split_lr_scale`` when some kind is ``frugal`` or ``state_free``; ``state_free_lr_scale`` unless
+the state-free rule is ``none``; the stateful layer fractions only when attention or MLP is not
+already ``stateful``.
+
+The partition a trial gets (first matching rule wins):
+
+1. embedding, norm and head: their role, with ``lr_scale = embedding_norm_head_lr_scale`` (on a
+   small model a higher lr for these moves the loss more than the split does, so the search must
+   be able to move it to rank partitions fairly);
+2. attention and MLP of the first / last ``stateful_*_layers`` fraction of layers: ``stateful``;
+3. attention: ``attention_role``; MLP: ``mlp_role``;
+4. biases and anything else: ``stateful`` (FRUGAL's always-stateful set).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+    from frugal_search.partition import Partition
+
+ROLES = ("stateful", "frugal", "state_free", "frozen")
+MODES = ("blocks", "svd", "random", "randperm", "columns", "rows", "randk")
+LOW_RANK_MODES = ("svd", "random", "randperm")
+BLOCK_ORDERS = ("random", "ascending", "descending", "mirror")
+STATE_FREE_RULES = ("signsgd", "sgd", "none")
+ROLE_KINDS = ("head", "embedding", "norm", "attention", "mlp")
+
+
+@dataclass(frozen=True)
+class DimensionKind:
+    """What values one dimension of the space may take, and its value when it is not listed."""
+
+    value_type: str  # "float" | "int" | "choice"
+    default: Any
+    choices: tuple[Any, ...] = ()  # the allowed values of a "choice" dimension
+    low: float | None = None  # smallest allowed value of a numeric dimension
+    high: float | None = None  # largest allowed value of a numeric dimension
+    low_exclusive: bool = False  # True when ``low`` itself is not allowed (lr > 0)
+    log: bool = False  # ranges are sampled on a log scale unless the user says otherwise
+    help: str = ""
+
+    def allowed(self) -> str:
+        """Words describing the allowed values, for error messages."""
+        if self.value_type == "choice":
+            return " | ".join(_format_value(choice) for choice in self.choices)
+        low = "-inf" if self.low is None else _format_value(self.low)
+        high = "inf" if self.high is None else _format_value(self.high)
+        bracket = "(" if self.low_exclusive else "["
+        return f"{'an integer' if self.value_type == 'int' else 'a number'} in {bracket}{low}, {high}]"
+
+
+DIMENSIONS: dict[str, DimensionKind] = {
+    "lr": DimensionKind("float", 1e-3, low=0.0, low_exclusive=True, log=True, help="base learning rate"),
+    "embedding_norm_head_lr_scale": DimensionKind(
+        "float", 1.0, low=0.0, low_exclusive=True, log=True, help="lr multiplier of embedding, norm and head"
+    ),
+    **{
+        f"{kind}_role": DimensionKind("choice", default, choices=ROLES, help=f"role of the {kind} parameters")
+        for kind, default in (
+            ("head", "stateful"),
+            ("embedding", "stateful"),
+            ("norm", "stateful"),
+            ("attention", "frugal"),
+            ("mlp", "frugal"),
+        )
+    },
+    "stateful_first_layers": DimensionKind(
+        "float", 0.0, low=0.0, high=1.0, help="fraction of the first layers whose blocks stay stateful"
+    ),
+    "stateful_last_layers": DimensionKind(
+        "float", 0.0, low=0.0, high=1.0, help="fraction of the last layers whose blocks stay stateful"
+    ),
+    "mode": DimensionKind("choice", "blocks", choices=MODES, help="FRUGAL subspace mode"),
+    "density": DimensionKind("float", 0.25, low=0.0, high=1.0, help="share of split coordinates with state"),
+    "rank": DimensionKind("int", None, low=1, log=True, help="subspace rank (svd/random/randperm only)"),
+    "update_gap": DimensionKind("int", 200, low=1, log=True, help="steps between subspace re-selections"),
+    "block_order": DimensionKind("choice", "descending", choices=BLOCK_ORDERS, help="order of blocks"),
+    "state_free": DimensionKind("choice", "signsgd", choices=STATE_FREE_RULES, help="state-free update rule"),
+    "state_free_lr_scale": DimensionKind(
+        "float", 1.0, low=0.0, low_exclusive=True, log=True, help="lr multiplier of the state-free part"
+    ),
+    "split_lr_scale": DimensionKind(
+        "float", 1.0, low=0.0, low_exclusive=True, log=True, help="lr multiplier of the split parameters"
+    ),
+    "reset_state": DimensionKind("choice", True, choices=(True, False), help="zero moments at re-selection"),
+}
+
+
+class SpaceError(ValueError):
+    """A ``[space]`` entry that cannot be used; the loader adds the file name."""
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One dimension as the study sets it: fixed, a choice among values, or a numeric range."""
+
+    name: str
+    fixed: Any = None  # used when ``choices`` and ``low`` are both unset
+    choices: tuple[Any, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+
+    @property
+    def varies(self) -> bool:
+        """True when the search samples this dimension (more than one possible value)."""
+        if self.choices is not None:
+            return len(self.choices) > 1
+        return self.low is not None and self.low != self.high
+
+    def sample(self, trial: optuna.Trial) -> Any:
+        """Return this dimension's value for ``trial`` (fixed values are not sent to Optuna)."""
+        if self.choices is not None:
+            if len(self.choices) == 1:
+                return self.choices[0]
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.low is None:
+            return self.fixed
+        if self.low == self.high:
+            return self.low
+        if DIMENSIONS[self.name].value_type == "int":
+            step = int(self.step or 1)
+            return trial.suggest_int(self.name, int(self.low), int(self.high), step=step, log=self.log)
+        return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Every dimension of the partition space, each fixed, a set of choices or a range."""
+
+    dimensions: tuple[Dimension, ...]
+
+    def __getitem__(self, name: str) -> Dimension:
+        for dimension in self.dimensions:
+            if dimension.name == name:
+                return dimension
+        raise KeyError(name)
+
+    @property
+    def varying(self) -> tuple[str, ...]:
+        """Names of the dimensions the search samples."""
+        return tuple(dimension.name for dimension in self.dimensions if dimension.varies)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe description (stored in the study so a report can show the space)."""
+        out: dict[str, Any] = {}
+        for dimension in self.dimensions:
+            if dimension.choices is not None:
+                out[dimension.name] = {"choices": list(dimension.choices)}
+            elif dimension.low is not None:
+                out[dimension.name] = {"low": dimension.low, "high": dimension.high, "log": dimension.log}
+            else:
+                out[dimension.name] = dimension.fixed
+        return out
+
+
+def parse_space(table: dict[str, Any], *, default_lr: float | None = None) -> SearchSpace:
+    """Read a ``[space]`` table into a :class:`SearchSpace`; unlisted dimensions are fixed.
+
+    ``default_lr`` (the ``[proxy]`` lr) replaces the built-in fixed lr when ``lr`` is not listed.
+    Raises :class:`SpaceError` naming the key and the allowed values.
+    """
+    unknown = sorted(set(table) - set(DIMENSIONS))
+    if unknown:
+        raise SpaceError(f"unknown key {unknown[0]!r}; allowed keys: {', '.join(DIMENSIONS)}")
+    dimensions = []
+    for name, kind in DIMENSIONS.items():
+        if name in table:
+            dimensions.append(_parse_dimension(name, kind, table[name]))
+        elif name == "lr" and default_lr is not None:
+            dimensions.append(Dimension(name, fixed=_check_number(name, kind, default_lr)))
+        else:
+            dimensions.append(Dimension(name, fixed=kind.default))
+    return SearchSpace(tuple(dimensions))
+
+
+def _parse_dimension(name: str, kind: DimensionKind, raw: Any) -> Dimension:
+    if isinstance(raw, dict):
+        return _parse_table(name, kind, raw)
+    if isinstance(raw, list):
+        if kind.value_type != "choice" and len(raw) == 2 and all(_is_number(value) for value in raw):
+            return _make_range(name, kind, low=raw[0], high=raw[1], log=kind.log, step=None)
+        return _make_choices(name, kind, raw)
+    if kind.value_type == "choice":
+        return Dimension(name, fixed=_check_choice(name, kind, raw))
+    return Dimension(name, fixed=_check_number(name, kind, raw))
+
+
+def _parse_table(name: str, kind: DimensionKind, raw: dict[str, Any]) -> Dimension:
+    allowed_keys = {"choices"} if kind.value_type == "choice" else {"choices", "low", "high", "log", "step"}
+    unknown = sorted(set(raw) - allowed_keys)
+    if unknown:
+        raise SpaceError(f"{name}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed_keys))}")
+    if "choices" in raw:
+        if len(raw) > 1:
+            raise SpaceError(f"{name}: give either 'choices' or 'low'/'high', not both")
+        if not isinstance(raw["choices"], list):
+            raise SpaceError(f"{name}.choices: expected a list, got {raw['choices']!r}")
+        return _make_choices(name, kind, raw["choices"])
+    if "low" not in raw or "high" not in raw:
+        raise SpaceError(f"{name}: a range needs both 'low' and 'high' (or give 'choices')")
+    log = raw.get("log", kind.log)
+    if not isinstance(log, bool):
+        raise SpaceError(f"{name}.log: expected true or false, got {log!r}")
+    step = raw.get("step")
+    if step is not None and (not _is_number(step) or step <= 0):
+        raise SpaceError(f"{name}.step: expected a number > 0, got {step!r}")
+    if step is not None and log:
+        raise SpaceError(f"{name}: 'step' and 'log = true' cannot be combined (Optuna samples one or the other)")
+    return _make_range(name, kind, low=raw["low"], high=raw["high"], log=log, step=step)
+
+
+def _make_choices(name: str, kind: DimensionKind, raw: list[Any]) -> Dimension:
+    if not raw:
+        raise SpaceError(f"{name}: empty list of choices; allowed: {kind.allowed()}")
+    check = _check_choice if kind.value_type == "choice" else _check_number
+    values = tuple(check(name, kind, value) for value in raw)
+    if len(set(values)) != len(values):
+        raise SpaceError(f"{name}: repeated choice in {raw!r}")
+    return Dimension(name, choices=values)
+
+
+def _make_range(name: str, kind: DimensionKind, *, low: Any, high: Any, log: bool, step: float | None) -> Dimension:
+    low = _check_number(name, kind, low)
+    high = _check_number(name, kind, high)
+    if low > high:
+        raise SpaceError(f"{name}: range low {low!r} is above high {high!r}; write [low, high]")
+    if log and low <= 0:
+        raise SpaceError(f"{name}: a log-scale range needs low > 0, got {low!r}; use log = false")
+    return Dimension(name, low=low, high=high, log=log, step=step)
+
+
+def _check_choice(name: str, kind: DimensionKind, value: Any) -> Any:
+    if value not in kind.choices or isinstance(value, bool) != isinstance(kind.choices[0], bool):
+        raise SpaceError(f"{name}: {value!r} is not allowed; allowed: {kind.allowed()}")
+    return value
+
+
+def _check_number(name: str, kind: DimensionKind, value: Any) -> float | int:
+    if kind.value_type == "int":
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise SpaceError(f"{name}: expected {kind.allowed()}, got {value!r}")
+    elif not _is_number(value):
+        raise SpaceError(f"{name}: expected {kind.allowed()}, got {value!r}")
+    else:
+        value = float(value)
+    too_low = kind.low is not None and (value <= kind.low if kind.low_exclusive else value < kind.low)
+    too_high = kind.high is not None and value > kind.high
+    if too_low or too_high or (isinstance(value, float) and not math.isfinite(value)):
+        raise SpaceError(f"{name}: {value!r} is out of range; allowed: {kind.allowed()}")
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def sample_settings(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
+    """Sample every dimension that applies to this trial; return ``{name: value}``.
+
+    Dimensions that do not apply (see the module docstring) are left out of the result and are
+    never suggested to Optuna, so the samplers see a proper conditional space.
+    """
+    values: dict[str, Any] = {"lr": space["lr"].sample(trial)}
+    values["embedding_norm_head_lr_scale"] = space["embedding_norm_head_lr_scale"].sample(trial)
+    for kind in ROLE_KINDS:
+        values[f"{kind}_role"] = space[f"{kind}_role"].sample(trial)
+    roles = {values[f"{kind}_role"] for kind in ROLE_KINDS}
+    if values["attention_role"] != "stateful" or values["mlp_role"] != "stateful":
+        values["stateful_first_layers"] = space["stateful_first_layers"].sample(trial)
+        values["stateful_last_layers"] = space["stateful_last_layers"].sample(trial)
+    if "frugal" in roles:
+        values["mode"] = mode = space["mode"].sample(trial)
+        if mode in LOW_RANK_MODES and (space["rank"].varies or space["rank"].fixed is not None):
+            values["rank"] = space["rank"].sample(trial)
+        else:
+            values["density"] = space["density"].sample(trial)
+        values["update_gap"] = space["update_gap"].sample(trial)
+        if mode == "blocks":
+            values["block_order"] = space["block_order"].sample(trial)
+        values["reset_state"] = space["reset_state"].sample(trial)
+    if roles & {"frugal", "state_free"}:
+        values["state_free"] = space["state_free"].sample(trial)
+        if values["state_free"] != "none":
+            values["state_free_lr_scale"] = space["state_free_lr_scale"].sample(trial)
+        values["split_lr_scale"] = space["split_lr_scale"].sample(trial)
+    return values
+
+
+def partition_from_settings(values: dict[str, Any], *, name: str | None = None, provenance: Any = None) -> Partition:
+    """Build the :class:`Partition` that the sampled ``values`` describe (rules in the docstring order)."""
+    from frugal_search.partition import Partition, Rule
+
+    outer_scale = values.get("embedding_norm_head_lr_scale", 1.0)
+    rules = []
+    for kind in ("embedding", "norm", "head"):
+        scale = {} if outer_scale == 1.0 else {"lr_scale": outer_scale}
+        rules.append(Rule(values[f"{kind}_role"], kinds=(kind,), **scale))
+    for selector_prefix, key in (("first", "stateful_first_layers"), ("last", "stateful_last_layers")):
+        fraction = values.get(key, 0.0)
+        if fraction > 0:
+            rules.append(Rule("stateful", kinds=("attention", "mlp"), layers=f"{selector_prefix}:{fraction:g}"))
+    rules.append(Rule(values["attention_role"], kinds=("attention",)))
+    rules.append(Rule(values["mlp_role"], kinds=("mlp",)))
+    rules.append(Rule("stateful", kinds=("bias", "other")))
+    settings = {
+        key: values[key]
+        for key in (
+            "mode",
+            "density",
+            "rank",
+            "update_gap",
+            "block_order",
+            "state_free",
+            "state_free_lr_scale",
+            "split_lr_scale",
+            "reset_state",
+        )
+        if key in values
+    }
+    return Partition(rules, lr=values["lr"], **settings, name=name, provenance=provenance)
+
+
+def sample_partition(
+    trial: optuna.Trial, space: SearchSpace, *, name: str | None = None, provenance: Any = None
+) -> Partition:
+    """Sample this trial's point of ``space`` and return it as a :class:`Partition`."""
+    return partition_from_settings(sample_settings(trial, space), name=name, provenance=provenance)

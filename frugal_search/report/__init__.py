@@ -1,0 +1,55 @@
+"""Reports and export: the numbers behind the report (pure functions), the plots, report.md, and
+the split config of a chosen trial.
+
+Every function reads an Optuna study whose trials follow the contract in docs/ARCHITECTURE.md
+("search -> report"): two minimized objectives ``eval_loss`` and ``state_mib`` and user
+attributes ``outcome``, ``split``, ``summary``, ``baseline``, ``state_bytes``, ``eval_curve``, ...
+"""
+
+from frugal_search.report._analysis import (
+    EvalCurve,
+    ObjectiveImportance,
+    best_under_budget,
+    compare_with_baselines,
+    eval_curves,
+    objective_importances,
+    outcome_counts,
+)
+from frugal_search.report._export import export_split, select_trial
+from frugal_search.report._front import (
+    hypervolume_2d,
+    hypervolume_history,
+    hypervolume_reference_point,
+    pareto_front,
+)
+from frugal_search.report._load import OpenedStudy, open_study
+from frugal_search.report._plots import draw_curves, draw_hypervolume, draw_importance, draw_pareto
+from frugal_search.report._table import TRIAL_COLUMNS, adamw_state_bytes, trials_table
+from frugal_search.report._write import REPORT_FILES, write_report
+
+__all__ = [
+    "EvalCurve",
+    "ObjectiveImportance",
+    "OpenedStudy",
+    "REPORT_FILES",
+    "TRIAL_COLUMNS",
+    "adamw_state_bytes",
+    "best_under_budget",
+    "compare_with_baselines",
+    "draw_curves",
+    "draw_hypervolume",
+    "draw_importance",
+    "draw_pareto",
+    "eval_curves",
+    "export_split",
+    "hypervolume_2d",
+    "hypervolume_history",
+    "hypervolume_reference_point",
+    "objective_importances",
+    "open_study",
+    "outcome_counts",
+    "pareto_front",
+    "select_trial",
+    "trials_table",
+    "write_report",
+]

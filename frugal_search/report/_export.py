@@ -1,0 +1,143 @@
+"""Export one trial's partition as a split config (JSON) with where it came from."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from frugal_search.report._analysis import best_under_budget
+from frugal_search.report._table import feasible_rows, trials_table
+from frugal_search.report._write import storage_url_of
+from frugal_search.units import MIB, format_bytes, parse_bytes
+
+if TYPE_CHECKING:
+    import optuna
+
+logger = logging.getLogger(__name__)
+
+# Trial attributes copied into the provenance of an exported split config.
+_PROVENANCE_METRICS: tuple[str, ...] = (
+    "outcome",
+    "eval_loss",
+    "best_eval_loss",
+    "state_bytes",
+    "tokens_per_s",
+    "wall_s",
+    "steps",
+    "peak_memory_bytes",
+)
+
+
+def select_trial(
+    study: optuna.Study,
+    *,
+    trial: int | None = None,
+    best: bool = False,
+    max_memory: int | str | None = None,
+) -> optuna.trial.FrozenTrial:
+    """Return the trial to export: number ``trial``, or with ``best`` the lowest loss under ``max_memory``.
+
+    ``max_memory`` (bytes or text such as ``"1.5 MiB"``) bounds the optimizer state of the best
+    trial; without it the lowest loss overall wins. Raises ``ValueError`` naming the problem and a
+    remedy: both or neither of ``trial``/``best``, an unknown number, a trial without a split
+    config, or no trial under the memory limit (naming the lowest memory available).
+    """
+    if (trial is None) == (not best):
+        raise ValueError(
+            f"choose exactly one trial: got trial={trial!r} and best={best!r}; pass a trial number "
+            "(--trial N) or best=True (--best, optionally with --max-memory)"
+        )
+    if max_memory is not None and not best:
+        raise ValueError(f"max_memory={max_memory!r} only applies with best=True (--best); drop it or use --best")
+    trials = {frozen.number: frozen for frozen in study.get_trials(deepcopy=False)}
+    if trial is not None:
+        if trial not in trials:
+            span = f"0..{max(trials)}" if trials else "none: the study is empty"
+            raise ValueError(f"study {study.study_name!r} has no trial {trial}; trial numbers: {span}")
+        chosen = trials[trial]
+    else:
+        budget = parse_bytes(max_memory) if max_memory is not None else None
+        table = trials_table(study)
+        row = best_under_budget(table, memory_budget_bytes=budget)
+        if row is None:
+            feasible = feasible_rows(table)
+            if feasible.empty:
+                raise ValueError(
+                    f"study {study.study_name!r} has no trial that finished with a loss "
+                    f"({len(table)} trials); run more trials or export one by number with --trial N"
+                )
+            smallest = feasible.sort_values(["state_bytes", "eval_loss"]).iloc[0]
+            raise ValueError(
+                f"no finished trial keeps its optimizer state under {format_bytes(budget or 0)} "
+                f"(max_memory={max_memory!r}); the lowest memory available is "
+                f"{format_bytes(smallest['state_bytes'])} ({smallest['state_mib']:.4g} MiB, "
+                f"trial #{int(smallest['number'])}); raise --max-memory"
+            )
+        chosen = trials[int(row["number"])]
+    if not chosen.user_attrs.get("split"):
+        raise ValueError(
+            f"trial {chosen.number} of study {study.study_name!r} stored no split config "
+            f"(state {chosen.state.name}, reason: {chosen.user_attrs.get('reason') or 'none recorded'}); "
+            "export another trial"
+        )
+    return chosen
+
+
+def provenance_of(study: optuna.Study, frozen: optuna.trial.FrozenTrial, *, storage_url: str | None) -> dict[str, Any]:
+    """Return where an exported split came from: study, storage, trial and its metrics (JSON-safe)."""
+    metrics: dict[str, Any] = {}
+    for key in _PROVENANCE_METRICS:
+        value = frozen.user_attrs.get(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None  # JSON has no NaN/inf
+        metrics[key] = value
+    state_bytes = metrics.get("state_bytes")
+    metrics["state_mib"] = state_bytes / MIB if state_bytes is not None else None
+    return {
+        "study": study.study_name,
+        "storage": storage_url,
+        "trial": frozen.number,
+        "state": frozen.state.name,
+        "baseline": frozen.user_attrs.get("baseline"),
+        "summary": frozen.user_attrs.get("summary"),
+        "metrics": metrics,
+    }
+
+
+def export_split(
+    study: optuna.Study,
+    *,
+    trial: int | None = None,
+    best: bool = False,
+    max_memory: int | str | None = None,
+    path: str | Path,
+    storage_url: str | None = None,
+) -> Path:
+    """Write the split config of one trial to ``path`` (JSON) and return ``path``.
+
+    The trial is chosen as in `select_trial`. The stored split dict goes through
+    ``Partition.from_dict`` and ``Partition.to_json``, so the file is validated and
+    ``Partition.from_json(path)`` rebuilds the same optimizer. Its provenance names the study, the
+    storage (``storage_url``, by default the study's database URL), the trial and its metrics.
+    """
+    from frugal_search.partition import Partition
+
+    chosen = select_trial(study, trial=trial, best=best, max_memory=max_memory)
+    if chosen.state.name != "COMPLETE":
+        logger.warning(
+            "trial %d ended as %s (%s); exporting its split anyway",
+            chosen.number,
+            chosen.user_attrs.get("outcome", chosen.state.name),
+            chosen.user_attrs.get("reason") or "no reason recorded",
+        )
+    provenance = provenance_of(study, chosen, storage_url=storage_url or storage_url_of(study))
+    split = dict(chosen.user_attrs["split"])
+    split["provenance"] = provenance
+    partition = Partition.from_dict(split)
+    out_path = Path(path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    partition.to_json(out_path)
+    logger.info("wrote split config of trial %d of %s to %s", chosen.number, study.study_name, out_path)
+    return out_path

@@ -1,0 +1,111 @@
+"""The Pareto front of memory against loss, and how its hypervolume grew with trials.
+
+Both objectives are minimized. Trial A dominates trial B when A is no worse in both objectives and
+strictly better in at least one; two trials with identical values do not dominate each other, so
+both stay on the front.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from frugal_search.report._table import feasible_rows
+
+# The two objectives as columns of `trials_table`, in the order the front is drawn (x, y).
+MEMORY_COLUMN = "state_mib"
+LOSS_COLUMN = "eval_loss"
+
+# The hypervolume reference point sits this fraction beyond the worst value of each objective.
+REFERENCE_MARGIN = 0.1
+
+
+def pareto_front(table: pd.DataFrame) -> pd.DataFrame:
+    """Return the non-dominated rows of the finished feasible (COMPLETE) trials of ``table``.
+
+    Objectives: ``state_mib`` and ``eval_loss``, both minimized. Rows are sorted by memory, then
+    loss, then trial number. Runs in O(n log n): after sorting by memory, a row is on the front
+    when its loss is the lowest among rows of the same memory and strictly below every loss seen
+    at a smaller memory.
+    """
+    candidates = feasible_rows(table).sort_values(
+        [MEMORY_COLUMN, LOSS_COLUMN, "number"], kind="stable"
+    )
+    keep: list[int] = []
+    best_loss_at_smaller_memory = math.inf
+    for _, group in candidates.groupby(MEMORY_COLUMN, sort=True):
+        group_best = float(group[LOSS_COLUMN].min())
+        if group_best < best_loss_at_smaller_memory:
+            keep.extend(group.index[group[LOSS_COLUMN] == group_best])
+            best_loss_at_smaller_memory = group_best
+    return candidates.loc[keep].reset_index(drop=True)
+
+
+def hypervolume_reference_point(table: pd.DataFrame) -> tuple[float, float] | None:
+    """Return the reference point (memory MiB, loss) for the hypervolume, None without feasible trials.
+
+    Each coordinate is the largest value of that objective among finished feasible trials, plus
+    ``REFERENCE_MARGIN`` (10%) of its magnitude, i.e. 1.1 x the worst value for positive
+    objectives (0.1 above it when the worst value is 0). Every feasible trial then adds volume.
+    """
+    feasible = feasible_rows(table)
+    if feasible.empty:
+        return None
+    point = []
+    for column in (MEMORY_COLUMN, LOSS_COLUMN):
+        worst = float(feasible[column].max())
+        point.append(worst + REFERENCE_MARGIN * (abs(worst) if worst != 0 else 1.0))
+    return point[0], point[1]
+
+
+def hypervolume_2d(points: np.ndarray, reference_point: tuple[float, float]) -> float:
+    """Return the area dominated by ``points`` (shape ``(n, 2)``, minimized) and bounded by the reference.
+
+    Points not strictly better than the reference in both coordinates add nothing.
+    """
+    ref_x, ref_y = reference_point
+    points = np.asarray(points, dtype=float).reshape(-1, 2)
+    points = points[(points[:, 0] < ref_x) & (points[:, 1] < ref_y)]
+    if len(points) == 0:
+        return 0.0
+    # sweep from the smallest x: each point adds the strip up to the next x, above the best y so far
+    order = np.lexsort((points[:, 1], points[:, 0]))
+    area = 0.0
+    best_y = ref_y
+    xs = points[order, 0]
+    ys = points[order, 1]
+    for i in range(len(xs)):
+        best_y = min(best_y, ys[i])
+        next_x = xs[i + 1] if i + 1 < len(xs) else ref_x
+        area += (next_x - xs[i]) * (ref_y - best_y)
+    return float(area)
+
+
+def hypervolume_history(
+    table: pd.DataFrame, *, reference_point: tuple[float, float] | None = None
+) -> pd.DataFrame:
+    """Return the hypervolume of the front after each trial, by trial number.
+
+    Columns ``number`` and ``hypervolume``: for every trial number (all states, in order), the
+    hypervolume of the finished feasible trials with a number up to it. ``reference_point``
+    defaults to `hypervolume_reference_point` of the whole table. Empty without feasible trials.
+    """
+    if reference_point is None:
+        reference_point = hypervolume_reference_point(table)
+    if reference_point is None:
+        return pd.DataFrame({"number": pd.Series(dtype=int), "hypervolume": pd.Series(dtype=float)})
+    ordered = table.sort_values("number", kind="stable")
+    feasible_numbers = set(feasible_rows(ordered)["number"])
+    points: list[tuple[float, float]] = []
+    numbers: list[int] = []
+    volumes: list[float] = []
+    volume = 0.0
+    for row in ordered.itertuples(index=False):
+        if row.number in feasible_numbers:
+            points.append((getattr(row, MEMORY_COLUMN), getattr(row, LOSS_COLUMN)))
+            volume = hypervolume_2d(np.array(points), reference_point)
+        numbers.append(int(row.number))
+        volumes.append(volume)
+    return pd.DataFrame({"number": numbers, "hypervolume": volumes})

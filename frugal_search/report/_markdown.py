@@ -1,0 +1,250 @@
+"""report.md: the study in words and tables, rendered from the numbers of the other modules."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from frugal_search.report._analysis import ObjectiveImportance
+from frugal_search.units import format_bytes
+
+# outcomes that end a trial without a loss, and how the report says so
+_NO_LOSS_WORDS: dict[str, str] = {
+    "diverged": "diverged (loss became NaN/inf or blew up)",
+    "infeasible": "infeasible (optimizer state over the memory budget; not run)",
+    "oom": "out of device memory",
+    "error": "failed with an error (or its worker stopped)",
+    "pruned": "pruned",
+    "running": "still running (or its worker stopped before finishing)",
+    "waiting": "waiting to run",
+}
+
+
+@dataclass(frozen=True)
+class ReportContent:
+    """Everything report.md shows; built by `write_report`, rendered by `render_markdown`."""
+
+    study_name: str
+    settings: dict[str, str]
+    table: pd.DataFrame
+    front: pd.DataFrame
+    outcome_counts: dict[str, int]
+    memory_budget_bytes: int | None
+    best: pd.Series | None
+    baseline_comparison: pd.DataFrame | None
+    importances: list[ObjectiveImportance]
+    reference_point: tuple[float, float] | None
+    final_hypervolume: float | None
+    export_command_prefix: str
+    memory_command: str
+
+
+def flatten_settings(config: Any, prefix: str = "") -> dict[str, str]:
+    """Return ``{"section.key": "value"}`` for a (nested) dataclass or dict, for the settings table."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        items = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    elif isinstance(config, dict):
+        items = dict(config)
+    else:
+        return {prefix.rstrip("."): str(config)} if prefix else {}
+    flat: dict[str, str] = {}
+    for key, value in items.items():
+        name = f"{prefix}{key}"
+        if (dataclasses.is_dataclass(value) and not isinstance(value, type)) or isinstance(value, dict):
+            flat.update(flatten_settings(value, prefix=f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def _cell(value: Any, digits: int = 4) -> str:
+    """Format one table cell: numbers to ``digits`` significant digits, NaN/None as an en dash."""
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.{digits}g}"
+    text = str(value)
+    return text.replace("|", "\\|").replace("\n", " ") if text else "–"
+
+
+def _markdown_table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
+    return lines
+
+
+def _counts_sentence(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    parts = [f"{count} {outcome}" for outcome, count in counts.items()]
+    return f"{total} trial{'s' if total != 1 else ''}: " + ", ".join(parts) + "."
+
+
+def _trials_section(content: ReportContent) -> list[str]:
+    lines = ["## Trials", ""]
+    if content.table.empty:
+        lines += [
+            "The study has no trials yet, so there is no front, no best partition and nothing to export.",
+            "Run the search first (`frugal-search run <study.toml>`), then this report again.",
+        ]
+        return lines
+    lines += [_counts_sentence(content.outcome_counts), ""]
+    lines += _markdown_table(
+        ["outcome", "trials", "meaning"],
+        [[outcome, count, _NO_LOSS_WORDS.get(outcome, "finished with a loss" if outcome == "ok" else outcome)]
+         for outcome, count in content.outcome_counts.items()],
+    )
+    failed = content.table[content.table["state"] != "COMPLETE"]
+    reasons = failed[failed["reason"] != ""]
+    if not reasons.empty:
+        lines += ["", "Why trials ended without a loss (first of each reason):", ""]
+        for reason, group in reasons.groupby("reason", sort=False):
+            numbers = ", ".join(f"#{n}" for n in group["number"].head(5))
+            more = f" and {len(group) - 5} more" if len(group) > 5 else ""
+            lines.append(f"- {numbers}{more} ({group['outcome'].iloc[0]}): {reason}")
+    return lines
+
+
+def _front_section(content: ReportContent) -> list[str]:
+    lines = ["## Pareto front: optimizer memory against eval loss", ""]
+    if content.front.empty:
+        lines.append(
+            "No trial finished with a loss (every trial diverged, was infeasible, ran out of memory or "
+            "failed), so there is no Pareto front yet."
+        )
+        return lines
+    lines += [
+        f"{len(content.front)} partition{'s' if len(content.front) != 1 else ''} on the front, by memory. "
+        "No other finished trial has both a lower loss and less optimizer state than any of them. "
+        "Read it left to right: each step buys a lower loss with more optimizer state.",
+        "",
+        "![Pareto front](pareto.png)",
+        "",
+    ]
+    rows = [
+        [f"#{row.number}", row.state_mib, row.state_pct_of_adamw, row.eval_loss, row.tokens_per_s,
+         row.baseline or "", row.summary]
+        for row in content.front.itertuples(index=False)
+    ]
+    lines += _markdown_table(
+        ["trial", "state (MiB)", "% of AdamW", "eval loss", "tokens/s", "baseline", "partition"], rows
+    )
+    return lines
+
+
+def _best_section(content: ReportContent) -> list[str]:
+    if content.memory_budget_bytes is None:
+        title, where = "## Best partition (no memory budget set: lowest loss overall)", "overall"
+    else:
+        budget = format_bytes(content.memory_budget_bytes)
+        title, where = f"## Best partition under the memory budget ({budget})", f"under {budget}"
+    lines = [title, ""]
+    if content.best is None:
+        if content.front.empty:
+            lines.append("None: no trial finished with a loss.")
+        else:
+            lowest = content.front.iloc[0]
+            lines.append(
+                f"None: no finished trial keeps its optimizer state {where}. The smallest finished one "
+                f"is trial #{int(lowest['number'])} with {lowest['state_mib']:.4g} MiB."
+            )
+        return lines
+    best = content.best
+    number = int(best["number"])
+    lines += [
+        f"Trial **#{number}**{' (baseline ' + str(best['baseline']) + ')' if isinstance(best['baseline'], str) else ''}: "
+        f"eval loss {best['eval_loss']:.4g}, optimizer state {best['state_mib']:.4g} MiB"
+        + (f" ({best['state_pct_of_adamw']:.3g}% of AdamW)" if math.isfinite(best["state_pct_of_adamw"]) else "")
+        + ".",
+        "",
+        f"Partition: {best['summary'] or '(no summary stored)'}",
+        "",
+    ]
+    comparison = content.baseline_comparison
+    if comparison is None or comparison.empty:
+        lines.append("The study has no baseline trials to compare with.")
+    else:
+        lines += [
+            "Compared with each baseline (loss difference = this trial minus the baseline, negative is "
+            "better; memory ratio = this trial's state / the baseline's state, below 1 is smaller):",
+            "",
+        ]
+        lines += _markdown_table(
+            ["baseline", "trial", "outcome", "eval loss", "state (MiB)", "loss difference", "memory ratio"],
+            [[row.baseline, f"#{row.number}", row.outcome, row.eval_loss, row.state_mib, row.loss_difference,
+              row.memory_ratio] for row in comparison.itertuples(index=False)],
+        )
+    lines += [
+        "",
+        "## Take it away",
+        "",
+        "Write its split config, then see what it costs on your full-size model (a Hugging Face config "
+        "JSON; no weights are built):",
+        "",
+        "```bash",
+        f"{content.export_command_prefix} --trial {number} -o split.json",
+        content.memory_command,
+        "```",
+        "",
+        "Any other trial exports the same way with its number; "
+        f"`{content.export_command_prefix} --best --max-memory \"1.5 MiB\" -o split.json` picks the "
+        "lowest loss under a memory limit.",
+    ]
+    return lines
+
+
+def _importance_section(content: ReportContent) -> list[str]:
+    lines = ["## Which search parameters matter", ""]
+    for entry in content.importances:
+        if entry.message:
+            lines.append(f"- {entry.objective}: {entry.message}.")
+        else:
+            top = ", ".join(f"{name} {value:.2f}" for name, value in list(entry.importances.items())[:3])
+            lines.append(f"- {entry.objective}: {top}")
+    lines += ["", "![Parameter importance](importance.png)"]
+    return lines
+
+
+def _progress_section(content: ReportContent) -> list[str]:
+    lines = ["## Progress of the search", ""]
+    if content.reference_point is None or content.final_hypervolume is None:
+        lines.append("No hypervolume: no trial finished with a loss.")
+        return lines
+    mem, loss = content.reference_point
+    lines += [
+        f"Hypervolume after the last trial: {content.final_hypervolume:.4g} (MiB x loss), measured from the "
+        f"reference point ({mem:.4g} MiB, loss {loss:.4g}) = 1.1 x the largest memory and loss among "
+        "finished trials. A curve that has flattened means more trials are unlikely to move the front.",
+        "",
+        "![Hypervolume](hypervolume.png)",
+        "",
+        "![Eval-loss curves](curves.png)",
+    ]
+    return lines
+
+
+def render_markdown(content: ReportContent) -> str:
+    """Return the text of report.md for ``content``."""
+    lines = [f"# Report of study `{content.study_name}`", ""]
+    lines += ["## Study settings", ""]
+    lines += _markdown_table(["setting", "value"], [[k, v] for k, v in content.settings.items()])
+    lines += [""] + _trials_section(content)
+    lines += [""] + _front_section(content)
+    if not content.table.empty:
+        lines += [""] + _best_section(content)
+        lines += [""] + _importance_section(content)
+        lines += [""] + _progress_section(content)
+    lines += [
+        "",
+        "## Files",
+        "",
+        "- `trials.csv`: every trial (state, outcome, partition in words, loss, memory, tokens/s, reason).",
+        "- `pareto.csv`: the Pareto front, sorted by memory.",
+        "- `pareto.png`, `curves.png`, `importance.png`, `hypervolume.png`: the plots above.",
+        "",
+    ]
+    return "\n".join(lines)
+

@@ -1,0 +1,177 @@
+"""Thin drawing functions: each takes numbers computed elsewhere and writes one PNG.
+
+They use matplotlib's object API (``Figure`` without pyplot), so no global backend or GUI is
+touched and they run on headless machines; PNGs are rendered by the Agg canvas.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import pandas as pd
+
+from frugal_search.report._analysis import EvalCurve, ObjectiveImportance
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+_DPI = 120
+# y position (axes fraction) of the strip that holds trials without a loss
+_NO_LOSS_STRIP_Y = 0.95
+# marker and colour per outcome of trials drawn apart from the front
+_APART_STYLE: dict[str, tuple[str, str]] = {
+    "diverged": ("x", "tab:red"),
+    "infeasible": ("^", "tab:orange"),
+    "oom": ("v", "tab:purple"),
+}
+
+
+def _new_figure(width: float = 7.5, height: float = 5.0) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+
+
+def _save(figure: Figure, target: str | Path | IO[bytes]) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)
+    figure.savefig(target, format="png")
+
+
+def _empty_note(ax: Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def draw_pareto(
+    table: pd.DataFrame,
+    front: pd.DataFrame,
+    target: str | Path | IO[bytes],
+    *,
+    memory_budget_mib: float | None = None,
+    adamw_state_mib: float | None = None,
+) -> None:
+    """Draw optimizer-state memory (MiB) against eval loss: the front, the baselines, the rest.
+
+    The front is a step line; completed trials off the front are grey dots; baselines are stars
+    labelled by name; diverged, infeasible and out-of-memory trials have no loss and sit on a strip
+    at the top, at their memory, each with its own marker; the budget is a vertical line. With
+    ``adamw_state_mib`` a second x axis on top shows memory as % of AdamW's state.
+    """
+    figure = _new_figure()
+    ax = figure.add_subplot()
+    if table.empty:
+        _empty_note(ax, "The study has no trials yet.")
+        ax.set_title("Pareto front: no trials")
+        _save(figure, target)
+        return
+    complete = table[table["state"] == "COMPLETE"]
+    front_numbers = set(front["number"])
+    others = complete[~complete["number"].isin(front_numbers) & complete["baseline"].isna()]
+    ax.scatter(others["state_mib"], others["eval_loss"], s=18, color="0.6", label="completed trial", zorder=2)
+    if not front.empty:
+        ax.step(front["state_mib"], front["eval_loss"], where="post", color="tab:blue", zorder=3)
+        ax.scatter(front["state_mib"], front["eval_loss"], s=30, color="tab:blue", label="Pareto front", zorder=4)
+    baselines = complete[complete["baseline"].notna()]
+    if not baselines.empty:
+        ax.scatter(baselines["state_mib"], baselines["eval_loss"], s=110, marker="*", color="tab:green",
+                   edgecolor="black", linewidth=0.5, label="baseline", zorder=5)
+        for row in baselines.itertuples(index=False):
+            ax.annotate(str(row.baseline), (row.state_mib, row.eval_loss), textcoords="offset points",
+                        xytext=(6, 6), fontsize=8)
+    # trials without a loss: on a strip near the top, x in data units, y in axes units
+    strip = ax.get_xaxis_transform()
+    has_strip = False
+    for outcome, (marker, color) in _APART_STYLE.items():
+        rows = table[(table["outcome"] == outcome) & table["state_mib"].map(math.isfinite)]
+        if rows.empty:
+            continue
+        has_strip = True
+        ax.scatter(rows["state_mib"], [_NO_LOSS_STRIP_Y] * len(rows), transform=strip, marker=marker,
+                   color=color, s=40, label=f"{outcome} (no loss)", zorder=4, clip_on=False)
+        for row in rows[rows["baseline"].notna()].itertuples(index=False):
+            ax.annotate(str(row.baseline), (row.state_mib, _NO_LOSS_STRIP_Y), xycoords=strip,
+                        textcoords="offset points", xytext=(5, -12), fontsize=8, color=color)
+    if has_strip:
+        ax.margins(y=0.25)
+    if memory_budget_mib is not None:
+        ax.axvline(memory_budget_mib, color="tab:red", linestyle="--", linewidth=1,
+                   label=f"memory budget ({memory_budget_mib:.3g} MiB)")
+    if complete.empty and not has_strip:
+        _empty_note(ax, "No trial finished with a loss.")
+    ax.set_xlabel("optimizer state (MiB)")
+    ax.set_ylabel("eval loss (nats per token)")
+    ax.grid(True, alpha=0.3)
+    if adamw_state_mib:
+        secondary = ax.secondary_xaxis(
+            "top",
+            functions=(lambda mib: 100.0 * mib / adamw_state_mib, lambda pct: pct * adamw_state_mib / 100.0),
+        )
+        secondary.set_xlabel("optimizer state (% of AdamW)")
+    else:
+        ax.set_title("Pareto front: optimizer memory against eval loss")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
+    _save(figure, target)
+
+
+def draw_curves(curves: list[EvalCurve], target: str | Path | IO[bytes]) -> None:
+    """Draw the eval-loss curves: front trials as solid lines, baselines dashed."""
+    figure = _new_figure()
+    ax = figure.add_subplot()
+    if not curves:
+        _empty_note(ax, "No eval-loss curves: no trial on the front and no baseline stored one.")
+    for curve in curves:
+        style = "--" if curve.baseline else "-"
+        label = curve.label + (" (front)" if curve.on_front and curve.baseline else "")
+        ax.plot(curve.steps, curve.losses, linestyle=style, marker=".", markersize=3, label=label)
+    if curves:
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("eval loss (nats per token)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, ncols=2 if len(curves) > 8 else 1)
+    ax.set_title("Eval loss during the proxy run: Pareto front (solid) and baselines (dashed)")
+    _save(figure, target)
+
+
+def draw_importance(importances: list[ObjectiveImportance], target: str | Path | IO[bytes]) -> None:
+    """Draw one horizontal bar chart of parameter importance per objective (or its message)."""
+    figure = _new_figure(width=9.0, height=4.5)
+    axes = figure.subplots(1, max(1, len(importances)), squeeze=False)[0]
+    for ax, entry in zip(axes, importances):
+        ax.set_title(f"importance for {entry.objective}")
+        if entry.message or not entry.importances:
+            _empty_note(ax, entry.message or "no parameters to rank")
+            continue
+        names = list(entry.importances)[::-1]  # largest on top
+        ax.barh(names, [entry.importances[name] for name in names], color="tab:blue")
+        ax.set_xlabel("importance (PED-ANOVA, sums to 1)")
+        ax.set_xlim(0, 1)
+        ax.grid(True, axis="x", alpha=0.3)
+    _save(figure, target)
+
+
+def draw_hypervolume(
+    history: pd.DataFrame, target: str | Path | IO[bytes], *, reference_point: tuple[float, float] | None
+) -> None:
+    """Draw the hypervolume of the front against the trial number."""
+    figure = _new_figure(width=7.0, height=4.0)
+    ax = figure.add_subplot()
+    if history.empty or reference_point is None:
+        _empty_note(ax, "No finished feasible trials: the front is empty.")
+        ax.set_title("Hypervolume of the front")
+    else:
+        ax.step(history["number"], history["hypervolume"], where="post", color="tab:blue")
+        ax.set_xlabel("trial number")
+        ax.set_ylabel("hypervolume (MiB x loss)")
+        ax.set_title(
+            f"Hypervolume of the front (reference: {reference_point[0]:.4g} MiB, loss {reference_point[1]:.4g})"
+        )
+        ax.grid(True, alpha=0.3)
+    _save(figure, target)
+

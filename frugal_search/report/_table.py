@@ -1,0 +1,143 @@
+"""One row per trial: the table every other report function reads.
+
+The study stores what each trial did in its user attributes (see docs/ARCHITECTURE.md, "search ->
+report"); this module turns them into a pandas DataFrame with stable columns, so the numbers behind
+the plots and the Markdown come from one place and can be tested by equality.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from frugal_search.units import MIB
+
+if TYPE_CHECKING:
+    import optuna
+
+# Columns of `trials_table`, in order; `param_<name>` columns for the sampled parameters follow.
+TRIAL_COLUMNS: tuple[str, ...] = (
+    "number",
+    "state",
+    "outcome",
+    "baseline",
+    "summary",
+    "eval_loss",
+    "best_eval_loss",
+    "state_bytes",
+    "state_mib",
+    "state_pct_of_adamw",
+    "tokens_per_s",
+    "wall_s",
+    "steps",
+    "peak_memory_bytes",
+    "reason",
+)
+
+# What a trial without an `outcome` attribute did, judged from its Optuna state: a worker killed
+# before it wrote its attributes leaves a FAIL trial with none.
+_OUTCOME_BY_STATE: dict[str, str] = {
+    "COMPLETE": "ok",
+    "PRUNED": "pruned",
+    "FAIL": "error",
+    "RUNNING": "running",
+    "WAITING": "waiting",
+}
+
+ADAMW_BASELINE = "adamw"
+
+
+def _float_or_nan(value: Any) -> float:
+    """Return ``value`` as a float, NaN for None or anything that is not a number."""
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def adamw_state_bytes(study: optuna.Study) -> int | None:
+    """Return the optimizer-state bytes of plain AdamW on the study's model, or None if unknown.
+
+    Read from the study user attribute ``adamw_state_bytes`` when the search stored it, otherwise
+    from the ``state_bytes`` of the AdamW baseline trial (any state: an infeasible AdamW trial still
+    counted its memory).
+    """
+    stored = study.user_attrs.get("adamw_state_bytes")
+    if stored is not None:
+        return int(stored)
+    for frozen in study.get_trials(deepcopy=False):
+        if frozen.user_attrs.get("baseline") == ADAMW_BASELINE:
+            state_bytes = frozen.user_attrs.get("state_bytes")
+            if state_bytes is not None:
+                return int(state_bytes)
+    return None
+
+
+def trials_table(study: optuna.Study, *, adamw_bytes: int | None = None) -> pd.DataFrame:
+    """Return one row per trial of ``study`` with the columns of ``TRIAL_COLUMNS`` and the params.
+
+    ``eval_loss`` and ``state_mib`` are the study's two objective values for COMPLETE trials and
+    the stored attributes otherwise (NaN when absent, e.g. an infeasible trial has no loss).
+    ``state_pct_of_adamw`` is ``100 * state_bytes / adamw_bytes``; ``adamw_bytes`` defaults to
+    `adamw_state_bytes` of the study, and the column is NaN when it is unknown.
+    Sampled parameters follow as ``param_<name>`` columns, sorted by name.
+    """
+    if adamw_bytes is None:
+        adamw_bytes = adamw_state_bytes(study)
+    rows: list[dict[str, Any]] = []
+    param_names: set[str] = set()
+    for frozen in study.get_trials(deepcopy=False):
+        attrs = frozen.user_attrs
+        state = frozen.state.name
+        state_bytes = _float_or_nan(attrs.get("state_bytes"))
+        eval_loss = _float_or_nan(attrs.get("eval_loss"))
+        if state == "COMPLETE" and frozen.values is not None and len(frozen.values) == 2:
+            eval_loss = float(frozen.values[0])
+            state_mib = float(frozen.values[1])
+            if math.isnan(state_bytes):
+                state_bytes = state_mib * MIB
+        else:
+            state_mib = state_bytes / MIB
+        row: dict[str, Any] = {
+            "number": frozen.number,
+            "state": state,
+            "outcome": attrs.get("outcome") or _OUTCOME_BY_STATE.get(state, state.lower()),
+            "baseline": attrs.get("baseline"),
+            "summary": attrs.get("summary") or "",
+            "eval_loss": eval_loss,
+            "best_eval_loss": _float_or_nan(attrs.get("best_eval_loss")),
+            "state_bytes": state_bytes,
+            "state_mib": state_mib,
+            "state_pct_of_adamw": (100.0 * state_bytes / adamw_bytes) if adamw_bytes else math.nan,
+            "tokens_per_s": _float_or_nan(attrs.get("tokens_per_s")),
+            "wall_s": _float_or_nan(attrs.get("wall_s")),
+            "steps": _float_or_nan(attrs.get("steps")),
+            "peak_memory_bytes": _float_or_nan(attrs.get("peak_memory_bytes")),
+            "reason": attrs.get("reason") or "",
+        }
+        for name, value in frozen.params.items():
+            row[f"param_{name}"] = value
+            param_names.add(name)
+        rows.append(row)
+    columns = list(TRIAL_COLUMNS) + [f"param_{name}" for name in sorted(param_names)]
+    table = pd.DataFrame(rows, columns=columns)
+    # an empty study still gets the right dtypes, so callers can filter without special cases
+    for column in ("eval_loss", "best_eval_loss", "state_bytes", "state_mib", "state_pct_of_adamw",
+                   "tokens_per_s", "wall_s", "steps", "peak_memory_bytes"):
+        table[column] = table[column].astype(float)
+    table["number"] = table["number"].astype(int)
+    return table.sort_values("number", kind="stable").reset_index(drop=True)
+
+
+def feasible_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Return the finished feasible trials: COMPLETE, with a finite loss and memory."""
+    mask = (
+        (table["state"] == "COMPLETE")
+        & table["eval_loss"].map(math.isfinite)
+        & table["state_mib"].map(math.isfinite)
+    )
+    return table[mask.astype(bool)]

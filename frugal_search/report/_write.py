@@ -1,0 +1,157 @@
+"""write_report: every file of reports/<study>/ from one Optuna study."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from frugal_search.report._analysis import (
+    best_under_budget,
+    compare_with_baselines,
+    eval_curves,
+    objective_importances,
+    outcome_counts,
+)
+from frugal_search.report._front import hypervolume_history, hypervolume_reference_point, pareto_front
+from frugal_search.report._markdown import ReportContent, flatten_settings, render_markdown
+from frugal_search.report._plots import draw_curves, draw_hypervolume, draw_importance, draw_pareto
+from frugal_search.report._table import adamw_state_bytes, trials_table
+from frugal_search.units import MIB, parse_bytes
+
+if TYPE_CHECKING:
+    import optuna
+
+logger = logging.getLogger(__name__)
+
+# The command that shows a split's cost on a full-size model (the partition stage's `memory`).
+MEMORY_COMMAND = "frugal-search memory split.json --model-config big.json"
+
+REPORT_FILES: tuple[str, ...] = (
+    "trials.csv",
+    "pareto.csv",
+    "pareto.png",
+    "curves.png",
+    "importance.png",
+    "hypervolume.png",
+    "report.md",
+)
+
+
+def memory_budget_of(config: Any) -> int | None:
+    """Return the memory budget in bytes named by a study config, None when it sets none.
+
+    Reads ``config.study.memory_budget`` (or ``config.memory_budget``): bytes or a text such as
+    ``"2 MiB"``.
+    """
+    for owner in (getattr(config, "study", None), config):
+        budget = getattr(owner, "memory_budget", None) if owner is not None else None
+        if budget is not None:
+            return parse_bytes(budget)
+    return None
+
+
+def storage_url_of(study: optuna.Study) -> str | None:
+    """Return the database URL of an RDB-backed study, None for in-memory or other storages."""
+    storage: Any = getattr(study, "_storage", None)
+    # Optuna wraps RDBStorage in a cache layer that keeps the real storage as `_backend`
+    storage = getattr(storage, "_backend", storage)
+    url = getattr(storage, "url", None)
+    return str(url) if url else None
+
+
+def export_command_prefix(study_name: str, *, study_file: str | Path | None, storage_url: str | None) -> str:
+    """Return ``frugal-search export <how to find the study>`` for the commands the report prints."""
+    if study_file is not None:
+        return f"frugal-search export {shlex.quote(str(study_file))}"
+    if storage_url is not None:
+        return f"frugal-search export --storage {shlex.quote(storage_url)} --name {shlex.quote(study_name)}"
+    return f"frugal-search export studies/{shlex.quote(study_name)}.toml"
+
+
+def write_report(
+    study: optuna.Study,
+    out_dir: str | Path,
+    *,
+    memory_budget: int | str | None = None,
+    config: Any = None,
+    study_file: str | Path | None = None,
+) -> Path:
+    """Write the report of ``study`` into ``out_dir`` and return the path of its report.md.
+
+    Files: trials.csv (every trial), pareto.csv (the front by memory), pareto.png, curves.png,
+    importance.png, hypervolume.png and report.md. ``memory_budget`` (bytes or text like
+    ``"2 MiB"``) defaults to the budget of ``config`` (a study config from
+    ``frugal_search.search.load_study_config``), then to the study's ``memory_budget_bytes`` user
+    attribute. ``config`` also fills the settings table; ``study_file`` makes the printed export
+    command name the TOML file. An empty study, or one where no trial finished with a loss,
+    still gets every file, and report.md says so in words.
+    """
+    out_path = Path(out_dir)
+    out_path.mkdir(parents=True, exist_ok=True)
+    if memory_budget is not None:
+        budget_bytes: int | None = parse_bytes(memory_budget)
+    elif config is not None and memory_budget_of(config) is not None:
+        budget_bytes = memory_budget_of(config)
+    else:
+        stored = study.user_attrs.get("memory_budget_bytes")
+        budget_bytes = int(stored) if stored is not None else None
+
+    adamw_bytes = adamw_state_bytes(study)
+    table = trials_table(study, adamw_bytes=adamw_bytes)
+    front = pareto_front(table)
+    table.to_csv(out_path / "trials.csv", index=False)
+    front.to_csv(out_path / "pareto.csv", index=False)
+
+    reference = hypervolume_reference_point(table)
+    history = hypervolume_history(table, reference_point=reference)
+    importances = objective_importances(study)
+    draw_pareto(
+        table,
+        front,
+        out_path / "pareto.png",
+        memory_budget_mib=budget_bytes / MIB if budget_bytes is not None else None,
+        adamw_state_mib=adamw_bytes / MIB if adamw_bytes else None,
+    )
+    draw_curves(eval_curves(study, front), out_path / "curves.png")
+    draw_importance(importances, out_path / "importance.png")
+    draw_hypervolume(history, out_path / "hypervolume.png", reference_point=reference)
+
+    best = best_under_budget(table, memory_budget_bytes=budget_bytes)
+    storage_url = storage_url_of(study)
+    settings = {
+        "study name": study.study_name,
+        "storage": storage_url or "(in memory)",
+        "objectives": ", ".join(
+            f"{name} ({direction.name.lower()})"
+            for name, direction in zip(study.metric_names or ["value 0", "value 1"], study.directions)
+        ),
+        "memory budget": f"{budget_bytes} bytes ({budget_bytes / MIB:.4g} MiB)" if budget_bytes is not None else "none",
+        "AdamW optimizer state": f"{adamw_bytes / MIB:.4g} MiB" if adamw_bytes else "unknown (no AdamW baseline trial)",
+    }
+    if config is not None:
+        settings.update(flatten_settings(config))
+    content = ReportContent(
+        study_name=study.study_name,
+        settings=settings,
+        table=table,
+        front=front,
+        outcome_counts=outcome_counts(table),
+        memory_budget_bytes=budget_bytes,
+        best=best,
+        baseline_comparison=compare_with_baselines(table, best) if best is not None else None,
+        importances=importances,
+        reference_point=reference,
+        final_hypervolume=float(history["hypervolume"].iloc[-1]) if not history.empty else None,
+        export_command_prefix=export_command_prefix(
+            study.study_name, study_file=study_file, storage_url=None if study_file else storage_url
+        ),
+        memory_command=MEMORY_COMMAND,
+    )
+    report_path = out_path / "report.md"
+    report_path.write_text(render_markdown(content), encoding="utf-8")
+    logger.info(
+        "wrote report of %s (%d trials, %d on the front) to %s", study.study_name, len(table), len(front), out_path
+    )
+    return report_path

@@ -1,0 +1,182 @@
+"""Shapes of each mode's stateful subspace (the side rule, the rounding) and how a subspace is drawn.
+
+Every tensor is handled as a matrix ``(m, n)``: a 2-D weight as is (nn.Linear: out x in), a tensor
+with more dimensions as ``(shape[0], prod(shape[1:]))`` and a 1-D tensor as one row ``(1, numel)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+
+from frugal_search.optimizer._settings import PROJECTION_MODES, blocks_k, floor_count
+
+# Bytes of one int64 index (column/row/coordinate indices are kept as int64 tensors).
+INDEX_BYTES = 8
+
+
+@dataclass(frozen=True)
+class SubspacePlan:
+    """Layout of one tensor's stateful part for a per-tensor mode (everything but blocks).
+
+    kind: ``none`` (no stateful part: the whole gradient is state-free), ``right`` (dense basis
+    ``B`` of shape (r, n), low-rank gradient ``G B^T`` of shape (m, r)), ``left`` (dense basis
+    ``A`` of shape (m, r), ``A^T G`` of shape (r, n)), ``columns`` / ``rows`` (``count`` input
+    columns / output rows chosen by index) or ``flat`` (``count`` entries of the flattened tensor).
+    """
+
+    kind: str
+    count: int
+    rows: int  # m
+    cols: int  # n
+
+    @property
+    def moment_shape(self) -> tuple[int, ...]:
+        """Shape of exp_avg / exp_avg_sq (the shape of the low-rank gradient)."""
+        if self.kind in ("right", "columns"):
+            return (self.rows, self.count)
+        if self.kind in ("left", "rows"):
+            return (self.count, self.cols)
+        if self.kind == "flat":
+            return (self.count,)
+        return (0,)
+
+    @property
+    def basis_shape(self) -> tuple[int, int] | None:
+        """Shape of the dense basis (svd and random only)."""
+        if self.kind == "right":
+            return (self.count, self.cols)
+        if self.kind == "left":
+            return (self.rows, self.count)
+        return None
+
+    def state_bytes(self, itemsize: int) -> int:
+        """Bytes this tensor's state holds: two moments plus the basis or the int64 indices."""
+        if self.kind == "none":
+            return 0
+        moments = 2 * math.prod(self.moment_shape) * itemsize
+        basis = self.basis_shape
+        if basis is not None:
+            return moments + math.prod(basis) * itemsize
+        return moments + self.count * INDEX_BYTES
+
+
+def matrix_shape(shape: torch.Size | tuple[int, ...]) -> tuple[int, int]:
+    """The (m, n) matrix view FRUGAL uses for a tensor of this shape."""
+    if len(shape) == 0:
+        return (1, 1)
+    if len(shape) == 1:
+        return (1, int(shape[0]))
+    return (int(shape[0]), math.prod(int(s) for s in shape[1:]))
+
+
+@functools.lru_cache(maxsize=4096)
+def plan_subspace(mode: str, shape: tuple[int, ...], density: float, rank: int | None) -> SubspacePlan:
+    """The stateful subspace of a tensor of ``shape`` under a per-tensor mode.
+
+    svd/random/randperm use the side rule: if m >= n project from the right with
+    ``r = round(rho * n)``, else from the left with ``r = round(rho * m)``; randperm's basis rows
+    are one-hot, so it is stored as the r chosen columns (right) or rows (left). columns/rows pick
+    ``floor(rho * n)`` / ``floor(rho * m)``; randk ``floor(rho * m * n)`` entries. ``rank``, when
+    given, replaces the density-derived count (clipped to the side's size) for every mode but randk.
+    """
+    m, n = matrix_shape(shape)
+    if mode in PROJECTION_MODES:
+        right = m >= n
+        side = n if right else m
+        count = min(rank, side) if rank is not None else int(round(density * side))
+        if mode == "randperm":
+            kind = "columns" if right else "rows"
+        else:
+            kind = "right" if right else "left"
+    elif mode == "columns":
+        kind, count = "columns", min(rank, n) if rank is not None else floor_count(density, n)
+    elif mode == "rows":
+        kind, count = "rows", min(rank, m) if rank is not None else floor_count(density, m)
+    elif mode == "randk":
+        kind, count = "flat", floor_count(density, m * n)
+    else:
+        raise ValueError(f"mode {mode!r} has no per-tensor subspace (blocks schedules whole tensors)")
+    if count == 0:
+        return SubspacePlan("none", 0, m, n)
+    return SubspacePlan(kind, count, m, n)
+
+
+def draw_subspace(
+    mode: str, plan: SubspacePlan, grad_matrix: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """Choose a new subspace: the dense basis (svd, random) or the sorted int64 indices.
+
+    Random draws happen on the CPU with the optimizer's generator and are then moved, so CPU and
+    CUDA runs choose the same subspace. The basis takes the gradient's dtype; the SVD itself runs
+    in float32 at least.
+    """
+    m, n = plan.rows, plan.cols
+    device, dtype = grad_matrix.device, grad_matrix.dtype
+    if mode == "svd":
+        work = grad_matrix if grad_matrix.dtype == torch.float64 else grad_matrix.float()
+        left_vectors, _, right_vectors_t = torch.linalg.svd(work, full_matrices=False)
+        if plan.kind == "right":
+            basis = right_vectors_t[: plan.count]  # (r, n): top right singular vectors as rows
+        else:
+            basis = left_vectors[:, : plan.count]  # (m, r): top left singular vectors as columns
+        return basis.to(dtype).contiguous()
+    if mode == "random":
+        side = n if plan.kind == "right" else m
+        gaussian = torch.randn((side, plan.count), generator=generator, dtype=torch.float32)
+        orthonormal, _ = torch.linalg.qr(gaussian)  # (side, r), orthonormal columns
+        basis = orthonormal.T if plan.kind == "right" else orthonormal
+        return basis.to(device=device, dtype=dtype).contiguous()
+    if plan.kind == "columns":
+        size = n
+    elif plan.kind == "rows":
+        size = m
+    else:  # flat (randk)
+        size = m * n
+    chosen = torch.randperm(size, generator=generator)[: plan.count]
+    return torch.sort(chosen).values.to(device)
+
+
+def block_window(order: str, n_tensors: int, k: int, period: int, generator: torch.Generator | None) -> list[int]:
+    """Indices (into the group's params) of the k active tensors in 0-indexed re-selection period.
+
+    ascending: a window of k from the first tensor, advancing by k each period and wrapping.
+    descending: the same from the last tensor moving down (the paper's pre-training order).
+    mirror: k/2 from the front half (advancing by k/2, wrapping within the front half) plus their
+    mirror images ``n-1-i`` (for odd n the middle tensor is its own mirror, so k-1 are active).
+    random: k distinct tensors drawn with the optimizer's generator.
+    """
+    if k <= 0 or n_tensors == 0:
+        return []
+    if order == "ascending":
+        return sorted((period * k + j) % n_tensors for j in range(k))
+    if order == "descending":
+        return sorted(n_tensors - 1 - (period * k + j) % n_tensors for j in range(k))
+    if order == "mirror":
+        half = k // 2
+        front_size = (n_tensors + 1) // 2
+        front = [(period * half + j) % front_size for j in range(half)]
+        return sorted(set(front) | {n_tensors - 1 - i for i in front})
+    if order == "random":
+        if generator is None:
+            raise ValueError("block order 'random' needs the optimizer's generator")
+        return sorted(torch.randperm(n_tensors, generator=generator)[:k].tolist())
+    raise ValueError(f"Unknown block_order {order!r}")
+
+
+def blocks_peak_bytes(order: str, tensor_bytes: list[int], density: float) -> int:
+    """The largest window's state bytes over a full cycle of the block schedule.
+
+    For random order this is the k largest tensors (the worst draw); for the fixed orders every
+    distinct window position is enumerated.
+    """
+    n = len(tensor_bytes)
+    k = blocks_k(density, n)
+    if k == 0 or n == 0:
+        return 0
+    if order == "random":
+        return sum(sorted(tensor_bytes, reverse=True)[:k])
+    return max(sum(tensor_bytes[i] for i in block_window(order, n, k, period, None)) for period in range(n))

@@ -1,0 +1,20 @@
+"""How many bytes an optimizer's state holds."""
+
+from __future__ import annotations
+
+import torch
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of every non-scalar tensor in ``optimizer.state`` now: moments, bases, index vectors.
+
+    0-dim tensors (the per-tensor ``step`` and ``period`` counters) and FRUGAL's generator state
+    are bookkeeping of constant size, independent of the model, and are not counted, so AdamW on
+    fp32 parameters gives exactly ``2 * 4 * N``. Works for any ``torch.optim.Optimizer``.
+    """
+    total = 0
+    for state in optimizer.state.values():
+        for value in state.values():
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                total += value.numel() * value.element_size()
+    return total

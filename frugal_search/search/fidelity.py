@@ -148,7 +148,9 @@ class SuccessiveHalvingStop:
 
     Called by ``run_proxy`` after every evaluation with ``(step, eval_loss)``; returns True to stop.
     A rung counts as reached at the first evaluation at or after its step, so trials with the same
-    evaluation interval are compared at the same step.
+    evaluation interval are compared at the same step; choose ``[proxy] eval_every`` so that it
+    divides the rung steps, or rungs are judged at the next evaluation. The last evaluation (step
+    ``total_steps``) is never judged.
     """
 
     def __init__(
@@ -158,9 +160,11 @@ class SuccessiveHalvingStop:
         rungs: Sequence[int],
         reduction_factor: float,
         state_bytes: int | None = None,
+        total_steps: int | None = None,
     ) -> None:
         self.trial = trial
         self.rungs = sorted(rungs)
+        self.total_steps = total_steps
         self.reduction_factor = reduction_factor
         self.state_bytes = state_bytes
         self._next_rung = 0
@@ -179,6 +183,8 @@ class SuccessiveHalvingStop:
         return float(state_bytes) / _MIB
 
     def __call__(self, step: int, eval_loss: float) -> bool:
+        if self.total_steps is not None and step >= self.total_steps:
+            return False  # the run is over anyway: judging it now would only mislabel a finished run
         stop = False
         while self._next_rung < len(self.rungs) and step >= self.rungs[self._next_rung]:
             rung = self.rungs[self._next_rung]
@@ -219,11 +225,20 @@ def make_early_stop(
         raise ValueError(
             f"unknown [search] fidelity {fidelity!r}; allowed: 'none' or {SUCCESSIVE_HALVING!r}"
         )
+    total_steps = config.proxy.steps
+    if total_steps is None:
+        from frugal_search.proxy.budget import DEFAULT_STEPS  # the proxy's own default length
+
+        total_steps = DEFAULT_STEPS
     rungs = rung_steps(
-        total_steps=int(config.proxy.steps),
+        total_steps=int(total_steps),
         min_fraction=float(search.min_fraction),
         reduction_factor=float(search.reduction_factor),
     )
     return SuccessiveHalvingStop(
-        trial, rungs=rungs, reduction_factor=float(search.reduction_factor), state_bytes=state_bytes
+        trial,
+        rungs=rungs,
+        reduction_factor=float(search.reduction_factor),
+        state_bytes=state_bytes,
+        total_steps=int(total_steps),
     )

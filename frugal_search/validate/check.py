@@ -1,0 +1,194 @@
+"""The fidelity check: re-run chosen finished trials of a study with a longer budget and several seeds.
+
+The proxy scores each partition with a short run. The check takes the ``top`` best partitions of the
+study's front and ``top`` other finished trials spread over memory, trains each again with
+``factor`` times the proxy's steps (warmup and evaluation interval scaled alike, so the schedule keeps
+its shape) for every seed, and compares the rankings (see :mod:`frugal_search.validate.summary`).
+Each long run is saved as soon as it ends (:class:`~frugal_search.validate.store.LongRunStore`), so
+an interrupted check resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from frugal_search.validate.selection import Candidate, select_for_fidelity
+from frugal_search.validate.store import LongRunStore, run_key
+from frugal_search.validate.summary import FidelityRow, FidelitySummary, format_fidelity_markdown, summarize_fidelity
+
+logger = logging.getLogger(__name__)
+
+RUNS_FILE = "fidelity_runs.json"
+MARKDOWN_FILE = "fidelity.md"
+PLOT_FILE = "fidelity.png"
+
+
+@dataclass(frozen=True)
+class FidelityCheck:
+    """How much to re-run: partitions, budget factor, seeds."""
+
+    top: int = 6  # partitions from the front, and as many others spread over memory
+    factor: int = 4  # long runs take factor x the proxy's steps
+    seeds: tuple[int, ...] = (0, 1)  # every partition is re-run once per seed
+    bands: int = 3  # memory bands for the within-band correlations
+    device: str | None = None  # None: the study's [proxy] device
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.top, int) or self.top < 1:
+            raise ValueError(f"top must be an integer >= 1, got {self.top!r}")
+        if not isinstance(self.factor, int) or self.factor < 1:
+            raise ValueError(f"factor must be an integer >= 1 (times the proxy steps), got {self.factor!r}")
+        if len(self.seeds) < 1 or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be one or more distinct integers, got {self.seeds!r}")
+        if not isinstance(self.bands, int) or self.bands < 1:
+            raise ValueError(f"bands must be an integer >= 1, got {self.bands!r}")
+
+
+def scale_budget(budget: Any, factor: int) -> Any:
+    """Return ``budget`` (a ``ProxyBudget``) with ``factor`` x the steps, warmup and evaluation interval."""
+    steps = budget.total_steps * factor
+    warmup = None if budget.warmup_steps is None else budget.warmup_steps * factor
+    return dataclasses.replace(
+        budget, steps=steps, tokens=None, warmup_steps=warmup, eval_every=budget.eval_every * factor
+    )
+
+
+def proxy_budget_of(config: Any) -> Any:
+    """Return the ``ProxyBudget`` the study's trials ran with, from its ``[proxy]`` section."""
+    from frugal_search.search import runner
+
+    return runner.proxy_budget_of(config)
+
+
+def candidates_of(study: Any) -> list[Candidate]:
+    """Return the finished feasible (COMPLETE, finite loss) trials of ``study`` as candidates."""
+    import optuna
+
+    candidates = []
+    for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if frozen.values is None or len(frozen.values) != 2:
+            continue
+        loss, state_mib = float(frozen.values[0]), float(frozen.values[1])
+        if math.isfinite(loss) and math.isfinite(state_mib) and "split" in frozen.user_attrs:
+            candidates.append(Candidate(number=frozen.number, proxy_loss=loss, state_mib=state_mib))
+    return candidates
+
+
+def run_fidelity_check(
+    study_file: str | Path,
+    *,
+    check: FidelityCheck,
+    report_dir: str | Path,
+    storage: str | None = None,
+    name: str | None = None,
+    on_run: Callable[[str, dict[str, Any]], None] | None = None,
+) -> FidelitySummary:
+    """Re-run the chosen trials of the study in ``study_file`` and return the summary.
+
+    Long runs already in ``report_dir/fidelity_runs.json`` are reused; every new one is written there
+    when it ends. ``on_run(key, result)`` is called after each run (the CLI prints progress with it).
+    Raises ``ValueError`` when the study has fewer than two finished feasible trials.
+    """
+    from frugal_search.partition import Partition
+    from frugal_search.proxy import run_proxy
+    from frugal_search.report import open_study
+    from frugal_search.search._proxy_bridge import data_spec_from_table, model_spec_from_table
+
+    opened = open_study(study_file, storage=storage, name=name)
+    config = opened.config
+    study = opened.study
+    candidates = candidates_of(study)
+    if len(candidates) < 2:
+        raise ValueError(
+            f"study {study.study_name!r} has {len(candidates)} finished feasible trials; the fidelity check "
+            "needs at least 2 (run the search first: frugal-search run <study.toml>)"
+        )
+    best, others = select_for_fidelity(candidates, top=check.top)
+    by_number = {c.number: c for c in candidates}
+    proxy_budget = proxy_budget_of(config)
+    long_budget = scale_budget(proxy_budget, check.factor)
+    model = model_spec_from_table(config.model)
+    data = data_spec_from_table(config.data)
+    device = check.device or config.proxy.device
+    store = LongRunStore(Path(report_dir) / RUNS_FILE)
+    logger.info(
+        "fidelity check of %r: %d front + %d other trials, %d -> %d steps, seeds %s",
+        study.study_name, len(best), len(others), proxy_budget.total_steps, long_budget.total_steps, check.seeds,
+    )
+    rows = []
+    for group, numbers in (("best", best), ("other", others)):
+        for number in numbers:
+            frozen = study.trials[number]
+            partition = Partition.from_dict(frozen.user_attrs["split"])
+            losses = []
+            for seed in check.seeds:
+                key = run_key(trial_number=number, seed=seed, steps=long_budget.total_steps)
+                result = store.get(key)
+                if result is None:
+                    proxy = run_proxy(model, data, partition, long_budget, device=device, seed=seed)
+                    result = {
+                        "eval_loss": proxy.eval_loss,
+                        "diverged": proxy.diverged,
+                        "reason": proxy.reason,
+                        "state_bytes": proxy.state_bytes,
+                        "steps": proxy.steps,
+                        "wall_s": proxy.wall_s,
+                        "tokens_per_s": proxy.tokens_per_s,
+                    }
+                    store.put(key, _json_safe(result))
+                    if on_run is not None:
+                        on_run(key, result)
+                loss = result["eval_loss"]
+                losses.append(math.inf if result["diverged"] or loss is None or not math.isfinite(loss) else float(loss))
+            rows.append(
+                FidelityRow(
+                    number=number,
+                    group=group,
+                    state_mib=by_number[number].state_mib,
+                    proxy_loss=by_number[number].proxy_loss,
+                    long_losses=tuple(losses),
+                    description=str(frozen.user_attrs.get("baseline") or frozen.user_attrs.get("summary", "")),
+                )
+            )
+    command = (
+        f"frugal-search validate {shlex.quote(str(study_file))} --top {check.top} --factor {check.factor} "
+        f"--seeds {len(check.seeds)}"
+    )
+    settings = {
+        "study": study.study_name,
+        "factor": check.factor,
+        "proxy_steps": proxy_budget.total_steps,
+        "long_steps": long_budget.total_steps,
+        "seeds": list(check.seeds),
+        "top": check.top,
+        "command": command,
+    }
+    return summarize_fidelity(rows, bands=check.bands, settings=settings)
+
+
+def write_fidelity_report(summary: FidelitySummary, report_dir: str | Path) -> list[Path]:
+    """Write ``fidelity.md`` and ``fidelity.png`` into ``report_dir``; return their paths."""
+    from frugal_search.validate.plot import plot_fidelity
+
+    directory = Path(report_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    markdown = directory / MARKDOWN_FILE
+    markdown.write_text(format_fidelity_markdown(summary))
+    plot = directory / PLOT_FILE
+    plot_fidelity(summary, plot)
+    return [markdown, plot]
+
+
+def _json_safe(result: dict[str, Any]) -> dict[str, Any]:
+    # JSON has no NaN/inf: a diverged loss is stored as None (the "diverged" flag says why).
+    return {
+        key: (None if isinstance(value, float) and not math.isfinite(value) else value)
+        for key, value in result.items()
+    }

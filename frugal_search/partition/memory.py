@@ -1,0 +1,134 @@
+"""Exact memory of a partition on a model, computed from shapes only (no training, no weights).
+
+The optimizer-state figure is ``FRUGAL.peak_state_bytes()`` of an optimizer built over ``meta``
+stand-ins of the parameters (same shapes, the chosen dtype), so it costs no memory even for a
+model whose real weights sit on a GPU, and it counts exactly what ``optimizer_state_bytes``
+measures while training: moments, bases and index vectors, at their largest over a re-selection
+cycle. With several ``frugal`` blocks groups it is the sum of each group's largest window, which
+equals the joint peak when each group's tensors are equal-sized (attention-only or mlp-only rules)
+and is an upper bound otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from frugal_search.partition.introspect import KINDS
+from frugal_search.units import GIB, MIB
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from frugal_search.optimizer import FRUGAL
+    from frugal_search.partition.partition import Partition
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingMemory:
+    """Static memory of training a model with a partition (activations not included)."""
+
+    weights_bytes: int
+    """Every parameter, at ``param_dtype``."""
+    gradient_bytes: int
+    """Gradients of the parameters that are updated (trainable, not in a ``frozen`` group)."""
+    state_bytes: int
+    """Peak optimizer state over a re-selection cycle."""
+    adamw_state_bytes: int
+    """What AdamW's state would be on the same trainable parameters, for comparison."""
+
+    @property
+    def total_bytes(self) -> int:
+        """Weights + gradients + optimizer state."""
+        return self.weights_bytes + self.gradient_bytes + self.state_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of the figures, in bytes, plus ``total_bytes``."""
+        return {**dataclasses.asdict(self), "total_bytes": self.total_bytes}
+
+    def lines(self) -> list[str]:
+        """The figures as lines of text in MiB and GiB."""
+
+        def both(value: int) -> str:
+            return f"{value / MIB:12.1f} MiB {value / GIB:9.3f} GiB"
+
+        return [
+            f"weights          {both(self.weights_bytes)}",
+            f"gradients        {both(self.gradient_bytes)}",
+            f"optimizer state  {both(self.state_bytes)}",
+            f"total            {both(self.total_bytes)}",
+            f"AdamW state      {both(self.adamw_state_bytes)}",
+        ]
+
+
+def _meta_groups(groups: list[dict[str, Any]], param_dtype: torch.dtype | None) -> list[dict[str, Any]]:
+    """The same groups over meta tensors of the same shapes (and ``param_dtype`` if given)."""
+    meta_groups = []
+    for group in groups:
+        params = [
+            nn.Parameter(torch.empty(p.shape, dtype=param_dtype or p.dtype, device="meta")) for p in group["params"]
+        ]
+        meta_groups.append({**group, "params": params})
+    return meta_groups
+
+
+def _meta_optimizer(partition: Partition, groups: list[dict[str, Any]], param_dtype: torch.dtype | None) -> FRUGAL:
+    from frugal_search.optimizer import FRUGAL
+
+    return FRUGAL(_meta_groups(groups, param_dtype), **partition.settings.to_kwargs())
+
+
+def peak_state_bytes(partition: Partition, model: nn.Module, *, param_dtype: torch.dtype | None = None) -> int:
+    """Peak optimizer-state bytes of ``partition`` on ``model`` (see the module docstring)."""
+    groups = partition.param_groups(model)
+    return int(_meta_optimizer(partition, groups, param_dtype).peak_state_bytes())
+
+
+def _dtype_bytes(param: torch.Tensor, param_dtype: torch.dtype | None) -> int:
+    itemsize = torch.empty((), dtype=param_dtype).element_size() if param_dtype is not None else param.element_size()
+    return param.numel() * itemsize
+
+
+def training_memory(partition: Partition, model: nn.Module, *, param_dtype: torch.dtype | None = None) -> TrainingMemory:
+    """Weights, gradients and peak state of training ``model`` with ``partition``.
+
+    ``param_dtype`` (default: each parameter's dtype) is the dtype of weights, gradients and
+    moments alike: pure fp32 or pure bf16 training. Activations, temporary buffers and
+    mixed-precision master copies are not included.
+    """
+    groups = partition.param_groups(model)
+    weights = sum(_dtype_bytes(p, param_dtype) for p in model.parameters())
+    gradients = sum(_dtype_bytes(p, param_dtype) for g in groups if g["role"] != "frozen" for p in g["params"])
+    state = int(_meta_optimizer(partition, groups, param_dtype).peak_state_bytes())
+    adamw = sum(2 * _dtype_bytes(p, param_dtype) for g in groups for p in g["params"])
+    return TrainingMemory(weights_bytes=weights, gradient_bytes=gradients, state_bytes=state, adamw_state_bytes=adamw)
+
+
+def describe(partition: Partition, model: nn.Module, *, param_dtype: torch.dtype | None = None) -> pd.DataFrame:
+    """One row per rule: role, kinds matched, selection, settings, tensors, parameters, state bytes."""
+    import pandas as pd
+
+    from frugal_search.partition.words import rule_settings_words
+
+    matched = partition.match(model)
+    groups = partition.param_groups(model)
+    per_group = iter(_meta_optimizer(partition, groups, param_dtype).peak_state_bytes(by_group=True))
+    rows = []
+    for index, (rule, infos) in enumerate(zip(partition.rules, matched)):
+        kinds = sorted({info.kind for info in infos}, key=lambda k: KINDS.index(k))
+        rows.append(
+            {
+                "rule": index,
+                "role": rule.role,
+                "kinds": ", ".join(kinds),
+                "selection": rule.selection_words() or ("all" if index == 0 else "rest"),
+                "settings": rule_settings_words(partition, rule),
+                "tensors": len(infos),
+                "parameters": sum(info.numel for info in infos),
+                "state_bytes": int(next(per_group)) if infos else 0,
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,304 @@
+"""The :class:`Partition`: ordered rules plus the FRUGAL settings, applied to any model."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from frugal_search.partition.introspect import ParamInfo, introspect
+from frugal_search.partition.rules import Rule, check_setting
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+    from frugal_search.optimizer import FRUGAL
+    from frugal_search.partition.memory import TrainingMemory
+
+logger = logging.getLogger(__name__)
+
+_RANKED_MODES = ("svd", "random", "randperm", "columns", "rows")  # modes where rank replaces density
+_MAX_LISTED_NAMES = 20  # unmatched-parameter errors list this many names, then a count
+
+
+@dataclasses.dataclass(frozen=True)
+class FrugalSettings:
+    """The partition-wide settings passed to :class:`~frugal_search.optimizer.FRUGAL`.
+
+    Defaults are the paper's LLaMA pre-training settings. A rule's overrides take precedence for
+    its parameters.
+    """
+
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    mode: str = "blocks"
+    """Subspace mode of ``frugal`` parameters: blocks, svd, random, randperm, columns, rows, randk."""
+    density: float = 0.25
+    """rho: share of a frugal group's coordinates (or tensors, in blocks mode) that keep state."""
+    rank: int | None = None
+    """Fixed rank for svd/random/randperm instead of ``density`` (None: use density)."""
+    update_gap: int = 200
+    """T: steps between re-selections of the state-full subspace."""
+    block_order: str = "descending"
+    state_free: str = "signsgd"
+    """Update of the state-free part: signsgd, sgd or none (none gives GaLore / BAdam)."""
+    state_free_lr_scale: float = 1.0
+    split_lr_scale: float = 1.0
+    reset_state: bool = True
+    seed: int = 0
+    """Seed of the optimizer's own generator (random subspaces)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "betas", tuple(self.betas) if isinstance(self.betas, list) else self.betas)
+        for field in dataclasses.fields(self):
+            check_setting(field.name, getattr(self, field.name))
+
+    def to_kwargs(self) -> dict[str, Any]:
+        """Return the settings as keyword arguments of ``FRUGAL``."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+
+SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(FrugalSettings))
+
+
+class Partition:
+    """Ordered rules that give every trainable parameter of a model a role, plus FRUGAL settings.
+
+    ``Partition(rules, *, lr=..., mode=..., density=..., name=None, provenance=None)``: the
+    keyword settings are the fields of :class:`FrugalSettings` (unknown ones are a ``TypeError``).
+    The first rule that matches a parameter decides its role. Applying a partition to a model:
+
+    * a trainable parameter that no rule matches is a ``ValueError`` listing the names (add a
+      catch-all ``Rule("stateful")`` at the end);
+    * a rule that matches no parameter is logged as a warning (``strict=True`` makes it a
+      ``ValueError``): it usually means a typo, or a proxy-only rule;
+    * parameters with ``requires_grad=False`` are left out of every group (nothing to update).
+
+    ``name`` is a label for reports (baselines use theirs); ``provenance`` is free-form JSON-safe
+    metadata written into the split file (``source``: study/trial/command, ``metrics``:
+    eval_loss, state_bytes, ...).
+    """
+
+    def __init__(
+        self,
+        rules: list[Rule] | tuple[Rule, ...],
+        *,
+        name: str | None = None,
+        provenance: dict[str, Any] | None = None,
+        **settings: Any,
+    ) -> None:
+        rules = tuple(rules)
+        if not rules:
+            raise ValueError("a Partition needs at least one rule; end with Rule('stateful') to catch the rest")
+        for index, rule in enumerate(rules):
+            if not isinstance(rule, Rule):
+                raise TypeError(f"rules[{index}] must be a Rule, got {type(rule).__name__}: {rule!r}")
+        unknown = sorted(set(settings) - set(SETTING_NAMES))
+        if unknown:
+            raise TypeError(f"unknown Partition setting(s) {unknown}; allowed: {', '.join(SETTING_NAMES)}")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"Partition name must be a string or None, got {name!r}")
+        if provenance is not None and not isinstance(provenance, dict):
+            raise TypeError(f"Partition provenance must be a dict or None, got {provenance!r}")
+        self.rules: tuple[Rule, ...] = rules
+        self.settings: FrugalSettings = FrugalSettings(**settings)
+        for index, rule in enumerate(rules):
+            mode = rule.mode or self.settings.mode
+            rank = rule.rank if rule.rank is not None else self.settings.rank
+            if rule.role == "frugal" and rank is not None and mode not in _RANKED_MODES:
+                raise ValueError(
+                    f"rules[{index}]: rank {rank} does not apply to mode {mode!r} (only to "
+                    f"{', '.join(_RANKED_MODES)}); use density for blocks and randk"
+                )
+        self.name: str | None = name
+        self.provenance: dict[str, Any] = dict(provenance or {})
+
+    # ---- value semantics ---------------------------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Partition):
+            return NotImplemented
+        return (self.rules, self.settings, self.name, self.provenance) == (
+            other.rules,
+            other.settings,
+            other.name,
+            other.provenance,
+        )
+
+    def __repr__(self) -> str:
+        label = f"{self.name!r}, " if self.name else ""
+        return f"Partition({label}{self.summary()!r})"
+
+    def replace(self, *, rules: list[Rule] | tuple[Rule, ...] | None = None, **changes: Any) -> Partition:
+        """Return a copy with other rules, settings, ``name`` or ``provenance``."""
+        kwargs: dict[str, Any] = {"name": self.name, "provenance": self.provenance, **self.settings.to_kwargs()}
+        kwargs.update(changes)
+        return Partition(self.rules if rules is None else rules, **kwargs)
+
+    # ---- applying the rules ------------------------------------------------------------------
+    def match(self, model: nn.Module, *, strict: bool = False) -> list[list[ParamInfo]]:
+        """Return, for each rule in order, the trainable parameters it decides (model order)."""
+        matched: list[list[ParamInfo]] = [[] for _ in self.rules]
+        unmatched: list[str] = []
+        for info in introspect(model):
+            if not info.trainable:
+                continue
+            for index, rule in enumerate(self.rules):
+                if rule.matches(info):
+                    matched[index].append(info)
+                    break
+            else:
+                unmatched.append(info.name)
+        if unmatched:
+            listed = ", ".join(unmatched[:_MAX_LISTED_NAMES])
+            more = f" and {len(unmatched) - _MAX_LISTED_NAMES} more" if len(unmatched) > _MAX_LISTED_NAMES else ""
+            raise ValueError(
+                f"{len(unmatched)} trainable parameter(s) match no rule of partition {self.name or ''}: "
+                f"{listed}{more}. Add a rule for them, e.g. a catch-all Rule('stateful') at the end."
+            )
+        empty = [i for i, params in enumerate(matched) if not params]
+        for index in empty:
+            message = f"rule {index} ({self.rules[index].to_dict()}) matches no parameter of {type(model).__name__}"
+            if strict:
+                raise ValueError(message + "; remove the rule or fix its kinds/layers/names")
+            logger.warning("%s", message)
+        return matched
+
+    def param_groups(self, model: nn.Module, *, strict: bool = False) -> list[dict[str, Any]]:
+        """Return the parameter groups for ``FRUGAL``: one group per rule that matched something.
+
+        Each group holds its tensors in model order (blocks mode schedules whole tensors within
+        one group), ``names``, ``role``, the rule's overrides, and ``lr`` when the rule has an
+        ``lr_scale``.
+        """
+        groups = []
+        for rule, infos in zip(self.rules, self.match(model, strict=strict)):
+            if not infos:
+                continue
+            group: dict[str, Any] = {
+                "params": [info.param for info in infos],
+                "names": [info.name for info in infos],
+                "role": rule.role,
+            }
+            group.update(rule.overrides())
+            if rule.lr_scale != 1.0:
+                group["lr"] = self.settings.lr * rule.lr_scale
+            groups.append(group)
+        return groups
+
+    def build_optimizer(self, model: nn.Module, *, strict: bool = False) -> FRUGAL:
+        """Return a ``FRUGAL`` optimizer over ``model`` with this partition's groups and settings."""
+        from frugal_search.optimizer import FRUGAL
+
+        return FRUGAL(self.param_groups(model, strict=strict), **self.settings.to_kwargs())
+
+    def trainer_optimizers(self, model: nn.Module) -> tuple[FRUGAL, None]:
+        """Return ``(optimizer, None)`` for ``transformers.Trainer(..., optimizers=...)``.
+
+        The Trainer then builds its learning-rate schedule (``lr_scheduler_type``) on top of this
+        optimizer; the peak lr is this partition's, not ``TrainingArguments.learning_rate``. Move
+        the model to its device before calling this.
+        """
+        return self.build_optimizer(model), None
+
+    # ---- memory ------------------------------------------------------------------------------
+    def state_bytes(self, model: nn.Module, *, param_dtype: torch.dtype | None = None) -> int:
+        """Return the peak optimizer-state bytes over a full re-selection cycle, without training.
+
+        Computed from shapes only, on ``meta`` stand-ins of the parameters, so ``model`` may live
+        on the meta device and nothing is allocated. ``param_dtype`` (default: each parameter's
+        own dtype) is the dtype the parameters, and so the moments, are held in.
+        """
+        from frugal_search.partition.memory import peak_state_bytes
+
+        return peak_state_bytes(self, model, param_dtype=param_dtype)
+
+    def training_memory(self, model: nn.Module, *, param_dtype: torch.dtype | None = None) -> TrainingMemory:
+        """Return the static training memory: weights, gradients and peak optimizer state."""
+        from frugal_search.partition.memory import training_memory
+
+        return training_memory(self, model, param_dtype=param_dtype)
+
+    def describe(self, model: nn.Module, *, param_dtype: torch.dtype | None = None) -> pd.DataFrame:
+        """Return a table with one row per rule: what it matched and the state it costs.
+
+        Columns: ``rule`` (index), ``role``, ``kinds`` (kinds of the matched tensors), ``selection``
+        (the rule's words), ``settings`` (mode, density, ... for frugal rules), ``tensors``,
+        ``parameters``, ``state_bytes`` (peak of that group alone). Rules that match nothing
+        have a row with zeros.
+        """
+        from frugal_search.partition.memory import describe
+
+        return describe(self, model, param_dtype=param_dtype)
+
+    # ---- words -------------------------------------------------------------------------------
+    def summary(self) -> str:
+        """Return the partition in one line of words, e.g. ``"attention, mlp frugal blocks rho
+        0.25 every 200 steps (descending), state-free signSGD; rest stateful; lr 0.001"``."""
+        from frugal_search.partition.words import summarize
+
+        return summarize(self)
+
+    # ---- split files -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Return the split config as a JSON-safe dict (``"format": "frugal-split/1"``)."""
+        from frugal_search.partition.split_file import partition_to_dict
+
+        return partition_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "<dict>") -> Partition:
+        """Build a partition from :meth:`to_dict` output; errors name ``source``, the key and the
+        allowed values."""
+        from frugal_search.partition.split_file import partition_from_dict
+
+        return partition_from_dict(data, source=source)
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write the split config to ``path`` (indent 2, rules in order); return the path."""
+        from frugal_search.partition.split_file import write_split
+
+        return write_split(self, path)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> Partition:
+        """Read a split config written by :meth:`to_json`."""
+        from frugal_search.partition.split_file import read_split
+
+        return read_split(path)
+
+    # ---- baselines ---------------------------------------------------------------------------
+    @classmethod
+    def adamw(cls, **settings: Any) -> Partition:
+        """AdamW: every parameter stateful."""
+        from frugal_search.partition.baselines import adamw_partition
+
+        return adamw_partition(**settings)
+
+    @classmethod
+    def paper(cls, density: float = 0.25, **settings: Any) -> Partition:
+        """The paper's FRUGAL: attention and mlp weights frugal (blocks, descending, T 200,
+        signSGD), everything else stateful. ``density=0.0`` is FRUGAL rho 0."""
+        from frugal_search.partition.baselines import paper_partition
+
+        return paper_partition(density, **settings)
+
+    @classmethod
+    def galore(cls, density: float = 0.25, **settings: Any) -> Partition:
+        """GaLore-like: attention and mlp weights in an svd subspace, no state-free update, no reset,
+        lr 0.01 with split lr scale 0.25."""
+        from frugal_search.partition.baselines import galore_partition
+
+        return galore_partition(density, **settings)
+
+    @classmethod
+    def badam(cls, density: float = 0.25, **settings: Any) -> Partition:
+        """BAdam-like: attention and mlp weights in blocks (descending), no state-free update."""
+        from frugal_search.partition.baselines import badam_partition
+
+        return badam_partition(density, **settings)

@@ -1,0 +1,63 @@
+"""A partition in one line of words, for reports and logs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from frugal_search.partition.partition import Partition
+    from frugal_search.partition.rules import Rule
+
+_STATE_FREE_WORDS = {"signsgd": "signSGD", "sgd": "SGD", "none": "none"}
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _frugal_words(partition: Partition, rule: Rule) -> str:
+    """Describe the FRUGAL settings in force for a ``frugal`` rule (its overrides applied)."""
+    settings = partition.settings.to_kwargs()
+    settings.update(rule.overrides())
+    mode = settings["mode"]
+    size = f"rank {settings['rank']}" if settings["rank"] is not None and mode != "blocks" else f"rho {_number(settings['density'])}"
+    words = f"frugal {mode} {size} every {settings['update_gap']} steps"
+    if mode == "blocks":
+        words += f" ({settings['block_order']})"
+    words += f", state-free {_STATE_FREE_WORDS[settings['state_free']]}"
+    if settings["state_free"] != "none" and settings["state_free_lr_scale"] != 1.0:
+        words += f" at lr x{_number(settings['state_free_lr_scale'])}"
+    if settings["split_lr_scale"] != 1.0:
+        words += f", split lr x{_number(settings['split_lr_scale'])}"
+    if not settings["reset_state"] and mode != "blocks":
+        words += ", no state reset"
+    return words
+
+
+def rule_settings_words(partition: Partition, rule: Rule) -> str:
+    """Describe the role and settings a rule gives (``"frugal blocks rho 0.25 every 200 steps ..."``)."""
+    if rule.role == "frugal":
+        words = _frugal_words(partition, rule)
+    elif rule.role == "state_free":
+        state_free = rule.state_free or partition.settings.state_free
+        words = f"state-free {_STATE_FREE_WORDS[state_free]}"
+    else:
+        words = rule.role
+    if rule.lr_scale != 1.0:
+        words += f" (lr x{_number(rule.lr_scale)})"
+    if rule.weight_decay is not None:
+        words += f" (weight decay {_number(rule.weight_decay)})"
+    return words
+
+
+def summarize(partition: Partition) -> str:
+    """Return ``partition`` in one line: each rule's selection and role, then the lr.
+
+    A rule that selects everything is called "all" when it is first and "rest" after others.
+    """
+    parts = []
+    for index, rule in enumerate(partition.rules):
+        selection = rule.selection_words() or ("all" if index == 0 else "rest")
+        parts.append(f"{selection} {rule_settings_words(partition, rule)}")
+    parts.append(f"lr {_number(partition.settings.lr)}")
+    return "; ".join(parts)

@@ -74,7 +74,7 @@ def badam_partition(density: float = 0.25, **settings: Any) -> Partition:
     return Partition(_split_rules(), **values)
 
 
-def baseline_partition(name: str, *, density: float = 0.25, **settings: Any) -> Partition:
+def baseline_partition(name: str, /, *, density: float = 0.25, **settings: Any) -> Partition:
     """Return the baseline called ``name`` (one of :data:`BASELINE_NAMES` or an alias).
 
     ``density`` applies to frugal, galore and badam; ``frugal-rho0`` always has density 0.

@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
             memory_budget=args.memory_budget,
             config=opened.config,
             study_file=opened.study_file,
+            storage_url=opened.storage_url,
         )
     except ValueError as error:
         print(f"frugal-search report: {error}", file=sys.stderr)

@@ -19,7 +19,6 @@ logger = logging.getLogger(__name__)
 
 # Trial attributes copied into the provenance of an exported split config.
 _PROVENANCE_METRICS: tuple[str, ...] = (
-    "outcome",
     "eval_loss",
     "best_eval_loss",
     "state_bytes",
@@ -86,7 +85,10 @@ def select_trial(
 
 
 def provenance_of(study: optuna.Study, frozen: optuna.trial.FrozenTrial, *, storage_url: str | None) -> dict[str, Any]:
-    """Return where an exported split came from: study, storage, trial and its metrics (JSON-safe)."""
+    """Return where an exported split came from, in the split file's convention (JSON-safe).
+
+    ``{"source": {study, storage, trial, state, outcome, baseline, summary}, "metrics": {...}}``.
+    """
     metrics: dict[str, Any] = {}
     for key in _PROVENANCE_METRICS:
         value = frozen.user_attrs.get(key)
@@ -95,15 +97,16 @@ def provenance_of(study: optuna.Study, frozen: optuna.trial.FrozenTrial, *, stor
         metrics[key] = value
     state_bytes = metrics.get("state_bytes")
     metrics["state_mib"] = state_bytes / MIB if state_bytes is not None else None
-    return {
+    source = {
         "study": study.study_name,
         "storage": storage_url,
         "trial": frozen.number,
         "state": frozen.state.name,
+        "outcome": frozen.user_attrs.get("outcome"),
         "baseline": frozen.user_attrs.get("baseline"),
         "summary": frozen.user_attrs.get("summary"),
-        "metrics": metrics,
     }
+    return {"source": source, "metrics": metrics}
 
 
 def export_split(
@@ -132,10 +135,12 @@ def export_split(
             chosen.user_attrs.get("outcome", chosen.state.name),
             chosen.user_attrs.get("reason") or "no reason recorded",
         )
-    provenance = provenance_of(study, chosen, storage_url=storage_url or storage_url_of(study))
     split = dict(chosen.user_attrs["split"])
+    # keep what the search already noted, and add where this file came from
+    provenance = dict(split.get("provenance") or {})
+    provenance.update(provenance_of(study, chosen, storage_url=storage_url or storage_url_of(study)))
     split["provenance"] = provenance
-    partition = Partition.from_dict(split)
+    partition = Partition.from_dict(split, source=f"trial {chosen.number} of study {study.study_name!r}")
     out_path = Path(path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partition.to_json(out_path)

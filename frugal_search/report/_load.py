@@ -9,6 +9,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import optuna
 
+# Heartbeat settings handed to the storage when no study file gives them; a reader runs no trial,
+# so they only have to be valid.
+_DEFAULT_HEARTBEAT_INTERVAL = 10
+_DEFAULT_GRACE_PERIOD = 60
+
 
 @dataclass(frozen=True)
 class OpenedStudy:
@@ -29,27 +34,40 @@ def open_study(
     """Load an existing study from ``study_file`` (a study TOML) or from ``storage`` + ``name``.
 
     ``storage`` and ``name`` override the file's values. Raises ``ValueError`` when neither a file
-    nor both storage and name are given, or when the storage holds no study of that name (naming
-    the studies it does hold).
+    nor both storage and name are given, when a SQLite or journal file does not exist (nothing is
+    created), or when the storage holds no study of that name (naming the studies it holds).
     """
     import optuna
 
+    from frugal_search.search.config import normalize_storage
+    from frugal_search.search.storage import journal_path, open_storage, sqlite_path
+
     config = None
+    heartbeat_interval, grace_period = _DEFAULT_HEARTBEAT_INTERVAL, _DEFAULT_GRACE_PERIOD
     if study_file is not None:
         from frugal_search.search import load_study_config
 
-        config = load_study_config(study_file)
-        storage = storage or config.study.storage
-        name = name or config.study.name
+        config = load_study_config(study_file).with_overrides(storage=storage, name=name)
+        storage, name = config.study.storage, config.study.name
+        heartbeat_interval, grace_period = config.study.heartbeat_interval, config.study.grace_period
+    elif storage is not None:
+        storage = normalize_storage(storage, base_dir=Path.cwd(), where="--storage")
     if storage is None or name is None:
         raise ValueError(
             f"cannot find the study: study file={study_file!r}, storage={storage!r}, name={name!r}; "
             "give a study TOML (studies/<name>.toml) or both --storage URL and --name NAME"
         )
+    storage_file = sqlite_path(storage) or journal_path(storage)
+    if storage_file is not None and not storage_file.exists():
+        raise ValueError(
+            f"the storage file {storage_file} of study {name!r} does not exist; run the search first "
+            f"(frugal-search run {study_file or '<study.toml>'}) or check --storage"
+        )
+    backend = open_storage(storage, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     try:
-        study = optuna.load_study(study_name=name, storage=storage)
+        study = optuna.load_study(study_name=name, storage=backend)
     except KeyError:
-        held = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+        held = [summary.study_name for summary in optuna.get_all_study_summaries(backend)]
         raise ValueError(
             f"storage {storage!r} holds no study named {name!r} (it holds: {', '.join(held) or 'none'}); "
             "run the search first (frugal-search run <study.toml>) or check --name"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,14 +48,14 @@ def flatten_settings(config: Any, prefix: str = "") -> dict[str, str]:
     """Return ``{"section.key": "value"}`` for a (nested) dataclass or dict, for the settings table."""
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         items = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-    elif isinstance(config, dict):
+    elif isinstance(config, Mapping):
         items = dict(config)
     else:
         return {prefix.rstrip("."): str(config)} if prefix else {}
     flat: dict[str, str] = {}
     for key, value in items.items():
         name = f"{prefix}{key}"
-        if (dataclasses.is_dataclass(value) and not isinstance(value, type)) or isinstance(value, dict):
+        if (dataclasses.is_dataclass(value) and not isinstance(value, type)) or isinstance(value, Mapping):
             flat.update(flatten_settings(value, prefix=f"{name}."))
         else:
             flat[name] = str(value)

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 _DPI = 120
+# front points get their trial number written next to them up to this many (more would overlap)
+_MAX_FRONT_LABELS = 15
 # y position (axes fraction) of the strip that holds trials without a loss
 _NO_LOSS_STRIP_Y = 0.95
 # marker and colour per outcome of trials drawn apart from the front
@@ -63,7 +65,7 @@ def draw_pareto(
     at the top, at their memory, each with its own marker; the budget is a vertical line. With
     ``adamw_state_mib`` a second x axis on top shows memory as % of AdamW's state.
     """
-    figure = _new_figure()
+    figure = _new_figure(width=9.0, height=5.0)
     ax = figure.add_subplot()
     if table.empty:
         _empty_note(ax, "The study has no trials yet.")
@@ -77,6 +79,10 @@ def draw_pareto(
     if not front.empty:
         ax.step(front["state_mib"], front["eval_loss"], where="post", color="tab:blue", zorder=3)
         ax.scatter(front["state_mib"], front["eval_loss"], s=30, color="tab:blue", label="Pareto front", zorder=4)
+        if len(front) <= _MAX_FRONT_LABELS:
+            for row in front.itertuples(index=False):
+                ax.annotate(f"#{row.number}", (row.state_mib, row.eval_loss), textcoords="offset points",
+                            xytext=(4, -10), fontsize=7, color="tab:blue")
     baselines = complete[complete["baseline"].notna()]
     if not baselines.empty:
         ax.scatter(baselines["state_mib"], baselines["eval_loss"], s=110, marker="*", color="tab:green",
@@ -84,25 +90,32 @@ def draw_pareto(
         for row in baselines.itertuples(index=False):
             ax.annotate(str(row.baseline), (row.state_mib, row.eval_loss), textcoords="offset points",
                         xytext=(6, 6), fontsize=8)
-    # trials without a loss: on a strip near the top, x in data units, y in axes units
+    # trials without a loss: on a shaded strip at the top, x in data units, y in axes units
     strip = ax.get_xaxis_transform()
-    has_strip = False
+    apart = table[table["outcome"].isin(list(_APART_STYLE)) & table["state_mib"].map(math.isfinite)]
+    if not apart.empty:
+        ax.fill_between([0, 1], [_NO_LOSS_STRIP_Y - 0.04] * 2, [1, 1], transform=ax.transAxes, color="0.93", zorder=0)
+        ax.text(0.01, _NO_LOSS_STRIP_Y, "no loss", transform=ax.transAxes, va="center", fontsize=8, color="0.4")
+        ax.margins(y=0.3)  # keep the finished trials below the strip
     for outcome, (marker, color) in _APART_STYLE.items():
-        rows = table[(table["outcome"] == outcome) & table["state_mib"].map(math.isfinite)]
+        rows = apart[apart["outcome"] == outcome]
         if rows.empty:
             continue
-        has_strip = True
         ax.scatter(rows["state_mib"], [_NO_LOSS_STRIP_Y] * len(rows), transform=strip, marker=marker,
-                   color=color, s=40, label=f"{outcome} (no loss)", zorder=4, clip_on=False)
+                   color=color, s=40, label=f"{outcome} (no loss)", zorder=4)
         for row in rows[rows["baseline"].notna()].itertuples(index=False):
             ax.annotate(str(row.baseline), (row.state_mib, _NO_LOSS_STRIP_Y), xycoords=strip,
                         textcoords="offset points", xytext=(5, -12), fontsize=8, color=color)
-    if has_strip:
-        ax.margins(y=0.25)
+    # the strip's markers do not take part in autoscaling, so the x range is set from every trial
+    memories = [m for m in table["state_mib"] if math.isfinite(m)]
+    if memory_budget_mib is not None:
+        memories.append(memory_budget_mib)
+    if memories:
+        ax.set_xlim(0, max(memories) * 1.08 or 1.0)
     if memory_budget_mib is not None:
         ax.axvline(memory_budget_mib, color="tab:red", linestyle="--", linewidth=1,
                    label=f"memory budget ({memory_budget_mib:.3g} MiB)")
-    if complete.empty and not has_strip:
+    if complete.empty and apart.empty:
         _empty_note(ax, "No trial finished with a loss.")
     ax.set_xlabel("optimizer state (MiB)")
     ax.set_ylabel("eval loss (nats per token)")
@@ -116,7 +129,7 @@ def draw_pareto(
     else:
         ax.set_title("Pareto front: optimizer memory against eval loss")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, borderaxespad=0)
     _save(figure, target)
 
 

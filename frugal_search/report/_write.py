@@ -77,6 +77,7 @@ def write_report(
     memory_budget: int | str | None = None,
     config: Any = None,
     study_file: str | Path | None = None,
+    storage_url: str | None = None,
 ) -> Path:
     """Write the report of ``study`` into ``out_dir`` and return the path of its report.md.
 
@@ -84,8 +85,9 @@ def write_report(
     importance.png, hypervolume.png and report.md. ``memory_budget`` (bytes or text like
     ``"2 MiB"``) defaults to the budget of ``config`` (a study config from
     ``frugal_search.search.load_study_config``), then to the study's ``memory_budget_bytes`` user
-    attribute. ``config`` also fills the settings table; ``study_file`` makes the printed export
-    command name the TOML file. An empty study, or one where no trial finished with a loss,
+    attribute. ``config`` also fills the settings table; ``study_file`` (default: the config's
+    path) makes the printed export command name the TOML file; ``storage_url`` (default: the
+    study's database URL) is shown and, without a study file, used in that command. An empty study, or one where no trial finished with a loss,
     still gets every file, and report.md says so in words.
     """
     out_path = Path(out_dir)
@@ -119,7 +121,9 @@ def write_report(
     draw_hypervolume(history, out_path / "hypervolume.png", reference_point=reference)
 
     best = best_under_budget(table, memory_budget_bytes=budget_bytes)
-    storage_url = storage_url_of(study)
+    storage_url = storage_url or storage_url_of(study)
+    if study_file is None and config is not None:
+        study_file = getattr(config, "path", None)
     settings = {
         "study name": study.study_name,
         "storage": storage_url or "(in memory)",

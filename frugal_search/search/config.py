@@ -13,7 +13,6 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Mapping
 
 from frugal_search.search.space import SearchSpace, SpaceError, parse_space
@@ -45,25 +44,32 @@ class StudySection:
 
 @dataclass(frozen=True)
 class ProxySection:
-    """``[proxy]``: the proxy run's budget. ``None`` keeps the proxy stage's own default."""
+    """``[proxy]``: the proxy run's budget. ``None`` keeps the proxy stage's default (``ProxyBudget``)."""
 
-    steps: int | None = None
+    steps: int = 200  # optimizer steps of every proxy run
     batch_size: int | None = None
     seq_len: int | None = None
-    lr: float | None = None  # the fixed base lr when ``[space]`` does not vary ``lr``; baselines use it
-    warmup: int | None = None
+    grad_accum: int | None = None
+    lr: float | None = None  # the fixed base lr when ``[space]`` does not vary ``lr``; baselines use it too
+    warmup_steps: int | None = None
+    min_lr_ratio: float | None = None
+    grad_clip: float | None = None
     eval_every: int | None = None
     eval_batches: int | None = None
-    grad_clip: float | None = None
-    device: str = "cpu"
+    log_every: int | None = None
+    diverge_factor: float | None = None
+    device: str = "cpu"  # "cpu", "cuda", "cuda:N"; with several workers "cuda" spreads them over the GPUs
 
-    def budget_overrides(self) -> dict[str, Any]:
-        """The budget fields the study sets (not ``device``, not ``lr``: those travel apart)."""
-        return {
+    def budget(self, *, lr: float | None = None) -> Any:
+        """Return the proxy stage's ``ProxyBudget`` (``lr`` None keeps the partition's lr)."""
+        from frugal_search.proxy.budget import ProxyBudget
+
+        values = {
             item.name: getattr(self, item.name)
             for item in dataclasses.fields(self)
             if item.name not in ("device", "lr") and getattr(self, item.name) is not None
         }
+        return ProxyBudget(**values, lr=lr)
 
 
 @dataclass(frozen=True)
@@ -80,16 +86,24 @@ class StudyConfig:
     """A whole study file, checked. ``path`` is the file it was read from (None when built in code)."""
 
     study: StudySection
-    model: Mapping[str, Any]  # handed to the proxy stage's ModelSpec
-    data: Mapping[str, Any]  # handed to the proxy stage's DataSpec
+    model: dict[str, Any]  # the proxy stage's ModelSpec fields (source, overrides)
+    data: dict[str, Any]  # the proxy stage's DataSpec fields (source, tokenizer, dtype, ...)
     proxy: ProxySection
     space: SearchSpace
     search: SearchSection = field(default_factory=SearchSection)
     path: Path | None = None
 
-    def replace(self, **changes: Any) -> StudyConfig:
-        """Return a copy with sections replaced (e.g. CLI overrides)."""
-        return dataclasses.replace(self, **changes)
+    def model_spec(self) -> Any:
+        """The proxy stage's ``ModelSpec`` of ``[model]``."""
+        from frugal_search.search._proxy_bridge import model_spec_from_table
+
+        return model_spec_from_table(self.model)
+
+    def data_spec(self) -> Any:
+        """The proxy stage's ``DataSpec`` of ``[data]``."""
+        from frugal_search.search._proxy_bridge import data_spec_from_table
+
+        return data_spec_from_table(self.data)
 
     def with_overrides(
         self,
@@ -174,8 +188,8 @@ def study_config_from_dict(
         raise StudyConfigError(
             f"{where}: [proxy] lr and [space] lr are both set; keep one (the [space] one to search it)"
         )
-    model = _frozen_table(raw.get("model", {}))
-    data = _frozen_table(raw.get("data", {}))
+    model = dict(raw.get("model", {}))
+    data = dict(raw.get("data", {}))
     _check_with_proxy_stage(model, data, where)
     return StudyConfig(study=study, model=model, data=data, proxy=proxy, space=space, search=search, path=path)
 
@@ -254,29 +268,35 @@ def _read_study(table: dict[str, Any], *, base_dir: Path, where: str, default_na
     )
 
 
+_PROXY_INTS = ("steps", "batch_size", "seq_len", "grad_accum", "warmup_steps", "eval_every", "eval_batches", "log_every")
+_PROXY_FLOATS = ("lr", "min_lr_ratio", "grad_clip", "diverge_factor")
+
+
 def _read_proxy(table: dict[str, Any], where: str) -> ProxySection:
     allowed = [item.name for item in dataclasses.fields(ProxySection)]
     _reject_unknown(table, allowed, where, section="proxy")
     values: dict[str, Any] = {}
-    for key in ("steps", "batch_size", "seq_len", "eval_every", "eval_batches"):
+    for key in _PROXY_INTS:
         if key in table:
-            values[key] = _positive_int(table[key], where, "proxy", key)
-    if "warmup" in table:
-        values["warmup"] = _int(table["warmup"], where, "proxy", "warmup")
-        if values["warmup"] < 0:
-            raise StudyConfigError(f"{where}: [proxy] warmup: must be >= 0, got {values['warmup']!r}")
-    for key in ("lr", "grad_clip"):
+            values[key] = _int(table[key], where, "proxy", key)
+    for key in _PROXY_FLOATS:
         if key in table:
-            value = table[key]
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-                raise StudyConfigError(f"{where}: [proxy] {key}: expected a number above 0, got {value!r}")
-            values[key] = float(value)
+            if not _is_number(table[key]):
+                raise StudyConfigError(f"{where}: [proxy] {key}: expected a number, got {table[key]!r}")
+            values[key] = float(table[key])
     if "device" in table:
         device = table["device"]
-        if not isinstance(device, str) or not device.split(":")[0] in ("cpu", "cuda", "mps"):
+        if not isinstance(device, str) or device.split(":")[0] not in ("cpu", "cuda", "mps"):
             raise StudyConfigError(f"{where}: [proxy] device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
         values["device"] = device
-    return ProxySection(**values)
+    proxy = ProxySection(**values)
+    try:
+        proxy.budget()  # the proxy stage's own range checks, now rather than in the first trial
+    except (TypeError, ValueError) as error:
+        raise StudyConfigError(f"{where}: [proxy] {error}") from None
+    if proxy.lr is not None and not proxy.lr > 0:
+        raise StudyConfigError(f"{where}: [proxy] lr: expected a number above 0, got {proxy.lr!r}")
+    return proxy
 
 
 def _read_search(table: dict[str, Any], where: str) -> SearchSection:
@@ -306,10 +326,6 @@ def _check_with_proxy_stage(model: Mapping[str, Any], data: Mapping[str, Any], w
             build(table)
         except (TypeError, ValueError) as error:
             raise StudyConfigError(f"{where}: [{section}] {error}") from None
-
-
-def _frozen_table(table: Mapping[str, Any]) -> Mapping[str, Any]:
-    return MappingProxyType(dict(table))
 
 
 def _reject_unknown(table: Mapping[str, Any], allowed: Any, where: str, *, section: str | None) -> None:

@@ -49,7 +49,8 @@ The partition a trial gets (first matching rule wins):
 1. embedding, norm and head: their role, with ``lr_scale = embedding_norm_head_lr_scale`` (on a
    small model a higher lr for these moves the loss more than the split does, so the search must
    be able to move it to rank partitions fairly);
-2. attention and MLP of the first / last ``stateful_*_layers`` fraction of layers: ``stateful``;
+2. attention and MLP of the first / last ``stateful_*_layers`` share of depth: ``stateful``
+   (layer ``i`` of ``L`` counts as in the first share ``s`` when ``(i + 0.5) / L < s``);
 3. attention: ``attention_role``; MLP: ``mlp_role``;
 4. biases and anything else: ``stateful`` (FRUGAL's always-stateful set).
 """
@@ -352,13 +353,17 @@ def partition_from_settings(values: dict[str, Any], *, name: str | None = None, 
     for kind in ("embedding", "norm", "head"):
         scale = {} if outer_scale == 1.0 else {"lr_scale": outer_scale}
         rules.append(Rule(values[f"{kind}_role"], kinds=(kind,), **scale))
-    for selector_prefix, key in (("first", "stateful_first_layers"), ("last", "stateful_last_layers")):
-        fraction = values.get(key, 0.0)
-        if fraction > 0:
-            rules.append(Rule("stateful", kinds=("attention", "mlp"), layers=f"{selector_prefix}:{fraction:g}"))
+    # Shares of depth as "lo-hi" ranges: layer i is selected when (i + 0.5) / L lies in [lo, hi),
+    # so a small share selects no layer rather than rounding up to one.
+    first = values.get("stateful_first_layers", 0.0)
+    if first > 0:
+        rules.append(Rule("stateful", kinds=("attention", "mlp"), layers=f"0.0000-{first:.4f}"))
+    last = values.get("stateful_last_layers", 0.0)
+    if last > 0:
+        rules.append(Rule("stateful", kinds=("attention", "mlp"), layers=f"{1.0 - last:.4f}-1.0000"))
     rules.append(Rule(values["attention_role"], kinds=("attention",)))
     rules.append(Rule(values["mlp_role"], kinds=("mlp",)))
-    rules.append(Rule("stateful", kinds=("bias", "other")))
+    rules.append(Rule("stateful"))  # biases and anything else
     settings = {
         key: values[key]
         for key in (

@@ -1,0 +1,191 @@
+"""The Optuna objective: one trial = one partition, checked against the memory budget, then scored
+by a proxy run. Every outcome is written into the trial (see docs/ARCHITECTURE.md, "search ->
+report"): failures are data, never lost.
+
+Outcomes and Optuna states:
+
+- ``ok``: COMPLETE with ``(eval_loss, state_mib)``;
+- ``infeasible`` (optimizer state over ``memory_budget``, no proxy run), ``diverged``, ``oom``
+  (CUDA out of memory, infeasible for memory) and ``stopped-early`` (successive halving): PRUNED;
+- ``error`` (an exception; the reason holds the traceback's last lines): FAIL. A trial whose
+  worker was killed keeps the ``error`` outcome set when it started and is marked FAIL by the
+  heartbeat check.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from frugal_search.units import MIB, format_bytes
+
+if TYPE_CHECKING:
+    import optuna
+    from torch import nn
+
+    from frugal_search.search.config import StudyConfig
+
+logger = logging.getLogger(__name__)
+
+WORKER_LOST_REASON = "the worker stopped before the trial finished (killed, crashed or lost its storage)"
+SURPLUS_REASON = "not run: the study already held the requested number of trials when this one started"
+# user attributes copied from the proxy result into the trial
+RESULT_ATTRS = ("eval_loss", "best_eval_loss", "eval_curve", "tokens_per_s", "wall_s", "steps", "peak_memory_bytes")
+_TRACEBACK_LINES = 6
+
+
+class SurplusTrialError(RuntimeError):
+    """A trial started by a worker that raced another one past the study's trial count."""
+
+
+class DuplicateBaselineError(RuntimeError):
+    """A baseline enqueued twice by two runs started at the same moment; the later copy is dropped."""
+
+
+class TrialObjective:
+    """Callable objective for ``study.optimize``; holds what every trial of one worker shares.
+
+    Args:
+        config: the study.
+        device: where proxy runs train (this worker's device).
+        memory_model: the model (ideally on the ``meta`` device) that ``Partition.state_bytes``
+            measures before a trial trains.
+    """
+
+    def __init__(self, config: StudyConfig, *, device: str, memory_model: nn.Module) -> None:
+        self.config = config
+        self.device = device
+        self.memory_model = memory_model
+        self.model_spec = config.model_spec()
+        self.data_spec = config.data_spec()
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        import optuna
+
+        from frugal_search.search.storage import journal_heartbeat
+
+        # Written first, so a trial whose worker is killed still says what happened to it.
+        trial.set_user_attr("outcome", "error")
+        trial.set_user_attr("reason", WORKER_LOST_REASON)
+        try:
+            with journal_heartbeat(trial, interval=self.config.study.heartbeat_interval):
+                return self._evaluate(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as error:
+            trial.set_user_attr("outcome", "error")
+            trial.set_user_attr("reason", _error_reason(error))
+            raise
+
+    def _evaluate(self, trial: optuna.Trial) -> tuple[float, float]:
+        import optuna
+        import torch
+
+        _check_not_surplus(trial, self.config.study.trials)
+        partition = self._partition(trial)
+        trial.set_user_attr("split", partition.to_dict())
+        trial.set_user_attr("summary", partition.summary())
+        state_bytes = int(partition.state_bytes(self.memory_model))
+        trial.set_user_attr("state_bytes", state_bytes)
+        state_mib = state_bytes / MIB
+        budget = self.config.study.memory_budget
+        if budget is not None:
+            # > 0 is infeasible; samplers that know constraints (TPE, NSGA-II, GP) learn from it
+            trial.set_constraint("memory_budget", (state_bytes - budget) / MIB)
+        if budget is not None and state_bytes > budget:
+            reason = f"optimizer state {format_bytes(state_bytes)} is over the memory budget {format_bytes(budget)}"
+            _set_outcome(trial, "infeasible", reason)
+            raise optuna.TrialPruned(reason)
+
+        on_eval = None
+        if self.config.search.fidelity != "none":
+            from frugal_search.search.fidelity import make_early_stop
+
+            on_eval = make_early_stop(trial, self.config, state_bytes=state_bytes)
+        from frugal_search.proxy import run_proxy
+
+        try:
+            result = run_proxy(
+                self.model_spec,
+                self.data_spec,
+                partition,
+                self.config.proxy.budget(),
+                device=self.device,
+                seed=self.config.study.seed,
+                progress=False,
+                on_eval=on_eval,
+            )
+        except torch.cuda.OutOfMemoryError as error:
+            torch.cuda.empty_cache()
+            reason = f"CUDA out of memory on {self.device}: {str(error).splitlines()[0]}"
+            _set_outcome(trial, "oom", reason)
+            raise optuna.TrialPruned(reason) from None
+
+        values = result.to_dict()
+        for key in RESULT_ATTRS:
+            trial.set_user_attr(key, values.get(key))
+        if result.diverged:
+            _set_outcome(trial, "diverged", result.reason)
+            raise optuna.TrialPruned(f"diverged: {result.reason}")
+        if getattr(on_eval, "stopped_at", None) is not None:
+            reason = f"stopped early at step {on_eval.stopped_at} by successive halving"
+            _set_outcome(trial, "stopped-early", reason)
+            raise optuna.TrialPruned(reason)
+        if not math.isfinite(result.eval_loss):
+            raise ValueError(f"the proxy run returned eval loss {result.eval_loss} without reporting divergence")
+        _set_outcome(trial, "ok", None)
+        return float(result.eval_loss), state_mib
+
+    def _partition(self, trial: optuna.Trial) -> Any:
+        from frugal_search.partition import baseline_partition
+        from frugal_search.search.space import sample_partition
+
+        study_name = self.config.study.name
+        provenance = {"source": {"study": study_name, "trial": trial.number}}
+        baseline = trial.user_attrs.get("baseline")
+        if baseline:
+            _check_not_duplicate_baseline(trial, baseline)
+            settings = {} if self.config.proxy.lr is None else {"lr": self.config.proxy.lr}
+            partition = baseline_partition(baseline, **settings)
+            return partition.replace(provenance=provenance)
+        trial.set_user_attr("baseline", None)
+        return sample_partition(
+            trial, self.config.space, name=f"{study_name}-trial-{trial.number}", provenance=provenance
+        )
+
+
+def _set_outcome(trial: optuna.Trial, outcome: str, reason: str | None) -> None:
+    trial.set_user_attr("outcome", outcome)
+    trial.set_user_attr("reason", reason)
+
+
+def _error_reason(error: BaseException) -> str:
+    lines = traceback.format_exception(error)
+    tail = "".join(lines[-_TRACEBACK_LINES:]).strip()
+    return f"{type(error).__name__}: {error}\n{tail}"
+
+
+def _check_not_surplus(trial: optuna.Trial, target: int) -> None:
+    """Raise when ``target`` trials numbered below this one are already finished or running.
+
+    Workers check the count before they start a trial; two that check at the same moment could
+    both start one. Trial numbers order them, so exactly the later one drops out (as FAIL, which
+    does not count as finished) and the study ends with exactly ``target`` finished trials.
+    """
+    from optuna.trial import TrialState
+
+    claimed = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    earlier = [other for other in trial.study.get_trials(deepcopy=False, states=claimed) if other.number < trial.number]
+    if len(earlier) >= target:
+        raise SurplusTrialError(SURPLUS_REASON)
+
+
+def _check_not_duplicate_baseline(trial: optuna.Trial, baseline: str) -> None:
+    from optuna.trial import TrialState
+
+    alive = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    for other in trial.study.get_trials(deepcopy=False, states=alive):
+        if other.number < trial.number and other.user_attrs.get("baseline") == baseline:
+            raise DuplicateBaselineError(f"baseline {baseline!r} is already trial {other.number}; this copy is dropped")

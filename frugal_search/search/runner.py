@@ -1,0 +1,335 @@
+"""Running a study: open or create it, enqueue the baselines once, and let workers add trials
+until the study holds the requested number of finished (COMPLETE or PRUNED) trials.
+
+The same call resumes: finished trials are counted in the storage, so a second run of a complete
+study adds nothing, and a study stopped half way (Ctrl-C, a killed worker, a lost machine) goes on
+from where it is. Each worker checks the count before it starts a trial and waits while the running
+trials of other workers could complete the count; see :func:`run_search`.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from frugal_search.units import MIB
+
+if TYPE_CHECKING:
+    import optuna
+
+    from frugal_search.search.config import StudyConfig
+
+logger = logging.getLogger(__name__)
+
+DIRECTIONS = ("minimize", "minimize")
+METRIC_NAMES = ["eval_loss", "state_mib"]
+_POLL_S = 1.0  # seconds between checks of the storage while waiting on other workers' trials
+
+
+def open_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """Open the config's study, creating it (directions, metric names, study attributes) if new."""
+    import optuna
+
+    from frugal_search.search.storage import open_storage
+
+    storage = open_storage(
+        config.study.storage,
+        heartbeat_interval=config.study.heartbeat_interval,
+        grace_period=config.study.grace_period,
+    )
+    study = optuna.create_study(
+        storage=storage,
+        study_name=config.study.name,
+        directions=list(DIRECTIONS),
+        load_if_exists=True,
+        sampler=sampler,
+    )
+    if [direction.name.lower() for direction in study.directions] != list(DIRECTIONS):
+        raise ValueError(
+            f"study {config.study.name!r} in {config.study.storage} has directions "
+            f"{[d.name.lower() for d in study.directions]}, not {list(DIRECTIONS)}; it is not a "
+            f"frugal-search study: pick another [study] name or --name"
+        )
+    if study.metric_names != METRIC_NAMES:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(METRIC_NAMES)
+    if "space" not in study.user_attrs:
+        study.set_user_attr("space", config.space.to_dict())
+        study.set_user_attr("memory_budget", config.study.memory_budget)
+        study.set_user_attr("study_file", str(config.path) if config.path else None)
+    return study
+
+
+def count_finished_trials(study: optuna.Study) -> int:
+    """Number of COMPLETE or PRUNED trials: what ``trials`` counts."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def enqueue_baselines(study: optuna.Study, baselines: tuple[str, ...]) -> list[str]:
+    """Enqueue each baseline that the study does not hold yet (finished, running or waiting).
+
+    A baseline whose every copy failed (e.g. its worker was killed) is enqueued again. Two runs
+    started at the same moment could both enqueue one; the objective then drops the later copy.
+    Returns the names enqueued now.
+    """
+    from optuna.trial import TrialState
+
+    held = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+    present = {trial.user_attrs.get("baseline") for trial in study.get_trials(deepcopy=False, states=held)}
+    added = []
+    for name in baselines:
+        if name not in present:
+            study.enqueue_trial({}, user_attrs={"baseline": name})
+            added.append(name)
+    if added:
+        logger.info("enqueued baselines: %s", ", ".join(added))
+    return added
+
+
+def make_sampler(config: StudyConfig, *, worker_index: int, seed_offset: int) -> optuna.samplers.BaseSampler:
+    """Return the config's sampler, seeded from the study seed, the worker and the study's size.
+
+    ``seed_offset`` (the number of trials already stored) makes a resumed run draw new points
+    instead of repeating the first run's draws, while the same history still gives the same draws.
+    """
+    import optuna
+
+    seed = config.study.seed + 1_000_003 * worker_index + seed_offset
+    name = config.study.sampler
+    if name == "tpe":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # group=True
+            return optuna.samplers.TPESampler(
+                seed=seed,
+                multivariate=True,
+                group=True,  # the space is conditional (block order only for blocks, ...)
+                n_startup_trials=min(10, max(4, config.study.trials // 4)),
+            )
+    if name == "nsga2":
+        population = max(4, min(50, config.study.trials // 4))
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def run_search(
+    config: StudyConfig,
+    *,
+    trials: int | None = None,
+    workers: int = 1,
+    device: str | None = None,
+    progress: bool = True,
+) -> optuna.Study:
+    """Run or resume ``config``'s study until it holds ``trials`` finished trials; return it.
+
+    Args:
+        config: the study (see :func:`~frugal_search.search.config.load_study_config`).
+        trials: finished trials to reach (default ``[study] trials``).
+        workers: worker processes on the same storage. With ``device="cuda"`` and several GPUs
+            worker ``i`` trains on ``cuda:i % n``.
+        device: where proxy runs train (default ``[proxy] device``).
+        progress: show a progress bar on stderr (trials done, front size, time left).
+
+    A single worker runs in this process; several are spawned processes (the parent only shows
+    progress). With a memory budget, SQLite storages and several workers, see the README.
+    """
+    config = config.with_overrides(trials=trials, device=device)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    study = open_study(config)
+    enqueue_baselines(study, config.study.baselines)
+    target = config.study.trials
+    done = count_finished_trials(study)
+    if done >= target:
+        logger.info("study %r already holds %d finished trials (target %d): nothing to do", config.study.name, done, target)
+        return study
+    logger.info(
+        "study %r: %d of %d trials finished; %d worker(s) on %s",
+        config.study.name, done, target, workers, config.study.storage,
+    )
+    bar = _ProgressBar(study, target) if progress else None
+    try:
+        if workers == 1:
+            run_worker(config, worker_index=0, device=config.proxy.device, on_trial=bar.refresh if bar else None)
+        else:
+            _run_worker_processes(config, workers=workers, bar=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    return study
+
+
+def _run_worker_processes(config: StudyConfig, *, workers: int, bar: _ProgressBar | None) -> None:
+    context = multiprocessing.get_context("spawn")  # fork would copy torch/optuna threads and locks
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    processes = []
+    for index in range(workers):
+        process = context.Process(
+            target=_worker_main,
+            args=(config, index, worker_device(config.proxy.device, index), threads),
+            name=f"frugal-search-worker-{index}",
+        )
+        process.start()
+        processes.append(process)
+    try:
+        while any(process.is_alive() for process in processes):
+            for process in processes:
+                process.join(timeout=_POLL_S / len(processes))
+            if bar is not None:
+                bar.refresh()
+    except BaseException:
+        for process in processes:
+            process.terminate()
+        raise
+    failed = [process.name for process in processes if process.exitcode not in (0, None)]
+    if failed:
+        raise RuntimeError(f"worker process(es) {', '.join(failed)} stopped with an error; see the log above")
+
+
+def worker_device(device: str, index: int) -> str:
+    """The device of worker ``index``: ``cuda`` spreads workers over the visible GPUs."""
+    if device != "cuda":
+        return device
+    import torch
+
+    count = torch.cuda.device_count()
+    return f"cuda:{index % count}" if count > 1 else device
+
+
+def _worker_main(config: StudyConfig, index: int, device: str, threads: int) -> None:
+    import torch
+
+    logging.basicConfig(level=logging.INFO, format=f"%(levelname)s worker-{index} %(name)s: %(message)s")
+    torch.set_num_threads(threads)
+    run_worker(config, worker_index=index, device=device)
+
+
+def run_worker(
+    config: StudyConfig,
+    *,
+    worker_index: int,
+    device: str,
+    on_trial: Callable[[], None] | None = None,
+) -> int:
+    """Add trials to the study until it holds ``[study] trials`` finished ones; return how many ran.
+
+    Before each trial the worker fails trials of dead workers, then counts: it stops when enough
+    trials are finished, waits while finished plus running trials reach the count (a running one
+    may still fail), and starts a trial otherwise.
+    """
+    import optuna
+
+    from frugal_search.search.objective import TrialObjective
+    from frugal_search.search.storage import fail_stale_trials
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own log lines say what happened
+    _quiet_catch_all_warnings()
+    study = open_study(config)
+    study.sampler = make_sampler(config, worker_index=worker_index, seed_offset=len(study.get_trials(deepcopy=False)))
+    objective = TrialObjective(config, device=device, memory_model=_memory_model(config))
+    target = config.study.trials
+    ran = 0
+    while True:
+        fail_stale_trials(study, grace_period=config.study.grace_period)
+        finished, running = _count_finished_and_running(study)
+        if finished >= target:
+            return ran
+        if finished + running >= target:
+            time.sleep(_POLL_S * (0.5 + random.random()))  # jitter: workers do not wake in step
+            continue
+        study.optimize(objective, n_trials=1, catch=(Exception,))
+        ran += 1
+        if on_trial is not None:
+            on_trial()
+
+
+class _CatchAllFilter(logging.Filter):
+    """Drops the partition stage's "rule matches no parameter" warnings for sampled partitions.
+
+    Sampled partitions end with a catch-all rule (biases, other parameters) so that they transfer
+    to models that have such parameters; on a proxy without them the warning would repeat in
+    every trial and say nothing.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "matches no parameter" not in record.getMessage()
+
+
+def _quiet_catch_all_warnings() -> None:
+    partition_logger = logging.getLogger("frugal_search.partition.partition")
+    if not any(isinstance(item, _CatchAllFilter) for item in partition_logger.filters):
+        partition_logger.addFilter(_CatchAllFilter())
+
+
+def _count_finished_and_running(study: optuna.Study) -> tuple[int, int]:
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+    running = sum(1 for trial in trials if trial.state == TrialState.RUNNING)
+    return len(trials) - running, running
+
+
+def _memory_model(config: StudyConfig) -> Any:
+    """The model ``Partition.state_bytes`` measures: built on ``meta`` (no memory) when possible."""
+    import torch
+
+    from frugal_search.proxy import build_model
+
+    spec = config.model_spec()
+    try:
+        with torch.device("meta"):
+            return build_model(spec, seed=config.study.seed)
+    except Exception as error:  # some factories or checkpoints cannot be built on meta
+        logger.info("building the model on the meta device failed (%s); measuring a CPU copy", error)
+        return build_model(spec, seed=config.study.seed)
+
+
+class _ProgressBar:
+    """tqdm bar on stderr: finished trials of the target, Pareto front size, time left."""
+
+    def __init__(self, study: optuna.Study, target: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.study = study
+        self.bar = tqdm(total=target, initial=min(target, count_finished_trials(study)), unit="trial", desc=study.study_name)
+
+    def refresh(self) -> None:
+        from optuna.trial import TrialState
+
+        try:
+            trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            front = len(self.study.best_trials) if any(t.state == TrialState.COMPLETE for t in trials) else 0
+        except Exception as error:  # a busy storage must not stop the search
+            logger.debug("progress bar could not read the storage: %s", error)
+            return
+        done = min(len(trials), self.bar.total)
+        if done > self.bar.n:
+            self.bar.update(done - self.bar.n)
+        self.bar.set_postfix(front=front, refresh=True)
+
+    def close(self) -> None:
+        self.refresh()
+        self.bar.close()
+
+
+__all__ = [
+    "DIRECTIONS",
+    "METRIC_NAMES",
+    "count_finished_trials",
+    "enqueue_baselines",
+    "make_sampler",
+    "open_study",
+    "run_search",
+    "run_worker",
+    "worker_device",
+]

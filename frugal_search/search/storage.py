@@ -1,0 +1,152 @@
+"""Opening an Optuna storage for a study, and detecting trials whose worker died.
+
+Storages by URL:
+
+- ``sqlite:///path.db`` (the default): Optuna's RDB storage on one file. Writers wait up to
+  ``SQLITE_BUSY_TIMEOUT_S`` for the file lock instead of failing at once with
+  "database is locked", and the file is switched to write-ahead logging so readers never block the
+  writer; good for a few workers on one machine.
+- ``postgresql+psycopg2://...``, ``mysql+pymysql://...``: RDB storage; the one to use for many
+  workers or many machines.
+- ``journal:///path.log`` (or a path ending in ``.log`` in the study file): Optuna's journal file
+  storage, append-only and safe under concurrency on one machine; no database needed.
+
+Dead workers: RDB storages use Optuna's heartbeat (each running trial is stamped every
+``heartbeat_interval`` seconds; one not stamped for ``grace_period`` seconds is marked FAIL by the
+next worker that looks). Journal storages have no heartbeat in Optuna, so :func:`journal_heartbeat`
+and :func:`fail_stale_trials` do the same with a trial system attribute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import optuna
+
+logger = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_S = 120  # seconds a SQLite writer waits for the lock before it gives up
+HEARTBEAT_ATTR = "frugal_search:heartbeat"  # journal storages: last "alive" time of a running trial
+
+
+def journal_path(url: str) -> Path | None:
+    """The journal file of a ``journal://`` URL, else None."""
+    return Path(url[len("journal://") :]) if url.startswith("journal://") else None
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL, else None (also None for in-memory SQLite)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///") :].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def open_storage(url: str, *, heartbeat_interval: int, grace_period: int) -> optuna.storages.BaseStorage:
+    """Return the Optuna storage for ``url`` (creating the file of a SQLite or journal storage).
+
+    RDB storages get Optuna's heartbeat with ``heartbeat_interval`` and ``grace_period`` seconds.
+    """
+    import optuna
+
+    path = journal_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = optuna.storages.journal.JournalFileBackend(str(path))
+        return optuna.storages.JournalStorage(backend)
+    engine_kwargs: dict = {}
+    database = sqlite_path(url)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
+        _use_write_ahead_log(database)
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+    elif url.startswith(("postgresql", "mysql")):
+        engine_kwargs["pool_pre_ping"] = True  # a connection dropped by the server is replaced, not fatal
+    with warnings.catch_warnings():
+        # heartbeat_interval is marked experimental in Optuna; the warning says nothing to a user.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+        )
+
+
+def _use_write_ahead_log(database: Path) -> None:
+    # WAL lets readers (progress bars, other workers' sampler reads) go on while one worker writes;
+    # the mode is stored in the file, so setting it once is enough.
+    with contextlib.closing(sqlite3.connect(database, timeout=SQLITE_BUSY_TIMEOUT_S)) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+
+
+@contextlib.contextmanager
+def journal_heartbeat(trial: optuna.Trial, *, interval: float) -> Iterator[None]:
+    """Stamp ``trial`` as alive every ``interval`` seconds while the block runs (journal storages)."""
+    import optuna
+
+    if not isinstance(trial.storage, optuna.storages.JournalStorage):
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                trial.storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time())
+            except Exception:  # the trial finished or the file is gone: nothing left to stamp
+                return
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def fail_stale_trials(study: optuna.Study, *, grace_period: float) -> list[int]:
+    """Mark FAIL every RUNNING trial whose worker stopped stamping it; return their numbers.
+
+    RDB storages use Optuna's own heartbeat check; journal storages use :data:`HEARTBEAT_ATTR`
+    (a trial with no stamp yet counts from its start time).
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    if not isinstance(storage, optuna.storages.JournalStorage):
+        before = {trial.number for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        after = {trial.number for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        return sorted(before - after)
+    now = time.time()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        last = trial.system_attrs.get(HEARTBEAT_ATTR)
+        if last is None and trial.datetime_start is not None:
+            last = trial.datetime_start.timestamp()
+        if last is None or now - float(last) <= grace_period:
+            continue
+        try:
+            storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker failed it first
+        failed.append(trial.number)
+    if failed:
+        logger.warning("marked trials %s as failed: their worker stopped (killed or lost)", failed)
+    return failed

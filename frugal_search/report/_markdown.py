@@ -18,6 +18,7 @@ _NO_LOSS_WORDS: dict[str, str] = {
     "diverged": "diverged (loss became NaN/inf or blew up)",
     "infeasible": "infeasible (optimizer state over the memory budget; not run)",
     "oom": "out of device memory",
+    "stopped-early": "stopped early by successive halving (partial proxy run)",
     "error": "failed with an error (or its worker stopped)",
     "pruned": "pruned",
     "running": "still running (or its worker stopped before finishing)",

@@ -28,6 +28,7 @@ _APART_STYLE: dict[str, tuple[str, str]] = {
     "diverged": ("x", "tab:red"),
     "infeasible": ("^", "tab:orange"),
     "oom": ("v", "tab:purple"),
+    "stopped-early": ("s", "tab:brown"),
 }
 
 

@@ -59,6 +59,14 @@ def _float_or_nan(value: Any) -> float:
         return math.nan
 
 
+def _outcome(state: str, stored: str | None) -> str:
+    # A running trial already carries outcome "error" (written first, so a killed worker's trial
+    # says what happened); while it runs, its state is the truth.
+    if state in ("RUNNING", "WAITING") or not stored:
+        return _OUTCOME_BY_STATE.get(state, state.lower())
+    return stored
+
+
 def adamw_state_bytes(study: optuna.Study) -> int | None:
     """Return the optimizer-state bytes of plain AdamW on the study's model, or None if unknown.
 
@@ -105,7 +113,7 @@ def trials_table(study: optuna.Study, *, adamw_bytes: int | None = None) -> pd.D
         row: dict[str, Any] = {
             "number": frozen.number,
             "state": state,
-            "outcome": attrs.get("outcome") or _OUTCOME_BY_STATE.get(state, state.lower()),
+            "outcome": _outcome(state, attrs.get("outcome")),
             "baseline": attrs.get("baseline"),
             "summary": attrs.get("summary") or "",
             "eval_loss": eval_loss,

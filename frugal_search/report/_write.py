@@ -97,7 +97,7 @@ def write_report(
     elif config is not None and memory_budget_of(config) is not None:
         budget_bytes = memory_budget_of(config)
     else:
-        stored = study.user_attrs.get("memory_budget_bytes")
+        stored = study.user_attrs.get("memory_budget")  # bytes, written by the search stage
         budget_bytes = int(stored) if stored is not None else None
 
     adamw_bytes = adamw_state_bytes(study)
@@ -122,8 +122,9 @@ def write_report(
 
     best = best_under_budget(table, memory_budget_bytes=budget_bytes)
     storage_url = storage_url or storage_url_of(study)
-    if study_file is None and config is not None:
-        study_file = getattr(config, "path", None)
+    if study_file is None:
+        # the search stage notes the study file it ran from
+        study_file = getattr(config, "path", None) or study.user_attrs.get("study_file")
     settings = {
         "study name": study.study_name,
         "storage": storage_url or "(in memory)",

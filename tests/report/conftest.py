@@ -44,13 +44,20 @@ def add_trial(
     curve: list[list[float]] | None = None,
     reason: str = "",
 ) -> None:
-    """Add one finished trial following the trial-attribute contract for ``outcome``."""
+    """Add one finished trial following the trial-attribute contract for ``outcome``.
+
+    The split is the baseline's partition for baseline trials, otherwise the paper's FRUGAL at the
+    trial's ``density`` parameter (0.25 without one), as the search stage stores them.
+    """
+    from frugal_search.partition import Partition, baseline_partition
+
+    partition = baseline_partition(baseline) if baseline else Partition.paper((params or {}).get("density", 0.25))
     state = {"ok": TrialState.COMPLETE, "error": TrialState.FAIL}.get(outcome, TrialState.PRUNED)
     attrs: dict[str, Any] = {
         "outcome": outcome,
         "reason": reason,
-        "split": split if split is not None else {},
-        "summary": f"{baseline or 'searched'} partition using {state_bytes} bytes",
+        "split": split if split is not None else partition.to_dict(),
+        "summary": partition.summary(),
         "baseline": baseline,
         "state_bytes": state_bytes,
         "eval_loss": eval_loss,

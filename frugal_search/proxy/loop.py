@@ -1,0 +1,372 @@
+"""``run_proxy``: one short, seeded training run of a partition's optimizer, with its figures.
+
+The loop reads top to bottom: build data, model and optimizer; evaluate at step 0; then per step
+sample ``grad_accum`` micro-batches, clip, step, schedule; check for divergence; log the train
+loss; evaluate every ``eval_every`` steps. Losses stay on the device between log points, so on a
+GPU the loop syncs with the host only there (and at evaluations), not every step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from torch import nn
+
+from frugal_search.optimizer import optimizer_state_bytes
+from frugal_search.proxy.budget import ProxyBudget, lr_factor
+from frugal_search.proxy.data import DataLike, TokenData, build_data
+from frugal_search.proxy.models import ModelLike, build_model, causal_lm_loss, describe_model, model_vocab_size
+from frugal_search.proxy.result import REASON_COMPLETED, REASON_STOPPED, ProxyResult
+
+logger = logging.getLogger(__name__)
+
+OnEval = Callable[[int, float], "bool | None"]
+
+
+def run_proxy(
+    model: ModelLike,
+    data: DataLike,
+    partition: Any,
+    budget: ProxyBudget | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: bool = False,
+    on_eval: OnEval | None = None,
+) -> ProxyResult:
+    """Train ``model`` on ``data`` with ``partition``'s optimizer for ``budget``; return the figures.
+
+    Args:
+        model: a ``ModelSpec``, a model source string (``"tiny-llama"``, a config path, a model
+            directory, ``"package.module:function"``), a zero-argument factory, or a built module
+            (deep-copied, never trained in place). Built afresh for each run, weights seeded by ``seed``.
+        data: a ``DataSpec``, a data source string (``"stdlib"``, a folder, a glob, a token file)
+            or a ``TokenData`` from ``build_data``.
+        partition: a ``Partition`` (anything with ``build_optimizer(model)``), a baseline name
+            (``"adamw"``, ``"frugal"``, ...), or a callable ``model -> torch.optim.Optimizer``.
+        budget: steps or tokens, batch shape, schedule and stopping rules (default ``ProxyBudget()``).
+        device: where to train (``"cpu"``, ``"cuda"``, ``"cuda:1"``); CUDA runs use bf16 autocast.
+        seed: seeds the weights, the train batches and the global RNG inside the run (restored
+            afterwards). The evaluation batches do not depend on it.
+        progress: show a tqdm bar on stderr (steps, loss, tokens/s).
+        on_eval: called as ``on_eval(step, eval_loss)`` after every evaluation, step 0 included;
+            returning True ends the run (reason ``"stopped by on_eval"``, not diverged).
+
+    Returns:
+        A ``ProxyResult``. Divergence is reported there, never raised; CUDA out-of-memory errors
+        propagate as ``torch.cuda.OutOfMemoryError``.
+    """
+    budget = ProxyBudget() if budget is None else budget
+    if not isinstance(budget, ProxyBudget):
+        raise TypeError(f"budget must be a ProxyBudget, got {type(budget).__name__}")
+    device = _resolve_device(device)
+    started = time.perf_counter()
+    tokens = build_data(data)
+    tokens.check_seq_len(budget.seq_len)
+    rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=rng_devices):
+        torch.manual_seed(seed)
+        return _ProxyLoop(model, tokens, partition, budget, device=device, seed=seed, on_eval=on_eval).run(
+            started=started, progress=progress
+        )
+
+
+class _ProxyLoop:
+    """The state of one proxy run; ``run`` is the training loop."""
+
+    def __init__(
+        self,
+        model: ModelLike,
+        tokens: TokenData,
+        partition: Any,
+        budget: ProxyBudget,
+        *,
+        device: torch.device,
+        seed: int,
+        on_eval: OnEval | None,
+    ) -> None:
+        self.budget = budget
+        self.tokens = tokens
+        self.device = device
+        self.seed = seed
+        self.on_eval = on_eval
+        self.on_cuda = device.type == "cuda"
+        if self.on_cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        self.model_name = describe_model(model)
+        self.net = build_model(model, seed=seed)
+        _check_vocab(self.net, tokens)
+        self.net.to(device).train()
+        self.optimizer = _build_optimizer(partition, self.net)
+        if budget.lr is not None:
+            _override_lr(self.optimizer, budget.lr)
+        self.total_steps = budget.total_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda step: lr_factor(
+                step,
+                total_steps=self.total_steps,
+                warmup_steps=budget.total_warmup_steps,
+                min_lr_ratio=budget.min_lr_ratio,
+            ),
+        )
+        self.trainable = [p for p in self.net.parameters() if p.requires_grad]
+        self.eval_set = [
+            batch.to(device)
+            for batch in tokens.eval_batches(
+                num_batches=budget.eval_batches, batch_size=budget.batch_size, seq_len=budget.seq_len
+            )
+        ]
+        self.generator = torch.Generator().manual_seed(seed)
+        # bf16 autocast on CUDA (fp32 master weights, as the paper); plain fp32 on the CPU
+        self.autocast = (
+            (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.on_cuda else contextlib.nullcontext
+        )
+        self.state_bytes = 0
+        self.state_device_bytes = 0
+
+    # ---- the loop ----------------------------------------------------------------------------
+
+    def run(self, *, started: float, progress: bool) -> ProxyResult:
+        budget = self.budget
+        # on the CPU a host read costs nothing, so divergence is caught at the exact step
+        check_every = budget.log_every if self.on_cuda else 1
+        train_curve: list[list[float]] = []
+        eval_curve: list[list[float]] = []
+        first_eval = self._evaluate()
+        eval_curve.append([0, first_eval])
+        loss_limit = budget.diverge_factor * first_eval
+        reason, diverged, step = REASON_COMPLETED, False, 0
+        if not math.isfinite(first_eval):
+            reason, diverged = f"eval loss {first_eval} at step 0 (the initial weights)", True
+        elif self._stop_requested(0, first_eval):
+            reason = REASON_STOPPED
+        bar = _progress_bar(self.total_steps) if progress else None
+        log_sum = torch.zeros((), device=self.device)
+        log_count = 0
+        check_max = torch.full((), -math.inf, device=self.device)
+        train_seconds = 0.0
+        clock = time.perf_counter()
+        while reason == REASON_COMPLETED and step < self.total_steps:
+            step += 1
+            step_loss = self._train_step()
+            log_sum += step_loss
+            log_count += 1
+            # NaN-propagating max: a NaN anywhere in the window shows up at the check
+            check_max = torch.maximum(check_max, step_loss)
+            self._measure_state()
+            is_last = step == self.total_steps
+            is_eval = step % budget.eval_every == 0 or is_last
+            if step % check_every == 0 or is_eval:
+                worst = check_max.item()
+                check_max.fill_(-math.inf)
+                if not math.isfinite(worst) or worst > loss_limit:
+                    diverged = True
+                    reason = _divergence_reason(worst, step, loss_limit, budget.diverge_factor, first_eval)
+            if step % budget.log_every == 0 or is_last or diverged:
+                train_curve.append([step, (log_sum / log_count).item()])
+                log_sum.zero_()
+                log_count = 0
+            if bar is not None:
+                bar.update(1)
+                if log_count == 0:  # a train-curve point was just logged
+                    bar.set_postfix(loss=f"{train_curve[-1][1]:.4f}", tok_s=f"{self._rate(step, train_seconds, clock):.0f}")
+            if diverged:
+                break
+            if is_eval:
+                train_seconds += self._elapsed_since(clock)
+                eval_loss = self._evaluate()
+                eval_curve.append([step, eval_loss])
+                if not math.isfinite(eval_loss):
+                    diverged, reason = True, f"eval loss {eval_loss} at step {step}"
+                elif self._stop_requested(step, eval_loss):
+                    reason = REASON_STOPPED
+                clock = time.perf_counter()
+        # training since the last evaluation (only a diverged run stops between evaluations)
+        train_seconds += self._elapsed_since(clock)
+        if bar is not None:
+            bar.close()
+        return self._result(
+            train_curve=train_curve,
+            eval_curve=eval_curve,
+            steps=step,
+            diverged=diverged,
+            reason=reason,
+            train_seconds=train_seconds,
+            wall_s=time.perf_counter() - started,
+        )
+
+    def _train_step(self) -> torch.Tensor:
+        """One optimizer step over ``grad_accum`` micro-batches; returns their mean loss (on the device)."""
+        budget = self.budget
+        step_loss = torch.zeros((), device=self.device)
+        for _ in range(budget.grad_accum):
+            batch = self.tokens.sample_train_batch(self.generator, batch_size=budget.batch_size, seq_len=budget.seq_len)
+            batch = batch.to(self.device, non_blocking=True)
+            with self.autocast():
+                loss = causal_lm_loss(self.net, batch[:, :-1], batch[:, 1:])
+            (loss / budget.grad_accum).backward()
+            step_loss += loss.detach()
+        if budget.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.trainable, budget.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return step_loss / budget.grad_accum
+
+    @torch.no_grad()
+    def _evaluate(self) -> float:
+        """Mean loss over the fixed held-out batches."""
+        self.net.eval()
+        total = torch.zeros((), device=self.device)
+        for batch in self.eval_set:
+            with self.autocast():
+                total += causal_lm_loss(self.net, batch[:, :-1], batch[:, 1:])
+        self.net.train()
+        return (total / len(self.eval_set)).item()
+
+    def _stop_requested(self, step: int, eval_loss: float) -> bool:
+        return self.on_eval is not None and self.on_eval(step, eval_loss) is True
+
+    def _measure_state(self) -> None:
+        # every step: in blocks mode the state changes size at each re-selection
+        self.state_bytes = max(self.state_bytes, optimizer_state_bytes(self.optimizer))
+        if self.on_cuda:
+            self.state_device_bytes = max(self.state_device_bytes, _state_bytes_on(self.optimizer, "cuda"))
+
+    def _elapsed_since(self, clock: float) -> float:
+        if self.on_cuda:
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - clock
+
+    def _rate(self, step: int, train_seconds: float, clock: float) -> float:
+        seconds = train_seconds + (time.perf_counter() - clock)
+        return step * self.budget.tokens_per_step / seconds if seconds > 0 else 0.0
+
+    def _result(
+        self,
+        *,
+        train_curve: list[list[float]],
+        eval_curve: list[list[float]],
+        steps: int,
+        diverged: bool,
+        reason: str,
+        train_seconds: float,
+        wall_s: float,
+    ) -> ProxyResult:
+        eval_losses = [loss for _, loss in eval_curve if math.isfinite(loss)]
+        train_tokens = steps * self.budget.tokens_per_step
+        if diverged:
+            logger.info("proxy run diverged: %s", reason)
+        return ProxyResult(
+            eval_loss=math.nan if diverged else eval_curve[-1][1],
+            best_eval_loss=min(eval_losses) if eval_losses else math.nan,
+            first_eval_loss=eval_curve[0][1],
+            train_curve=train_curve,
+            eval_curve=eval_curve,
+            state_bytes=self.state_bytes,
+            peak_memory_bytes=torch.cuda.max_memory_allocated(self.device) if self.on_cuda else None,
+            state_memory_bytes=self.state_device_bytes if self.on_cuda else None,
+            tokens_per_s=train_tokens / train_seconds if train_seconds > 0 else 0.0,
+            wall_s=wall_s,
+            steps=steps,
+            diverged=diverged,
+            reason=reason,
+            corpus_fingerprint=self.tokens.fingerprint,
+            device=str(self.device),
+            seed=self.seed,
+            details={
+                "model": self.model_name,
+                "parameters": sum(p.numel() for p in self.net.parameters()),
+                "data": self.tokens.description,
+                "optimizer": type(self.optimizer).__name__,
+                "train_tokens": train_tokens,
+                "budget": asdict(self.budget),
+            },
+        )
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available here; use device 'cpu'")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} asked for, but MPS is not available here; use device 'cpu'")
+    if resolved.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {device!r} is not supported; use 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    return resolved
+
+
+def _check_vocab(model: nn.Module, tokens: TokenData) -> None:
+    rows = model_vocab_size(model)
+    if rows is not None and tokens.vocab_size > rows:
+        raise ValueError(
+            f"{tokens.description} has token ids up to {tokens.vocab_size - 1} but the model's embedding has "
+            f"{rows} rows; use a model with a vocabulary of at least {tokens.vocab_size} or matching data"
+        )
+
+
+def _build_optimizer(partition: Any, model: nn.Module) -> torch.optim.Optimizer:
+    if isinstance(partition, str):
+        from frugal_search.partition import baseline_partition
+
+        partition = baseline_partition(partition)
+    build = getattr(partition, "build_optimizer", None)
+    if callable(build):
+        optimizer = build(model)
+    elif callable(partition):
+        optimizer = partition(model)
+    else:
+        raise TypeError(
+            f"partition must be a Partition, a baseline name or a callable model -> optimizer; got "
+            f"{type(partition).__name__}"
+        )
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"the partition built {type(optimizer).__name__}, not a torch.optim.Optimizer")
+    return optimizer
+
+
+def _override_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    # a new peak lr for the whole optimizer; groups keep their ratio to the optimizer's own lr
+    base_lr = optimizer.defaults.get("lr")
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr"] / base_lr if base_lr else lr
+
+
+def _state_bytes_on(optimizer: torch.optim.Optimizer, device_type: str) -> int:
+    # the same count as optimizer_state_bytes, restricted to tensors on one kind of device
+    total = 0
+    for state in optimizer.state.values():
+        for value in state.values():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.device.type == device_type:
+                total += value.numel() * value.element_size()
+    return total
+
+
+def _divergence_reason(worst: float, step: int, limit: float, factor: float, first_eval: float) -> str:
+    if not math.isfinite(worst):
+        return f"non-finite train loss ({worst}) by step {step}"
+    return (
+        f"train loss {worst:.4g} by step {step}, above {factor:g} x the first eval loss {first_eval:.4g} "
+        f"(limit {limit:.4g})"
+    )
+
+
+def _progress_bar(total_steps: int):  # -> tqdm.tqdm
+    from tqdm import tqdm
+
+    return tqdm(total=total_steps, unit="step", file=sys.stderr, dynamic_ncols=True)

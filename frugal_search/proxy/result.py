@@ -1,0 +1,60 @@
+"""What a proxy run measured."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+REASON_COMPLETED = "completed"
+REASON_STOPPED = "stopped by on_eval"
+
+
+@dataclass
+class ProxyResult:
+    """The figures of one proxy run.
+
+    Losses are mean next-token cross-entropies (nats per token). ``eval_loss`` is the mean over a
+    fixed set of held-out batches that does not depend on the seed, measured at the step where the
+    run ended; it is NaN for a diverged run (the weights at that point are not a model).
+
+    Divergence never raises: a NaN/inf train loss, or one above ``diverge_factor`` times the first
+    eval loss, ends the run with ``diverged=True`` and a ``reason`` naming the step and the value.
+    On CUDA the train loss is checked every ``log_every`` steps (to avoid a device sync per step),
+    on the CPU every step. A CUDA out-of-memory error is NOT turned into a result: it propagates as
+    ``torch.cuda.OutOfMemoryError`` so the caller (the search) can record the trial as ``oom``.
+    """
+
+    eval_loss: float  # final eval loss (NaN when diverged)
+    best_eval_loss: float  # lowest eval loss seen
+    first_eval_loss: float  # eval loss of the initial weights (step 0)
+    train_curve: list[list[float]]  # [step, mean train loss over the last log_every steps]
+    eval_curve: list[list[float]]  # [step, eval loss], step 0 first
+    state_bytes: int  # optimizer state (every tensor it holds), max over the run, exact
+    peak_memory_bytes: int | None  # torch.cuda.max_memory_allocated over the run; None off CUDA
+    state_memory_bytes: int | None  # the part of the CUDA memory that is optimizer state; None off CUDA
+    tokens_per_s: float  # train tokens per second of training (evaluation time excluded)
+    wall_s: float  # the whole run: model build, training and evaluation
+    steps: int  # optimizer steps taken
+    diverged: bool
+    reason: str  # "completed", "stopped by on_eval", or why it diverged
+    corpus_fingerprint: str  # short hex digest of the data that was read
+    device: str
+    seed: int
+    details: dict[str, Any] = field(default_factory=dict)  # model, data, budget, parameter count
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the result as plain JSON-safe values (NaN and inf become None)."""
+        return _json_safe(asdict(self))
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)

@@ -15,7 +15,7 @@ How the properties are found:
   T5's encoder and decoder both start at layer 0.
 * **Kinds**, checked in this order (the first that applies wins):
 
-  - ``bias``: every parameter named ``bias`` (norm biases included).
+  - ``bias``: every parameter named ``bias`` or ``*_bias`` (norm biases included).
   - ``norm``: a 1-D parameter of a module whose class name contains ``Norm`` (LayerNorm, RMSNorm,
     T5LayerNorm, ...).
   - ``embedding``: the weight of an ``nn.Embedding`` (token, position, token-type embeddings and
@@ -149,13 +149,17 @@ def introspect(model: nn.Module) -> list[ParamInfo]:
     return infos
 
 
+def _is_bias(attr: str) -> bool:
+    return attr == "bias" or attr.endswith("_bias")  # nn.MultiheadAttention has in_proj_bias
+
+
 def _is_norm(owner: nn.Module, param: torch.Tensor) -> bool:
     return param.dim() == 1 and "norm" in type(owner).__name__.lower()
 
 
 def _outer_kind(attr: str, module_path: str, owner: nn.Module, param: torch.Tensor, *, after_blocks: bool) -> str:
     """Kind of a parameter outside every block stack."""
-    if attr == "bias":
+    if _is_bias(attr):
         return "bias"
     if _is_norm(owner, param):
         return "norm"
@@ -171,7 +175,7 @@ def _block_kind(
     attr: str, model: nn.Module, stack: str, layer: int, inner: list[str], owner: nn.Module, param: torch.Tensor
 ) -> str:
     """Kind of a parameter inside block ``layer`` of ``stack``; ``inner`` is its path below the block."""
-    if attr == "bias":
+    if _is_bias(attr):
         return "bias"
     if _is_norm(owner, param):
         return "norm"

@@ -86,8 +86,9 @@ def write_report(
     ``"2 MiB"``) defaults to the budget of ``config`` (a study config from
     ``frugal_search.search.load_study_config``), then to the study's ``memory_budget_bytes`` user
     attribute. ``config`` also fills the settings table; ``study_file`` (default: the config's
-    path) makes the printed export command name the TOML file; ``storage_url`` (default: the
-    study's database URL) is shown and, without a study file, used in that command. An empty study, or one where no trial finished with a loss,
+    path, then the study file the search noted when no ``storage_url`` is given) makes the printed
+    export command name the TOML file; ``storage_url`` (default: the study's database URL) is
+    shown and, without a study file, used in that command. An empty study, or one where no trial finished with a loss,
     still gets every file, and report.md says so in words.
     """
     out_path = Path(out_dir)
@@ -121,10 +122,13 @@ def write_report(
     draw_hypervolume(history, out_path / "hypervolume.png", reference_point=reference)
 
     best = best_under_budget(table, memory_budget_bytes=budget_bytes)
-    storage_url = storage_url or storage_url_of(study)
     if study_file is None:
-        # the search stage notes the study file it ran from
-        study_file = getattr(config, "path", None) or study.user_attrs.get("study_file")
+        study_file = getattr(config, "path", None)
+    if study_file is None and storage_url is None:
+        # the search stage notes the study file it ran from; a caller who found the study by its
+        # storage URL gets a command with that URL instead, which works from any folder
+        study_file = study.user_attrs.get("study_file")
+    storage_url = storage_url or storage_url_of(study)
     settings = {
         "study name": study.study_name,
         "storage": storage_url or "(in memory)",

@@ -14,15 +14,52 @@ from frugal_search.report import export_split, select_trial
 MIB = 2**20
 
 
-def tiny_llama(seed: int = 0) -> torch.nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
+class Attention(torch.nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.q, self.k, self.v, self.o = (torch.nn.Linear(width, width, bias=False) for _ in range(4))
 
-    config = LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, max_position_embeddings=64, tie_word_embeddings=False,
-    )
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        attended = torch.nn.functional.scaled_dot_product_attention(self.q(x), self.k(x), self.v(x), is_causal=True)
+        return self.o(attended)
+
+
+class Block(torch.nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(width)
+        self.self_attn = Attention(width)
+        self.mlp = torch.nn.Sequential(
+            torch.nn.Linear(width, 2 * width, bias=False), torch.nn.GELU(), torch.nn.Linear(2 * width, width, bias=False)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(self.norm(x))
+        return x + self.mlp(x)
+
+
+class TinyLM(torch.nn.Module):
+    """A 2-block causal LM in plain torch: embedding, attention, mlp, norm and head parameters, the
+    kinds partition rules match, without the import time of transformers."""
+
+    def __init__(self, vocab: int = 64, width: int = 32) -> None:
+        super().__init__()
+        self.embed_tokens = torch.nn.Embedding(vocab, width)
+        self.layers = torch.nn.ModuleList([Block(width), Block(width)])
+        self.final_norm = torch.nn.LayerNorm(width)
+        self.lm_head = torch.nn.Linear(width, vocab, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embed_tokens(tokens[:, :-1])  # B, T-1, C
+        for block in self.layers:
+            x = block(x)
+        logits = self.lm_head(self.final_norm(x))
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
+
+
+def tiny_lm(seed: int = 0) -> TinyLM:
     torch.manual_seed(seed)
-    return LlamaForCausalLM(config)
+    return TinyLM()
 
 
 def train_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: int) -> list[float]:
@@ -30,7 +67,7 @@ def train_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps:
     losses = []
     for _ in range(steps):
         tokens = torch.randint(0, 64, (2, 16), generator=generator)
-        loss = model(input_ids=tokens, labels=tokens).loss
+        loss = model(tokens)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -62,7 +99,7 @@ def test_exported_trial_reads_back_with_provenance_and_trains(study, tmp_path) -
     partition = Partition.from_json(path)
     expected = Partition.paper(0.3)
     assert partition.rules == expected.rules and partition.settings == expected.settings
-    model = tiny_llama()
+    model = tiny_lm()
     before = [p.detach().clone() for p in model.parameters()]
     losses = train_steps(model, partition.build_optimizer(model), steps=3)
     assert all(math.isfinite(loss) for loss in losses)
@@ -73,8 +110,8 @@ def test_exported_adamw_baseline_is_plain_adamw(study, tmp_path) -> None:
     path = export_split(study, trial=0, path=tmp_path / "adamw.json")
     partition = Partition.from_json(path)
     settings = partition.settings
-    model = tiny_llama()
-    reference_model = tiny_llama()
+    model = tiny_lm()
+    reference_model = tiny_lm()
     reference = torch.optim.AdamW(
         reference_model.parameters(), lr=settings.lr, betas=tuple(settings.betas), eps=settings.eps,
         weight_decay=settings.weight_decay,

@@ -67,6 +67,11 @@ def open_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSampler | No
     return study
 
 
+def proxy_budget_of(config: StudyConfig) -> Any:
+    """The ``ProxyBudget`` every trial of ``config`` runs with (its lr comes from the partition)."""
+    return config.proxy.budget()
+
+
 def count_finished_trials(study: optuna.Study) -> int:
     """Number of COMPLETE or PRUNED trials: what ``trials`` counts."""
     from optuna.trial import TrialState
@@ -236,7 +241,13 @@ def run_worker(
     _quiet_catch_all_warnings()
     study = open_study(config)
     study.sampler = make_sampler(config, worker_index=worker_index, seed_offset=len(study.get_trials(deepcopy=False)))
-    objective = TrialObjective(config, device=device, memory_model=_memory_model(config))
+    memory_model = _memory_model(config)
+    if "adamw_state_bytes" not in study.user_attrs:
+        from frugal_search.partition import baseline_partition
+
+        # the report's memory axis shows every partition as a share of AdamW's state
+        study.set_user_attr("adamw_state_bytes", int(baseline_partition("adamw").state_bytes(memory_model)))
+    objective = TrialObjective(config, device=device, memory_model=memory_model)
     target = config.study.trials
     ran = 0
     while True:
@@ -329,6 +340,7 @@ __all__ = [
     "enqueue_baselines",
     "make_sampler",
     "open_study",
+    "proxy_budget_of",
     "run_search",
     "run_worker",
     "worker_device",

@@ -61,10 +61,8 @@ def scale_budget(budget: Any, factor: int) -> Any:
 
 
 def proxy_budget_of(config: Any) -> Any:
-    """Return the ``ProxyBudget`` the study's trials ran with, from its ``[proxy]`` section."""
-    from frugal_search.search import runner
-
-    return runner.proxy_budget_of(config)
+    """Return the ``ProxyBudget`` the study's trials ran with (the lr comes from each trial's split)."""
+    return config.proxy.budget()
 
 
 def candidates_of(study: Any) -> list[Candidate]:
@@ -99,7 +97,6 @@ def run_fidelity_check(
     from frugal_search.partition import Partition
     from frugal_search.proxy import run_proxy
     from frugal_search.report import open_study
-    from frugal_search.search._proxy_bridge import data_spec_from_table, model_spec_from_table
 
     opened = open_study(study_file, storage=storage, name=name)
     config = opened.config
@@ -114,8 +111,8 @@ def run_fidelity_check(
     by_number = {c.number: c for c in candidates}
     proxy_budget = proxy_budget_of(config)
     long_budget = scale_budget(proxy_budget, check.factor)
-    model = model_spec_from_table(config.model)
-    data = data_spec_from_table(config.data)
+    model = config.model_spec()
+    data = config.data_spec()
     device = check.device or config.proxy.device
     store = LongRunStore(Path(report_dir) / RUNS_FILE)
     logger.info(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import functools
 
 import pytest
 import torch
@@ -156,6 +157,7 @@ ARCHITECTURES = {
 }
 
 
+@functools.cache  # meta models are only read, so the tests can share them
 def _build(arch: str) -> nn.Module:
     class_name, kwargs, _ = ARCHITECTURES[arch]
     model_class = getattr(transformers, class_name)

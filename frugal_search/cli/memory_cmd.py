@@ -50,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
         elif args.split in BASELINE_NAMES or args.split in ("paper", "paper-rho0"):
             partition = baseline_partition(args.split)
         else:
-            raise ValueError(f"{args.split!r} is neither a split config file nor a baseline ({', '.join(BASELINE_NAMES)})")
+            raise ValueError(
+                f"{args.split!r} is neither a split config file nor a baseline ({', '.join(BASELINE_NAMES)})"
+            )
         model = build_meta_model(args.model_config)
         dtype = getattr(torch, args.dtype)
         table = partition.describe(model, param_dtype=dtype)
@@ -60,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     table["state_MiB"] = (table["state_bytes"] / MIB).round(2)
     num_params = sum(p.numel() for p in model.parameters())
-    print(f"{partition.name or args.split} on {type(model).__name__} ({num_params / 1e6:.1f}M parameters, {args.dtype})")
+    print(
+        f"{partition.name or args.split} on {type(model).__name__} ({num_params / 1e6:.1f}M parameters, {args.dtype})"
+    )
     print(f"  {partition.summary()}")
     with pd.option_context("display.max_colwidth", 60, "display.width", 200):
         print(table.drop(columns=["state_bytes"]).to_string(index=False))

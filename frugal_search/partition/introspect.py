@@ -130,7 +130,9 @@ def introspect(model: nn.Module) -> list[ParamInfo]:
         owner = model.get_submodule(module_path) if module_path else model
         stack, layer, inner = _split_stack(name, stacks)
         if stack is None:
-            kind = _outer_kind(attr, module_path, owner, param, after_blocks=last_block_index is not None and index > last_block_index)
+            kind = _outer_kind(
+                attr, module_path, owner, param, after_blocks=last_block_index is not None and index > last_block_index
+            )
         else:
             kind = _block_kind(attr, model, stack, layer, inner, owner, param)
         infos.append(

@@ -34,7 +34,8 @@ class TrainingMemory:
     weights_bytes: int
     """Every parameter, at ``param_dtype``."""
     gradient_bytes: int
-    """Gradients of the parameters that are updated (trainable, not in a ``frozen`` group)."""
+    """Gradients of the parameters that are updated (trainable, not in a ``frozen`` group: this
+    assumes frozen parameters have ``requires_grad=False``, see :meth:`Partition.freeze`)."""
     state_bytes: int
     """Peak optimizer state over a re-selection cycle."""
     adamw_state_bytes: int
@@ -92,7 +93,9 @@ def _dtype_bytes(param: torch.Tensor, param_dtype: torch.dtype | None) -> int:
     return param.numel() * itemsize
 
 
-def training_memory(partition: Partition, model: nn.Module, *, param_dtype: torch.dtype | None = None) -> TrainingMemory:
+def training_memory(
+    partition: Partition, model: nn.Module, *, param_dtype: torch.dtype | None = None
+) -> TrainingMemory:
     """Weights, gradients and peak state of training ``model`` with ``partition``.
 
     ``param_dtype`` (default: each parameter's dtype) is the dtype of weights, gradients and

@@ -191,6 +191,21 @@ class Partition:
             groups.append(group)
         return groups
 
+    def freeze(self, model: nn.Module) -> list[str]:
+        """Set ``requires_grad=False`` on the parameters of ``frozen`` rules; return their names.
+
+        ``FRUGAL`` never updates a frozen group, but autograd still computes its gradients unless
+        they are switched off: call this before training to save that memory (as
+        :meth:`training_memory` assumes).
+        """
+        names = []
+        for rule, infos in zip(self.rules, self.match(model)):
+            if rule.role == "frozen":
+                for info in infos:
+                    info.param.requires_grad_(False)
+                    names.append(info.name)
+        return names
+
     def build_optimizer(self, model: nn.Module, *, strict: bool = False) -> FRUGAL:
         """Return a ``FRUGAL`` optimizer over ``model`` with this partition's groups and settings."""
         from frugal_search.optimizer import FRUGAL

@@ -20,7 +20,11 @@ def _frugal_words(partition: Partition, rule: Rule) -> str:
     settings = partition.settings.to_kwargs()
     settings.update(rule.overrides())
     mode = settings["mode"]
-    size = f"rank {settings['rank']}" if settings["rank"] is not None and mode != "blocks" else f"rho {_number(settings['density'])}"
+    size = (
+        f"rank {settings['rank']}"
+        if settings["rank"] is not None and mode != "blocks"
+        else f"rho {_number(settings['density'])}"
+    )
     words = f"frugal {mode} {size} every {settings['update_gap']} steps"
     if mode == "blocks":
         words += f" ({settings['block_order']})"

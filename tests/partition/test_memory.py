@@ -127,7 +127,16 @@ def test_training_memory_adds_weights_gradients_and_state(llama: nn.Module) -> N
 def test_describe_table(llama: nn.Module) -> None:
     partition = Partition([Rule("frugal", kinds=SPLIT), Rule("state_free", kinds="other"), Rule("stateful")])
     table = partition.describe(llama)
-    assert list(table.columns) == ["rule", "role", "kinds", "selection", "settings", "tensors", "parameters", "state_bytes"]
+    assert list(table.columns) == [
+        "rule",
+        "role",
+        "kinds",
+        "selection",
+        "settings",
+        "tensors",
+        "parameters",
+        "state_bytes",
+    ]
     assert list(table["role"]) == ["frugal", "state_free", "stateful"]
     assert list(table["kinds"]) == ["attention, mlp", "", "embedding, norm, head"]
     assert list(table["tensors"]) == [14, 0, 7]

@@ -30,9 +30,7 @@ def test_first_matching_rule_wins_and_groups_keep_model_order(llama: nn.Module) 
     groups = partition.param_groups(llama)
     assert [g["role"] for g in groups] == ["stateful", "frugal", "state_free", "stateful"]
     assert _names(groups[0]) == ["model.layers.0.self_attn.q_proj.weight", "model.layers.1.self_attn.q_proj.weight"]
-    assert _names(groups[1]) == [
-        f"model.layers.{i}.self_attn.{p}_proj.weight" for i in (0, 1) for p in ("k", "v", "o")
-    ]
+    assert _names(groups[1]) == [f"model.layers.{i}.self_attn.{p}_proj.weight" for i in (0, 1) for p in ("k", "v", "o")]
     assert _names(groups[2]) == [f"model.layers.1.mlp.{p}_proj.weight" for p in ("gate", "up", "down")]
     # every parameter exactly once, and the group tensors are the model's own
     all_names = [n for g in groups for n in g["names"]]
@@ -125,7 +123,11 @@ def test_summary_words() -> None:
         "attention, mlp frugal blocks rho 0.25 every 200 steps (descending), state-free signSGD; rest stateful; lr 0.001"
     )
     words = Partition(
-        [Rule("stateful", kinds="head", lr_scale=0.5), Rule("frugal", kinds="mlp", layers="0.5-1.0", mode="svd"), Rule("state_free")]
+        [
+            Rule("stateful", kinds="head", lr_scale=0.5),
+            Rule("frugal", kinds="mlp", layers="0.5-1.0", mode="svd"),
+            Rule("state_free"),
+        ]
     ).summary()
     assert words == (
         "head stateful (lr x0.5); mlp in layers 0.5-1.0 frugal svd rho 0.25 every 200 steps, state-free signSGD; "
@@ -141,12 +143,21 @@ def test_baselines_by_name_and_their_settings(llama: nn.Module) -> None:
     assert baseline_partition("paper-rho0").settings.density == 0.0
     galore = Partition.galore(0.25).settings
     assert (galore.mode, galore.state_free, galore.reset_state, galore.lr, galore.split_lr_scale) == (
-        "svd", "none", False, 0.01, 0.25
+        "svd",
+        "none",
+        False,
+        0.01,
+        0.25,
     )
     badam = Partition.badam(0.5).settings
     assert (badam.mode, badam.block_order, badam.state_free, badam.density) == ("blocks", "descending", "none", 0.5)
     paper = Partition.paper().settings
-    assert (paper.mode, paper.block_order, paper.update_gap, paper.state_free) == ("blocks", "descending", 200, "signsgd")
+    assert (paper.mode, paper.block_order, paper.update_gap, paper.state_free) == (
+        "blocks",
+        "descending",
+        200,
+        "signsgd",
+    )
     with pytest.raises(ValueError, match="adamw, frugal"):
         baseline_partition("adam")
     # the paper's split set: attention and mlp weights are frugal, everything else stateful
@@ -178,3 +189,11 @@ def test_training_steps_change_weights_by_role(llama: nn.Module) -> None:
     assert torch.equal(before["model.embed_tokens.weight"], after["model.embed_tokens.weight"])
     assert not torch.equal(before["lm_head.weight"], after["lm_head.weight"])
     assert not torch.equal(before["model.layers.0.mlp.up_proj.weight"], after["model.layers.0.mlp.up_proj.weight"])
+
+
+def test_freeze_switches_off_gradients_of_frozen_rules_only(llama: nn.Module) -> None:
+    partition = Partition([Rule("frozen", kinds=["embedding", "norm"]), Rule("stateful")])
+    names = partition.freeze(llama)
+    assert names[0] == "model.embed_tokens.weight" and len(names) == 6  # embedding + 5 norms
+    frozen = {n for n, p in llama.named_parameters() if not p.requires_grad}
+    assert frozen == set(names)

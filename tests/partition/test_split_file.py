@@ -70,13 +70,28 @@ def test_missing_settings_take_their_defaults() -> None:
         ({"format": SPLIT_FORMAT, "rules": [{"role": "stateful"}], "extra": 1}, r"unknown key\(s\) \['extra'\]"),
         ({"format": SPLIT_FORMAT, "rules": []}, "'rules' must be a non-empty list"),
         ({"format": SPLIT_FORMAT, "rules": [{"role": "adam"}]}, r"'rules\[0\]'.*stateful, frugal"),
-        ({"format": SPLIT_FORMAT, "rules": [{"role": "frugal", "kind": "mlp"}]}, r"'rules\[0\]'.*unknown rule key.*kinds"),
+        (
+            {"format": SPLIT_FORMAT, "rules": [{"role": "frugal", "kind": "mlp"}]},
+            r"'rules\[0\]'.*unknown rule key.*kinds",
+        ),
         ({"format": SPLIT_FORMAT, "rules": [{"kinds": "mlp"}]}, r"'rules\[0\]'.*needs a 'role'"),
         ({"format": SPLIT_FORMAT, "rules": [{"role": "frugal", "layers": "top"}]}, r"'rules\[0\]'.*first:K"),
-        ({"format": SPLIT_FORMAT, "rules": [{"role": "stateful"}], "settings": {"lr": "fast"}}, "'settings'.*lr must be a number"),
-        ({"format": SPLIT_FORMAT, "rules": [{"role": "stateful"}], "settings": {"rho": 0.2}}, r"unknown key\(s\) \['rho'\] in 'settings'.*density"),
-        ({"format": SPLIT_FORMAT, "rules": [{"role": "stateful"}], "settings": {"mode": "lowrank"}}, "mode must be one of blocks"),
-        ({"format": SPLIT_FORMAT, "rules": [{"role": "stateful"}], "provenance": [1]}, "'provenance' must be an object"),
+        (
+            {"format": SPLIT_FORMAT, "rules": [{"role": "stateful"}], "settings": {"lr": "fast"}},
+            "'settings'.*lr must be a number",
+        ),
+        (
+            {"format": SPLIT_FORMAT, "rules": [{"role": "stateful"}], "settings": {"rho": 0.2}},
+            r"unknown key\(s\) \['rho'\] in 'settings'.*density",
+        ),
+        (
+            {"format": SPLIT_FORMAT, "rules": [{"role": "stateful"}], "settings": {"mode": "lowrank"}},
+            "mode must be one of blocks",
+        ),
+        (
+            {"format": SPLIT_FORMAT, "rules": [{"role": "stateful"}], "provenance": [1]},
+            "'provenance' must be an object",
+        ),
         ([1, 2], "must be a JSON object"),
     ],
 )

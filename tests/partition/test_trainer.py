@@ -44,7 +44,9 @@ def test_trainer_steps_with_a_partition_optimizer(tmp_path: Path) -> None:
         disable_tqdm=True,
         lr_scheduler_type="constant",
     )
-    trainer = Trainer(model=model, args=args, train_dataset=_TokenDataset(), optimizers=partition.trainer_optimizers(model))
+    trainer = Trainer(
+        model=model, args=args, train_dataset=_TokenDataset(), optimizers=partition.trainer_optimizers(model)
+    )
     trainer.train()
     optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate may wrap it
     assert isinstance(optimizer, FRUGAL)

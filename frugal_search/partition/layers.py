@@ -22,6 +22,7 @@ measured on its own (T5's encoder and decoder each have their own ``L``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 
@@ -54,6 +55,11 @@ def parse_layer_selector(selector: int | str) -> tuple[_Part, ...]:
     """Parse a selector into parts; raise ``ValueError`` naming the bad part and the grammar."""
     if isinstance(selector, bool) or not isinstance(selector, (int, str)):
         raise TypeError(f"layer selector must be an int or a string, got {selector!r}; {_HELP}")
+    return _parse(selector)
+
+
+@functools.lru_cache(maxsize=1024)  # rules are matched against every parameter of a model
+def _parse(selector: int | str) -> tuple[_Part, ...]:
     if isinstance(selector, int):
         if selector < 0:
             raise ValueError(f"layer index must be >= 0, got {selector}; use 'last:1' for the last layer")

@@ -117,7 +117,7 @@ def describe(partition: Partition, model: nn.Module, *, param_dtype: torch.dtype
     from frugal_search.partition.words import rule_settings_words
 
     matched = partition.match(model)
-    groups = partition.param_groups(model)
+    groups = partition.groups_from_matches(matched)
     per_group = iter(_meta_optimizer(partition, groups, param_dtype).peak_state_bytes(by_group=True))
     rows = []
     for index, (rule, infos) in enumerate(zip(partition.rules, matched)):

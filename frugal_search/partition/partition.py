@@ -176,8 +176,12 @@ class Partition:
         one group), ``names``, ``role``, the rule's overrides, and ``lr`` when the rule has an
         ``lr_scale``.
         """
+        return self.groups_from_matches(self.match(model, strict=strict))
+
+    def groups_from_matches(self, matched: list[list[ParamInfo]]) -> list[dict[str, Any]]:
+        """Return the param groups for the output of :meth:`match` (see :meth:`param_groups`)."""
         groups = []
-        for rule, infos in zip(self.rules, self.match(model, strict=strict)):
+        for rule, infos in zip(self.rules, matched):
             if not infos:
                 continue
             group: dict[str, Any] = {

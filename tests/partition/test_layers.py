@@ -53,3 +53,5 @@ def test_negative_int_and_wrong_type() -> None:
         parse_layer_selector(-1)
     with pytest.raises(TypeError):
         parse_layer_selector(1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="int or a string"):
+        parse_layer_selector([0, 1])  # type: ignore[arg-type]

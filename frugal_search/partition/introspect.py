@@ -6,9 +6,9 @@ finds those properties from the module tree alone (it works on the ``meta`` devi
 
 How the properties are found:
 
-* **Block stacks.** A stack is an ``nn.ModuleList`` whose children all have the same class (the
-  transformer blocks: ``model.layers``, ``transformer.h``, ``encoder.layer``, T5's
-  ``encoder.block`` and ``decoder.block``). Only the outermost such list counts, so the lists
+* **Block stacks.** A stack is an ``nn.ModuleList`` whose children all have the same class and
+  have sub-modules of their own (the transformer blocks: ``model.layers``, ``transformer.h``,
+  ``encoder.layer``, T5's ``encoder.block`` and ``decoder.block``). Only the outermost such list counts, so the lists
   inside a block (T5's ``layer``, mixture-of-experts ``experts``) do not start a new stack. A
   parameter inside a stack gets its ``stack`` (the list's dotted path), its ``layer`` (index of
   its block, from 0) and ``num_layers`` (length of that stack). Each stack has its own numbering:
@@ -94,6 +94,8 @@ def _find_stacks(model: nn.Module) -> dict[str, int]:
             continue  # a list inside a block (T5 "layer", MoE "experts") does not start a stack
         if len({type(child) for child in module}) != 1:
             continue
+        if not any(True for _ in module[0].children()):
+            continue  # a list of leaf layers (Linear, ...) is not a list of blocks
         if not any(True for _ in module.parameters()):
             continue
         stacks[path] = len(module)

@@ -253,8 +253,11 @@ def test_custom_module_with_blocks_in_a_module_list() -> None:
     assert kinds["out.weight"] == ("head", None, None)  # a matrix after the last block
 
 
-def test_model_without_blocks_has_no_layers_and_other_matrices() -> None:
-    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+@pytest.mark.parametrize(
+    "model",
+    [nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)), nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 2)])],
+)
+def test_model_without_blocks_has_no_layers_and_other_matrices(model: nn.Module) -> None:
     infos = introspect(model)
     assert [(i.kind, i.layer) for i in infos] == [("other", None), ("bias", None), ("other", None), ("bias", None)]
 

@@ -46,7 +46,13 @@ class ReportContent:
 
 
 def flatten_settings(config: Any, prefix: str = "") -> dict[str, str]:
-    """Return ``{"section.key": "value"}`` for a (nested) dataclass or dict, for the settings table."""
+    """Return ``{"section.key": "value"}`` for a (nested) dataclass or mapping, for the settings table.
+
+    Objects with a ``to_dict()`` (the search space) are flattened through it; unset (None) values
+    are left out, since they mean "the default".
+    """
+    if hasattr(config, "to_dict") and not isinstance(config, Mapping):
+        config = config.to_dict()
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         items = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     elif isinstance(config, Mapping):
@@ -56,11 +62,22 @@ def flatten_settings(config: Any, prefix: str = "") -> dict[str, str]:
     flat: dict[str, str] = {}
     for key, value in items.items():
         name = f"{prefix}{key}"
-        if (dataclasses.is_dataclass(value) and not isinstance(value, type)) or isinstance(value, Mapping):
+        if value is None:
+            continue
+        if _is_range(value):
+            flat[name] = f"{value['low']} .. {value['high']}" + (" (log)" if value.get("log") else "")
+        elif hasattr(value, "to_dict") or (dataclasses.is_dataclass(value) and not isinstance(value, type)) or isinstance(value, Mapping):
             flat.update(flatten_settings(value, prefix=f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = ", ".join(str(item) for item in value)
         else:
             flat[name] = str(value)
     return flat
+
+
+def _is_range(value: Any) -> bool:
+    # a searched numeric dimension as the search space writes it: {"low": ..., "high": ..., "log": ...}
+    return isinstance(value, Mapping) and "low" in value and "high" in value
 
 
 def _cell(value: Any, digits: int = 4) -> str:

@@ -76,14 +76,17 @@ def draw_pareto(
     complete = table[table["state"] == "COMPLETE"]
     front_numbers = set(front["number"])
     others = complete[~complete["number"].isin(front_numbers) & complete["baseline"].isna()]
-    ax.scatter(others["state_mib"], others["eval_loss"], s=18, color="0.6", label="completed trial", zorder=2)
+    if not others.empty:
+        ax.scatter(others["state_mib"], others["eval_loss"], s=18, color="0.6", label="completed trial", zorder=2)
     if not front.empty:
         ax.step(front["state_mib"], front["eval_loss"], where="post", color="tab:blue", zorder=3)
         ax.scatter(front["state_mib"], front["eval_loss"], s=30, color="tab:blue", label="Pareto front", zorder=4)
         if len(front) <= _MAX_FRONT_LABELS:
-            for row in front.itertuples(index=False):
-                ax.annotate(f"#{row.number}", (row.state_mib, row.eval_loss), textcoords="offset points",
-                            xytext=(4, -10), fontsize=7, color="tab:blue")
+            # trials with identical values share one label ("#3, #4") instead of overprinting
+            for (mib, loss), group in front.groupby(["state_mib", "eval_loss"], sort=False):
+                label = ", ".join(f"#{number}" for number in group["number"])
+                ax.annotate(label, (mib, loss), textcoords="offset points", xytext=(4, -10), fontsize=7,
+                            color="tab:blue")
     baselines = complete[complete["baseline"].notna()]
     if not baselines.empty:
         ax.scatter(baselines["state_mib"], baselines["eval_loss"], s=110, marker="*", color="tab:green",

@@ -140,7 +140,9 @@ def write_report(
         "AdamW optimizer state": f"{adamw_bytes / MIB:.4g} MiB" if adamw_bytes else "unknown (no AdamW baseline trial)",
     }
     if config is not None:
-        settings.update(flatten_settings(config))
+        # the rows above already say the name, storage and budget
+        shown = {"study.name", "study.storage", "study.memory_budget"}
+        settings.update({k: v for k, v in flatten_settings(config).items() if k not in shown})
     content = ReportContent(
         study_name=study.study_name,
         settings=settings,

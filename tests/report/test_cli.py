@@ -53,7 +53,7 @@ def test_report_command_from_the_study_file(study_file, tmp_path, capsys) -> Non
     # the budget comes from the study file; the export command names it
     assert "## Best partition under the memory budget (3.00 MiB)" in text
     assert f"frugal-search export {study_file} --trial 1 -o split.json" in text
-    assert "| study.memory_budget | 3145728 |" in text
+    assert "| memory budget | 3145728 bytes (3 MiB) |" in text and "| study.baselines | adamw |" in text
     assert str(out) in capsys.readouterr().out
 
 

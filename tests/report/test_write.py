@@ -91,3 +91,48 @@ def test_budget_below_every_trial_names_the_smallest(make_study, add_trial_to, t
 def test_bad_budget_is_a_value_error(make_study, tmp_path, budget) -> None:
     with pytest.raises(ValueError, match="byte quantity"):
         write_report(make_study(), tmp_path, memory_budget=budget)
+
+
+def test_settings_table_flattens_sections_ranges_and_skips_unset_values() -> None:
+    from dataclasses import dataclass, field
+
+    from frugal_search.report._markdown import flatten_settings
+
+    class Space:
+        def to_dict(self) -> dict:
+            return {"density": {"low": 0.05, "high": 0.5, "log": True}, "mode": "blocks"}
+
+    @dataclass
+    class Study:
+        name: str = "s"
+        baselines: tuple[str, ...] = ("adamw", "frugal")
+        memory_budget: int | None = None
+
+    @dataclass
+    class Config:
+        study: Study = field(default_factory=Study)
+        model: dict = field(default_factory=lambda: {"source": "tiny-llama", "overrides": {"hidden_size": 64}})
+        space: Space = field(default_factory=Space)
+
+    assert flatten_settings(Config()) == {
+        "study.name": "s",
+        "study.baselines": "adamw, frugal",
+        "model.source": "tiny-llama",
+        "model.overrides.hidden_size": "64",
+        "space.density": "0.05 .. 0.5 (log)",
+        "space.mode": "blocks",
+    }
+
+
+def test_running_trial_reads_as_running_not_error(make_study) -> None:
+    import optuna
+
+    from frugal_search.report import trials_table
+
+    study = make_study()
+    trial = study.ask()
+    # the search writes outcome "error" first, so a killed worker's trial says what happened
+    trial.set_user_attr("outcome", "error")
+    assert trials_table(study).loc[0, "outcome"] == "running"
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    assert trials_table(study).loc[0, "outcome"] == "error"

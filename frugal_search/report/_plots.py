@@ -130,8 +130,7 @@ def draw_pareto(
             functions=(lambda mib: 100.0 * mib / adamw_state_mib, lambda pct: pct * adamw_state_mib / 100.0),
         )
         secondary.set_xlabel("optimizer state (% of AdamW)")
-    else:
-        ax.set_title("Pareto front: optimizer memory against eval loss")
+    ax.set_title("Pareto front: optimizer state against eval loss (lower left is better)")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, borderaxespad=0)
     _save(figure, target)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 from torch import nn
@@ -100,16 +98,10 @@ def test_paper_llama_state_memory_on_meta(size: str) -> None:
 
 
 def test_seven_billion_config_builds_on_meta_without_weights() -> None:
-    build_meta_model("llama-60m")  # import transformers' LLaMA code before timing nothing else
-    start = time.perf_counter()
-    model = build_meta_model(paper_llama_config("llama-7b"))
-    state = Partition.paper(0.0).state_bytes(model)
-    elapsed = time.perf_counter() - start
+    model = build_meta_model(paper_llama_config("llama-7b"))  # 27 GB of fp32 weights if they were real
     assert all(p.device.type == "meta" for p in model.parameters())
     assert sum(p.numel() for p in model.parameters()) == 6_738_415_616
-    assert round(state / 2**30, 2) == 1.96  # FRUGAL.md: 7B rho 0 = 1.96 GiB
-    # generous: the point is "no weights", which a real 27 GB build could not do in this time
-    assert elapsed < 30
+    assert round(Partition.paper(0.0).state_bytes(model) / 2**30, 2) == 1.96  # FRUGAL.md: 7B rho 0 = 1.96 GiB
 
 
 def test_training_memory_adds_weights_gradients_and_state(llama: nn.Module) -> None:

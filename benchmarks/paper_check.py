@@ -27,6 +27,7 @@ Timing figures (step time) come from whatever else the machine is doing; they ar
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -150,7 +151,8 @@ def run_one(method: Method, lr: float, seed: int, *, budget: Any, update_gap: in
     """One proxy run; the figures the table needs, JSON-safe."""
     from frugal_search.proxy import run_proxy
 
-    result = run_proxy("tiny-llama", "stdlib", method.build(update_gap), budget, seed=seed)
+    # budget.lr replaces the partition's base lr and keeps its per-group ratios (GaLore's split scale)
+    result = run_proxy("tiny-llama", "stdlib", method.build(update_gap), dataclasses.replace(budget, lr=lr), seed=seed)
     tokens_per_step = budget.tokens_per_step
     return {
         "eval_loss": result.eval_loss if math.isfinite(result.eval_loss) else None,
@@ -213,8 +215,16 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict[str, Any]] = {}
     for method in chosen:
         grid = {lr: loss_of(get_run(method, lr, 0)) for lr in method.lr_grid}
-        best_lr = min(grid, key=lambda lr: grid[lr])
-        runs = [get_run(method, best_lr, seed) for seed in range(args.seeds)]
+        # The best lr on seed 0, unless another seed diverges there: then the next best of the grid
+        # (an lr that works for one seed only is not a setting anyone could use).
+        ranked = sorted((lr for lr in grid if math.isfinite(grid[lr])), key=lambda lr: grid[lr])
+        best_lr, runs, skipped = (ranked[0] if ranked else method.lr_grid[0]), [], []
+        for lr in ranked or [best_lr]:
+            best_lr = lr
+            runs = [get_run(method, lr, seed) for seed in range(args.seeds)]
+            if all(math.isfinite(loss_of(run)) for run in runs):
+                break
+            skipped.append(lr)
         mean, std, low, high = summarize([loss_of(run) for run in runs])
         step_ms = [run["step_ms"] for run in runs if run.get("step_ms")]
         rows[method.name] = {
@@ -229,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             "state_mib": runs[0]["state_bytes"] / MIB,
             "step_ms": statistics.median(step_ms) if step_ms else math.nan,
             "grid": grid,
+            "diverged": sum(1 for run in runs if not math.isfinite(loss_of(run))),
+            "skipped_lrs": skipped,
         }
     write_outputs(rows, out=out, args=args, update_gap=update_gap, budget=budget, lr_grid=lr_grid)
     print((out / "results.md").read_text())
@@ -254,6 +266,8 @@ def write_outputs(rows: dict[str, dict[str, Any]], *, out: Path, args: Any, upda
                 "state_mib": row["state_mib"],
                 "state_pct_of_adamw": 100.0 * row["state_mib"] / adamw_mib,
                 "step_ms": row["step_ms"],
+                "diverged_seeds": row["diverged"],
+                "lrs_skipped_for_divergence": "; ".join(f"{lr:.3g}" for lr in row["skipped_lrs"]),
                 "lr_grid_losses": "; ".join(f"{lr:.3g}: {loss:.4f}" for lr, loss in row["grid"].items()),
             }
             for row in rows.values()
@@ -271,7 +285,9 @@ def write_outputs(rows: dict[str, dict[str, Any]], *, out: Path, args: Any, upda
         f"cosine schedule with 10% warmup; update gap T = {update_gap} (steps / 5, so the subspace is chosen "
         f"{math.ceil(args.steps / update_gap)} times). Each method's lr is the best of "
         f"{', '.join(f'{lr:g}' for lr in lr_grid)} (GaLore-like: x10) on seed 0; then seeds 0-{args.seeds - 1} at "
-        "that lr. Eval loss: mean over 8 held-out batches at the last step (nats per byte).",
+        "that lr (if a seed diverges at that lr, the next best lr of the grid is used instead, and the "
+        "table says so). Eval loss: mean over 8 held-out batches at the last step (nats per byte); a "
+        "diverged run counts as +inf.",
         "",
         "Regenerate with:",
         "",
@@ -279,14 +295,16 @@ def write_outputs(rows: dict[str, dict[str, Any]], *, out: Path, args: Any, upda
         command,
         "```",
         "",
-        "| method | best lr | eval loss mean | std | min - max | state MiB | % of AdamW | step ms |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | best lr | eval loss mean | std | min - max | diverged seeds | state MiB | % of AdamW | step ms |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows.values():
         edge = " (grid edge)" if row["lr_at_grid_edge"] else ""
+        if row["skipped_lrs"]:
+            edge += f"; {', '.join(f'{lr:.3g}' for lr in row['skipped_lrs'])} diverged on a seed"
         lines.append(
             f"| {row['label']} | {row['best_lr']:.3g}{edge} | {row['mean']:.4f} | {row['std']:.4f} | "
-            f"{row['min']:.4f} - {row['max']:.4f} | {row['state_mib']:.3f} | "
+            f"{row['min']:.4f} - {row['max']:.4f} | {row['diverged']} | {row['state_mib']:.3f} | "
             f"{100.0 * row['state_mib'] / adamw_mib:.0f}% | {row['step_ms']:.0f} |"
         )
     needed = {"adamw", "frugal", "frugal-rho0", "galore", "badam"}

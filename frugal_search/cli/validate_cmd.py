@@ -26,6 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--seeds", type=int, default=2, help="seeds per partition, 0..SEEDS-1 (default 2)")
     parser.add_argument("--bands", type=int, default=3, help="memory bands for within-band correlations (default 3)")
     parser.add_argument("--device", help="device of the long runs (default: the study's)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="long runs at once, one process and one torch thread each (default 1)"
+    )
     parser.add_argument("-o", "--output", help="output folder (default: reports/<study name>/)")
     parser.set_defaults(handler=run)
     return parser
@@ -40,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
         if args.seeds < 1:
             raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
         check = FidelityCheck(
-            top=args.top, factor=args.factor, seeds=tuple(range(args.seeds)), bands=args.bands, device=args.device
+            top=args.top, factor=args.factor, seeds=tuple(range(args.seeds)), bands=args.bands, device=args.device,
+            workers=args.workers,
         )
         name = args.name or load_study_config(args.study_file).study.name
         out_dir = Path(args.output) if args.output else Path("reports") / name

@@ -39,6 +39,7 @@ class FidelityCheck:
     seeds: tuple[int, ...] = (0, 1)  # every partition is re-run once per seed
     bands: int = 3  # memory bands for the within-band correlations
     device: str | None = None  # None: the study's [proxy] device
+    workers: int = 1  # long runs at once, each in its own process with one torch thread (CPU)
 
     def __post_init__(self) -> None:
         if not isinstance(self.top, int) or self.top < 1:
@@ -47,6 +48,8 @@ class FidelityCheck:
             raise ValueError(f"factor must be an integer >= 1 (times the proxy steps), got {self.factor!r}")
         if len(self.seeds) < 1 or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be one or more distinct integers, got {self.seeds!r}")
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"workers must be an integer >= 1, got {self.workers!r}")
         if not isinstance(self.bands, int) or self.bands < 1:
             raise ValueError(f"bands must be an integer >= 1, got {self.bands!r}")
 
@@ -94,8 +97,6 @@ def run_fidelity_check(
     when it ends. ``on_run(key, result)`` is called after each run (the CLI prints progress with it).
     Raises ``ValueError`` when the study has fewer than two finished feasible trials.
     """
-    from frugal_search.partition import Partition
-    from frugal_search.proxy import run_proxy
     from frugal_search.report import open_study
 
     opened = open_study(study_file, storage=storage, name=name)
@@ -119,29 +120,36 @@ def run_fidelity_check(
         "fidelity check of %r: %d front + %d other trials, %d -> %d steps, seeds %s",
         study.study_name, len(best), len(others), proxy_budget.total_steps, long_budget.total_steps, check.seeds,
     )
+    tasks = [
+        (number, seed)
+        for number in [*best, *others]
+        for seed in check.seeds
+        if run_key(trial_number=number, seed=seed, steps=long_budget.total_steps) not in store
+    ]
+    if tasks:
+        logger.info("%d long runs to do (%d already stored)", len(tasks), len(store))
+    splits = {number: study.trials[number].user_attrs["split"] for number in [*best, *others]}
+
+    def record(number: int, seed: int, result: dict[str, Any]) -> None:
+        key = run_key(trial_number=number, seed=seed, steps=long_budget.total_steps)
+        store.put(key, _json_safe(result))
+        if on_run is not None:
+            on_run(key, result)
+
+    if check.workers == 1:
+        for number, seed in tasks:
+            record(number, seed, _long_run(model, data, splits[number], long_budget, device, seed))
+    else:
+        _run_in_processes(tasks, splits, model=model, data=data, budget=long_budget, device=device,
+                          workers=check.workers, record=record)
+
     rows = []
     for group, numbers in (("best", best), ("other", others)):
         for number in numbers:
             frozen = study.trials[number]
-            partition = Partition.from_dict(frozen.user_attrs["split"])
             losses = []
             for seed in check.seeds:
-                key = run_key(trial_number=number, seed=seed, steps=long_budget.total_steps)
-                result = store.get(key)
-                if result is None:
-                    proxy = run_proxy(model, data, partition, long_budget, device=device, seed=seed)
-                    result = {
-                        "eval_loss": proxy.eval_loss,
-                        "diverged": proxy.diverged,
-                        "reason": proxy.reason,
-                        "state_bytes": proxy.state_bytes,
-                        "steps": proxy.steps,
-                        "wall_s": proxy.wall_s,
-                        "tokens_per_s": proxy.tokens_per_s,
-                    }
-                    store.put(key, _json_safe(result))
-                    if on_run is not None:
-                        on_run(key, result)
+                result = store.get(run_key(trial_number=number, seed=seed, steps=long_budget.total_steps))
                 loss = result["eval_loss"]
                 losses.append(math.inf if result["diverged"] or loss is None or not math.isfinite(loss) else float(loss))
             rows.append(
@@ -168,6 +176,57 @@ def run_fidelity_check(
         "command": command,
     }
     return summarize_fidelity(rows, bands=check.bands, settings=settings)
+
+
+def _long_run(model: Any, data: Any, split: dict[str, Any], budget: Any, device: str, seed: int) -> dict[str, Any]:
+    """One long run of the partition in ``split``; the figures the report keeps."""
+    from frugal_search.partition import Partition
+    from frugal_search.proxy import run_proxy
+
+    result = run_proxy(model, data, Partition.from_dict(split), budget, device=device, seed=seed)
+    return {
+        "eval_loss": result.eval_loss,
+        "diverged": result.diverged,
+        "reason": result.reason,
+        "state_bytes": result.state_bytes,
+        "steps": result.steps,
+        "wall_s": result.wall_s,
+        "tokens_per_s": result.tokens_per_s,
+    }
+
+
+def _long_run_in_worker(model: Any, data: Any, split: dict[str, Any], budget: Any, device: str, seed: int) -> dict[str, Any]:
+    import torch
+
+    # Small models on a shared CPU: one thread per process beats several fighting over cores.
+    torch.set_num_threads(1)
+    return _long_run(model, data, split, budget, device, seed)
+
+
+def _run_in_processes(
+    tasks: list[tuple[int, int]],
+    splits: dict[int, dict[str, Any]],
+    *,
+    model: Any,
+    data: Any,
+    budget: Any,
+    device: str,
+    workers: int,
+    record: Callable[[int, int, dict[str, Any]], None],
+) -> None:
+    """Run ``tasks`` (trial number, seed) in ``workers`` processes; this process alone writes the store."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn: a forked child would inherit torch's thread pool and locks
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {
+            pool.submit(_long_run_in_worker, model, data, splits[number], budget, device, seed): (number, seed)
+            for number, seed in tasks
+        }
+        for future in as_completed(futures):
+            number, seed = futures[future]
+            record(number, seed, future.result())
 
 
 def write_fidelity_report(summary: FidelitySummary, report_dir: str | Path) -> list[Path]:

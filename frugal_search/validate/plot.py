@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 
-from frugal_search.validate.summary import FidelitySummary, _number
+from frugal_search.validate.summary import FidelitySummary, format_number
 
 
 def plot_fidelity(summary: FidelitySummary, path: str | os.PathLike[str]) -> None:
@@ -28,10 +28,10 @@ def plot_fidelity(summary: FidelitySummary, path: str | os.PathLike[str]) -> Non
             left.annotate(str(row.number), (row.proxy_loss, row.long_loss), fontsize=7, alpha=0.7)
         figure.colorbar(scatter, ax=left, label="optimizer state (MiB)")
     left.set_xlabel("proxy eval loss (study)")
-    left.set_ylabel(f"long-run eval loss (mean of seeds; bar: half range)")
+    left.set_ylabel("long-run eval loss (mean of seeds; bar: half range)")
     left.set_title(
-        f"Spearman {_number(summary.overall.spearman, 2)}, Kendall {_number(summary.overall.kendall, 2)}"
-        f" (seed-to-seed ceiling {_number(summary.ceiling.spearman, 2)})",
+        f"Spearman {format_number(summary.overall.spearman, 2)}, Kendall {format_number(summary.overall.kendall, 2)}"
+        f" (seed-to-seed ceiling {format_number(summary.ceiling.spearman, 2)})",
         fontsize=10,
     )
     left.grid(alpha=0.3)

@@ -102,7 +102,8 @@ def summarize_fidelity(
     )
 
 
-def _number(value: float, digits: int = 3) -> str:
+def format_number(value: float, digits: int = 3) -> str:
+    """Return a loss or correlation for a table: "n/a" for NaN, "diverged" for inf."""
     if math.isnan(value):
         return "n/a"
     if math.isinf(value):
@@ -126,26 +127,26 @@ def format_fidelity_markdown(summary: FidelitySummary) -> str:
         lines += ["Regenerate with:", "", "```bash", str(settings["command"]), "```", ""]
     lines += ["## Rank correlation", "", "| comparison | partitions | Spearman | Kendall tau-b |", "|---|---|---|---|"]
     lines.append(
-        f"| proxy vs long run (all) | {summary.overall.count} | {_number(summary.overall.spearman)} | "
-        f"{_number(summary.overall.kendall)} |"
+        f"| proxy vs long run (all) | {summary.overall.count} | {format_number(summary.overall.spearman)} | "
+        f"{format_number(summary.overall.kendall)} |"
     )
     seeds = list(settings.get("seeds", range(len(summary.per_seed))))
     for index, correlation in enumerate(summary.per_seed):
         seed = seeds[index] if index < len(seeds) else index
         lines.append(
-            f"| proxy vs long run, seed {seed} | {correlation.count} | {_number(correlation.spearman)} | "
-            f"{_number(correlation.kendall)} |"
+            f"| proxy vs long run, seed {seed} | {correlation.count} | {format_number(correlation.spearman)} | "
+            f"{format_number(correlation.kendall)} |"
         )
     lines.append(
-        f"| ceiling: long run seed vs seed | {summary.ceiling.count} | {_number(summary.ceiling.spearman)} | "
-        f"{_number(summary.ceiling.kendall)} |"
+        f"| ceiling: long run seed vs seed | {summary.ceiling.count} | {format_number(summary.ceiling.spearman)} | "
+        f"{format_number(summary.ceiling.kendall)} |"
     )
     lines += ["", "Within memory bands (equal-count groups by optimizer-state memory, where memory cannot "
               "explain the ranking):", "", "| band | MiB | partitions | Spearman | Kendall tau-b |", "|---|---|---|---|---|"]
     for band in summary.bands:
         lines.append(
             f"| {band.band} | {band.low_mib:.3f} - {band.high_mib:.3f} | {band.correlation.count} | "
-            f"{_number(band.correlation.spearman)} | {_number(band.correlation.kendall)} |"
+            f"{format_number(band.correlation.spearman)} | {format_number(band.correlation.kendall)} |"
         )
     survival = summary.survival
     lines += ["", "## Is the proxy's front still the front?", ""]
@@ -163,9 +164,9 @@ def format_fidelity_markdown(summary: FidelitySummary) -> str:
     ) + " | long loss mean | partition |"
     lines += [header, "|" + "---|" * (5 + len(seeds) + 1)]
     for row in sorted(summary.rows, key=lambda r: (r.state_mib, r.proxy_loss)):
-        losses = " | ".join(_number(loss) for loss in row.long_losses)
+        losses = " | ".join(format_number(loss) for loss in row.long_losses)
         lines.append(
-            f"| {row.number} | {row.group} | {row.state_mib:.3f} | {_number(row.proxy_loss)} | {losses} | "
-            f"{_number(row.long_loss)} | {row.description} |"
+            f"| {row.number} | {row.group} | {row.state_mib:.3f} | {format_number(row.proxy_loss)} | {losses} | "
+            f"{format_number(row.long_loss)} | {row.description} |"
         )
     return "\n".join(lines) + "\n"

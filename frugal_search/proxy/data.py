@@ -6,10 +6,11 @@ files stay memory-mapped), the vocabulary size and a short fingerprint of what w
 - ``stdlib`` (the default): the ``*.py`` files of this Python's standard library
   (``sysconfig.get_paths()["stdlib"]``), read as bytes (vocabulary 256). Folders named
   ``site-packages``, ``dist-packages``, ``test``, ``tests``, ``idle_test`` and ``__pycache__`` are
-  skipped (installed packages differ between machines; test suites are mostly fixtures). Files
-  are taken in sorted order of their relative path up to ``max_bytes``.
+  skipped (installed packages differ between machines; test suites are mostly fixtures). About
+  ``max_bytes`` of them are read (8 MiB of the ~11 MiB of Python 3.11's), chosen in a fixed
+  pseudo-random order of their relative paths so the sample covers every package.
 - a folder (every regular, non-hidden file below it) or a glob of text files, read as bytes or
-  tokenised with a local tokenizer directory.
+  tokenised with a local tokenizer directory, capped at ``max_bytes`` in the same way.
 - a token file: ``.npy`` (its own dtype) or ``.bin`` (raw ids; ``dtype`` must be given), uint16 or
   uint32, memory-mapped; the last ``validation_fraction`` of it is the validation part.
 
@@ -77,6 +78,8 @@ class TokenData:
     vocab_size: int  # ids are in [0, vocab_size)
     fingerprint: str  # short hex digest of what was read (files and sizes, or the token file)
     description: str  # words for logs
+    train_files: tuple[str, ...] = ()  # text sources: relative paths of the files in the train part
+    validation_files: tuple[str, ...] = ()  # text sources: relative paths of the held-out files
 
     def sample_train_batch(self, generator: torch.Generator, *, batch_size: int, seq_len: int) -> torch.Tensor:
         """Return (batch_size, seq_len + 1) int64 windows of the train part at starts drawn from ``generator``."""
@@ -160,18 +163,15 @@ def _read_text_files(root: Path, files: list[Path], spec: DataSpec, *, name: str
         raise ValueError(f"no files found for data source {spec.source!r}; check the folder or glob")
     tokenizer = _load_tokenizer(spec.tokenizer) if spec.tokenizer else None
     parts: dict[bool, list[np.ndarray]] = {False: [], True: []}
+    names: dict[bool, list[str]] = {False: [], True: []}
     fingerprint = hashlib.sha256(f"text|{spec.tokenizer}|{spec.validation_fraction}".encode())
-    total_bytes = 0
-    for path in sorted(files, key=lambda p: p.relative_to(root).as_posix()):
-        if total_bytes >= spec.max_bytes:
-            break
-        relative = path.relative_to(root).as_posix()
-        content = path.read_bytes()
-        total_bytes += len(content)
+    for relative, content in _read_capped(root, files, spec.max_bytes):
         fingerprint.update(f"{relative}|{len(content)}\n".encode())
-        parts[is_validation_file(relative, spec.validation_fraction)].append(_encode(content, tokenizer))
+        held_out = is_validation_file(relative, spec.validation_fraction)
+        parts[held_out].append(_encode(content, tokenizer))
+        names[held_out].append(relative)
     vocab_size = len(tokenizer) if tokenizer is not None else _BYTE_VOCAB
-    dtype = np.uint16 if vocab_size <= 2**16 else np.uint32
+    dtype = np.uint8 if vocab_size <= 2**8 else np.uint16 if vocab_size <= 2**16 else np.uint32
     train, validation = (_concatenate(parts[flag], dtype) for flag in (False, True))
     if len(validation) == 0 or len(train) == 0:
         raise ValueError(
@@ -185,7 +185,28 @@ def _read_text_files(root: Path, files: list[Path], spec: DataSpec, *, name: str
         vocab_size=vocab_size,
         fingerprint=fingerprint.hexdigest()[:_FINGERPRINT_HEX],
         description=name,
+        train_files=tuple(names[False]),
+        validation_files=tuple(names[True]),
     )
+
+
+def _read_capped(root: Path, files: list[Path], max_bytes: int) -> list[tuple[str, bytes]]:
+    """Return (relative path, content) of a fixed sample of ``files`` of about ``max_bytes``, in path order.
+
+    Files are taken in the order of sha256("order|" + relative path), a fixed shuffle, so a capped
+    corpus samples every package rather than the alphabetically first ones.
+    """
+    relative_paths = {path.relative_to(root).as_posix(): path for path in files}
+    shuffled = sorted(relative_paths, key=lambda relative: hashlib.sha256(f"order|{relative}".encode()).digest())
+    chosen: list[tuple[str, bytes]] = []
+    total_bytes = 0
+    for relative in shuffled:
+        if total_bytes >= max_bytes:
+            break
+        content = relative_paths[relative].read_bytes()
+        total_bytes += len(content)
+        chosen.append((relative, content))
+    return sorted(chosen)
 
 
 def _load_tokenizer(directory: str):  # -> transformers.PreTrainedTokenizerBase

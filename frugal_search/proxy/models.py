@@ -137,16 +137,15 @@ def _build_from_spec(spec: ModelSpec) -> nn.Module:
 def _build_preset(name: str, overrides: Mapping[str, Any]) -> nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    shape = dict(PRESETS[name])
-    config = LlamaConfig(
-        **{
-            **shape,
-            "num_key_value_heads": shape["num_attention_heads"],
-            "max_position_embeddings": _PRESET_MAX_POSITIONS,
-            "tie_word_embeddings": False,
-            **overrides,
-        }
-    )
+    fields: dict[str, Any] = {
+        **PRESETS[name],
+        "max_position_embeddings": _PRESET_MAX_POSITIONS,
+        "tie_word_embeddings": False,
+        **overrides,
+    }
+    # multi-head attention (as the paper) unless the overrides ask for grouped key/value heads
+    fields.setdefault("num_key_value_heads", fields["num_attention_heads"])
+    config = LlamaConfig(**fields)
     return LlamaForCausalLM(config)
 
 

@@ -155,38 +155,120 @@ def adamw_multi(
     )
 
 
-def lift_into(plan: SubspacePlan, param_matrix: torch.Tensor, delta_low: torch.Tensor, selection: torch.Tensor) -> None:
-    """``P += up(delta_low)`` in place, without building the full-size update where avoidable."""
-    if plan.kind == "right":
-        param_matrix.addmm_(delta_low, selection)  # (m, r) @ (r, n)
-    elif plan.kind == "left":
-        param_matrix.addmm_(selection, delta_low)  # (m, r) @ (r, n)
-    elif plan.kind == "columns":
-        param_matrix.index_add_(1, selection, delta_low)
+# Elements per chunk of the CPU state-free loop: 2 MiB of fp32 scratch. The sign of a chunk of
+# the gradient is written into a reused scratch buffer and added to the parameter chunk while both
+# are still in cache, so signSGD reads g and p and writes p once, with no full-size temporary
+# (allocating one per step costs more than the arithmetic on this CPU).
+CHUNK_ELEMENTS = 1 << 19
+
+
+def _scratch(reference: torch.Tensor, size: int) -> torch.Tensor:
+    return torch.empty(min(size, CHUNK_ELEMENTS), dtype=reference.dtype, device=reference.device)
+
+
+def state_free_update_(
+    params: list[torch.Tensor], grads: list[torch.Tensor], *, rule: str, lr_free: float, decay: float
+) -> None:
+    """``p = p * decay - lr_free * rule(g)`` for every pair (rule: sign for signSGD, identity for SGD,
+    nothing for none). Chunked through a cache-sized scratch on the CPU, foreach ops elsewhere."""
+    if not params or (rule == "none" and decay == 1.0):
+        return
+    if params[0].device.type != "cpu" or not all(p.is_contiguous() for p in params):
+        if decay != 1.0:
+            torch._foreach_mul_(params, decay)
+        if rule == "signsgd":
+            torch._foreach_add_(params, torch._foreach_sign(grads), alpha=-lr_free)
+        elif rule == "sgd":
+            torch._foreach_add_(params, grads, alpha=-lr_free)
+        return
+    scratch = _scratch(grads[0], max(g.numel() for g in grads)) if rule == "signsgd" else None
+    for param, grad in zip(params, grads, strict=True):
+        param_flat, grad_flat = param.view(-1), grad.reshape(-1)
+        if scratch is not None and scratch.dtype != grad.dtype:
+            scratch = _scratch(grad, max(g.numel() for g in grads))
+        for start in range(0, param_flat.numel(), CHUNK_ELEMENTS):
+            param_chunk = param_flat[start : start + CHUNK_ELEMENTS]
+            grad_chunk = grad_flat[start : start + CHUNK_ELEMENTS]
+            if decay != 1.0:
+                param_chunk.mul_(decay)
+            if rule == "signsgd":
+                sign_chunk = scratch[: grad_chunk.numel()]
+                torch.sign(grad_chunk, out=sign_chunk)
+                param_chunk.add_(sign_chunk, alpha=-lr_free)
+            elif rule == "sgd":
+                param_chunk.add_(grad_chunk, alpha=-lr_free)
+
+
+def split_update_(
+    plan: SubspacePlan,
+    param_matrix: torch.Tensor,
+    grad_matrix: torch.Tensor,
+    low: torch.Tensor,
+    delta_low: torch.Tensor,
+    selection: torch.Tensor,
+    *,
+    rule: str,
+    lr_free: float,
+    decay: float,
+) -> None:
+    """Weight decay, ``P += up(delta_low)`` and the state-free rule on ``G - up(low)``, in place.
+
+    The same arithmetic, in the same order, as the single-tensor path.
+    """
+    if plan.kind in ("right", "left"):
+        _projected_update_(plan, param_matrix, grad_matrix, low, delta_low, selection, rule=rule, lr_free=lr_free, decay=decay)
+        return
+    # Coordinate modes: the chosen coordinates get decay + Adam and a zero residual; the others
+    # decay + the state-free rule on G. Keep the chosen (decayed) values, run the whole-tensor
+    # state-free pass, then write them back with the Adam step added.
+    chosen = project_down(plan, param_matrix, selection)
+    if decay != 1.0:
+        chosen.mul_(decay)
+    chosen.add_(delta_low)
+    state_free_update_([param_matrix], [grad_matrix], rule=rule, lr_free=lr_free, decay=decay)
+    if plan.kind == "columns":
+        param_matrix.index_copy_(1, selection, chosen)
     elif plan.kind == "rows":
-        param_matrix.index_add_(0, selection, delta_low)
+        param_matrix.index_copy_(0, selection, chosen)
     else:
-        param_matrix.view(-1).index_add_(0, selection, delta_low)
+        param_matrix.view(-1).index_copy_(0, selection, chosen)
 
 
-def state_free_residual(
-    plan: SubspacePlan, grad_matrix: torch.Tensor, low: torch.Tensor, selection: torch.Tensor, rule: str
-) -> torch.Tensor:
-    """A new tensor holding what the state-free rule adds (before ``-lr_free``): ``sign(residual)``
-    for signSGD or the residual for SGD. One GEMM (projections) or one pass plus a small fill
-    (coordinate modes)."""
-    if plan.kind == "right":
-        residual = torch.addmm(grad_matrix, low, selection, alpha=-1)  # G - (G B^T) B
-    elif plan.kind == "left":
-        residual = torch.addmm(grad_matrix, selection, low, alpha=-1)  # G - A (A^T G)
-    else:
-        # the chosen coordinates' residual is exactly zero; sign(0) = 0, so fill after the sign
-        residual = grad_matrix.sign() if rule == "signsgd" else grad_matrix.clone()
-        if plan.kind == "columns":
-            residual.index_fill_(1, selection, 0)
-        elif plan.kind == "rows":
-            residual.index_fill_(0, selection, 0)
+def _projected_update_(
+    plan: SubspacePlan,
+    param_matrix: torch.Tensor,
+    grad_matrix: torch.Tensor,
+    low: torch.Tensor,
+    delta_low: torch.Tensor,
+    basis: torch.Tensor,
+    *,
+    rule: str,
+    lr_free: float,
+    decay: float,
+) -> None:
+    """Dense basis: row blocks of P so that the residual of a block is built, signed and added
+    while in cache (one scratch, no full-size temporary). Right: P (m, n), delta/low (m, r),
+    B (r, n). Left: A (m, r), delta/low (r, n)."""
+    m, n = plan.rows, plan.cols
+    on_cpu = param_matrix.device.type == "cpu"
+    rows_per_block = max(1, CHUNK_ELEMENTS // n) if on_cpu else m
+    scratch = _scratch(grad_matrix, min(m, rows_per_block) * n) if rule != "none" else None
+    for start in range(0, m, rows_per_block):
+        stop = min(m, start + rows_per_block)
+        param_block, grad_block = param_matrix[start:stop], grad_matrix[start:stop]
+        if decay != 1.0:
+            param_block.mul_(decay)
+        if plan.kind == "right":
+            param_block.addmm_(delta_low[start:stop], basis)  # (rows, r) @ (r, n)
         else:
-            residual.view(-1).index_fill_(0, selection, 0)
-        return residual
-    return residual.sign_() if rule == "signsgd" else residual
+            param_block.addmm_(basis[start:stop], delta_low)  # (rows, r) @ (r, n)
+        if scratch is None:
+            continue
+        residual = scratch[: (stop - start) * n].view(stop - start, n)
+        if plan.kind == "right":
+            torch.addmm(grad_block, low[start:stop], basis, alpha=-1, out=residual)  # G - (G B^T) B
+        else:
+            torch.addmm(grad_block, basis[start:stop], low, alpha=-1, out=residual)  # G - A (A^T G)
+        if rule == "signsgd":
+            residual.sign_()
+        param_block.add_(residual, alpha=-lr_free)

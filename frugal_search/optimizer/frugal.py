@@ -346,14 +346,16 @@ class FRUGAL(Optimizer):
             _math.apply_state_free_single(param_matrix, residual, rule, lr_free)
 
     def _step_group_multi(self, index: int, group: dict[str, Any]) -> None:
-        """Fast path: fused AdamW for whole tensors and low-rank moments, foreach ops elsewhere."""
+        """Fast path: torch's fused AdamW for whole tensors and for the low-rank moments; the
+        state-free rule, weight decay and the lift folded into one pass per tensor."""
         lr, lr_sf, lr_free = self._rates(group)
         beta1, beta2 = group["betas"]
         eps, weight_decay, role, rule = group["eps"], group["weight_decay"], group["role"], group["state_free"]
         adam = {"beta1": beta1, "beta2": beta2, "eps": eps, "fused": self._fused}
+        decay = 1 - lr * weight_decay
         active = set(self._active_blocks[index])
         whole: tuple[list[torch.Tensor], ...] = ([], [], [], [], [])  # params, grads, m, v, steps
-        decay: list[torch.Tensor] = []  # tensors decayed outside the fused kernel
+        predecay: list[torch.Tensor] = []  # whole-Adam tensors the fused kernel cannot decay
         free_params: list[torch.Tensor] = []  # whole tensors taking the state-free rule
         free_grads: list[torch.Tensor] = []
         split: list[tuple[torch.Tensor, SubspacePlan, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]] = []
@@ -368,9 +370,8 @@ class FRUGAL(Optimizer):
                 ):
                     bucket.append(tensor)
                 if lr_sf != lr:
-                    decay.append(param)
+                    predecay.append(param)
                 continue
-            decay.append(param)
             state = self.state.get(param, {})
             if role == "state_free" or "selection" not in state:
                 free_params.append(param)
@@ -380,35 +381,29 @@ class FRUGAL(Optimizer):
             grad_matrix = grad.reshape(plan.rows, plan.cols)
             split.append((param, plan, state, grad_matrix, _math.project_down(plan, grad_matrix, state["selection"])))
 
-        if weight_decay and decay:
-            torch._foreach_mul_(decay, 1 - lr * weight_decay)
-        # the fused kernel decays with its own lr, which is right only when it is the group's lr
+        # the fused kernel decays with its own lr, which is right only when that is the group's lr
+        if weight_decay and predecay:
+            torch._foreach_mul_(predecay, decay)
         _math.adamw_multi(*whole, lr=lr_sf, weight_decay=weight_decay if lr_sf == lr else 0.0, **adam)
-        if rule == "none":
-            free_params, free_grads = [], []
-        elif rule == "signsgd" and free_grads:
-            free_grads = list(torch._foreach_sign(free_grads))
-        if split:
-            deltas = [torch.zeros_like(low) for *_, low in split]
-            _math.adamw_multi(
-                deltas,
-                [low for *_, low in split],
-                [state["exp_avg"] for _, _, state, _, _ in split],
-                [state["exp_avg_sq"] for _, _, state, _, _ in split],
-                [state["step"] for _, _, state, _, _ in split],
-                lr=lr_sf,
-                weight_decay=0.0,
-                **adam,
+        _math.state_free_update_(free_params, free_grads, rule=rule, lr_free=lr_free, decay=decay)
+        if not split:
+            return
+        deltas = [torch.zeros_like(low) for *_, low in split]  # fused Adam on zeros yields the step
+        _math.adamw_multi(
+            deltas,
+            [low for *_, low in split],
+            [state["exp_avg"] for _, _, state, _, _ in split],
+            [state["exp_avg_sq"] for _, _, state, _, _ in split],
+            [state["step"] for _, _, state, _, _ in split],
+            lr=lr_sf,
+            weight_decay=0.0,
+            **adam,
+        )
+        for (param, plan, state, grad_matrix, low), delta in zip(split, deltas, strict=True):
+            _math.split_update_(
+                plan, param.view(plan.rows, plan.cols), grad_matrix, low, delta, state["selection"],
+                rule=rule, lr_free=lr_free, decay=decay,
             )
-            for (param, plan, state, grad_matrix, low), delta in zip(split, deltas, strict=True):
-                param_matrix = param.view(plan.rows, plan.cols)
-                _math.lift_into(plan, param_matrix, delta, state["selection"])
-                if rule != "none":
-                    # already signed for signSGD
-                    free_params.append(param_matrix)
-                    free_grads.append(_math.state_free_residual(plan, grad_matrix, low, state["selection"], rule))
-        if free_params:
-            torch._foreach_add_(free_params, free_grads, alpha=-lr_free)
 
 
 def _restore_state_value(key: str, value: Any, param: torch.Tensor) -> Any:

@@ -1,0 +1,100 @@
+"""Optimizer step time of FRUGAL against torch's AdamW (foreach and fused), measured in one run.
+
+A LLaMA-style model (4 layers, hidden 256, ffn 688, vocabulary 512) is built from a config; its
+gradients are filled once with fixed random tensors, so only ``optimizer.step()`` is timed. Each
+optimizer gets its own copy of the model and runs 200 steps (from step 1, so the svd basis is
+computed once per T = 200 steps, as in training), in interleaved chunks so that load from other
+processes spreads over all of them. Prints the mean step time and the ratio to fused AdamW.
+
+    python benchmarks/optimizer_step.py [--steps 200] [--chunk 25] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from collections.abc import Callable
+
+import torch
+
+# Targets from the issue, as multiples of fused AdamW on CPU.
+TARGETS = {"FRUGAL blocks rho .25": 0.9, "FRUGAL blocks rho 0": 0.8, "FRUGAL svd rho .25": 2.5, "FRUGAL columns rho .25": 2.5}
+
+
+def build_model() -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=512,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config)
+
+
+def fill_grads(model: torch.nn.Module) -> None:
+    generator = torch.Generator().manual_seed(1)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=generator) * 1e-2
+
+
+def optimizers() -> dict[str, Callable[[torch.nn.Module], torch.optim.Optimizer]]:
+    from frugal_search.optimizer import FRUGAL, paper_param_groups
+
+    def frugal(**settings) -> Callable[[torch.nn.Module], torch.optim.Optimizer]:
+        return lambda model: FRUGAL(paper_param_groups(model), lr=1e-3, update_gap=200, **settings)
+
+    return {
+        "AdamW fused": lambda model: torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True),
+        "AdamW foreach": lambda model: torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=True),
+        "FRUGAL blocks rho .25": frugal(mode="blocks", density=0.25),
+        "FRUGAL blocks rho 0": frugal(mode="blocks", density=0.0),
+        "FRUGAL svd rho .25": frugal(mode="svd", density=0.25),
+        "FRUGAL columns rho .25": frugal(mode="columns", density=0.25),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--chunk", type=int, default=25, help="steps per optimizer before switching")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    base = build_model()
+    runs = {}
+    for name, make in optimizers().items():
+        model = copy.deepcopy(base)
+        fill_grads(model)
+        runs[name] = (model, make(model))
+    elapsed = dict.fromkeys(runs, 0.0)
+    done = 0
+    while done < args.steps:
+        chunk = min(args.chunk, args.steps - done)
+        for name, (_, optimizer) in runs.items():
+            start = time.perf_counter()
+            for _ in range(chunk):
+                optimizer.step()
+            elapsed[name] += time.perf_counter() - start
+        done += chunk
+
+    n_params = sum(p.numel() for p in base.parameters())
+    print(f"model: {n_params / 1e6:.2f}M parameters, {args.steps} steps, {torch.get_num_threads()} threads")
+    fused_ms = elapsed["AdamW fused"] / args.steps * 1e3
+    print(f"{'optimizer':<24}{'ms/step':>10}{'x fused':>10}{'target':>10}")
+    for name, seconds in elapsed.items():
+        ms = seconds / args.steps * 1e3
+        target = f"<= {TARGETS[name]}" if name in TARGETS else ""
+        print(f"{name:<24}{ms:>10.3f}{ms / fused_ms:>10.2f}{target:>10}")
+
+
+if __name__ == "__main__":
+    main()

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 DIRECTIONS = ("minimize", "minimize")
 METRIC_NAMES = ["eval_loss", "state_mib"]
+MAX_FAILURES_IN_A_ROW = 5  # a worker whose trials keep failing stops instead of looping
 _POLL_S = 1.0  # seconds between checks of the storage while waiting on other workers' trials
 
 
@@ -233,6 +234,7 @@ def run_worker(
     may still fail), and starts a trial otherwise.
     """
     import optuna
+    from optuna.trial import TrialState
 
     from frugal_search.search.objective import TrialObjective
     from frugal_search.search.storage import fail_stale_trials
@@ -250,6 +252,7 @@ def run_worker(
     objective = TrialObjective(config, device=device, memory_model=memory_model)
     target = config.study.trials
     ran = 0
+    failures_in_a_row = 0
     while True:
         fail_stale_trials(study, grace_period=config.study.grace_period)
         finished, running = _count_finished_and_running(study)
@@ -258,8 +261,20 @@ def run_worker(
         if finished + running >= target:
             time.sleep(_POLL_S * (0.5 + random.random()))  # jitter: workers do not wake in step
             continue
-        study.optimize(objective, n_trials=1, catch=(Exception,))
+        finished_here: list[Any] = []
+        study.optimize(
+            objective, n_trials=1, catch=(Exception,), callbacks=[lambda _, frozen: finished_here.append(frozen)]
+        )
         ran += 1
+        last = finished_here[-1] if finished_here else None
+        failures_in_a_row = failures_in_a_row + 1 if last is not None and last.state == TrialState.FAIL else 0
+        if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
+            # Every trial failing means the set-up is broken (data, model, device), not the partitions.
+            logger.error(
+                "worker %d stops: %d trials in a row failed; the last one said: %s",
+                worker_index, failures_in_a_row, last.user_attrs.get("reason") if last else "?",
+            )
+            return ran
         if on_trial is not None:
             on_trial()
 

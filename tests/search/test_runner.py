@@ -1,0 +1,257 @@
+"""End-to-end searches on a tiny model: counts, resume, failures as data, killed and parallel workers.
+
+Real services only: SQLite and journal files in a temporary folder, the PostgreSQL server on
+127.0.0.1:5432 (skipped with the reason when it does not answer), worker processes, ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from frugal_search.cli import main as cli_main
+from frugal_search.partition import Partition, baseline_partition
+from frugal_search.proxy import ModelSpec, build_model
+from frugal_search.search.config import load_study_config
+from frugal_search.search.objective import WORKER_LOST_REASON
+from frugal_search.search.runner import run_search
+from frugal_search.search.storage import open_storage
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+MODEL_OVERRIDES = "{ num_hidden_layers = 2, hidden_size = 32, intermediate_size = 64, num_attention_heads = 2 }"
+POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+
+
+def study_text(
+    *,
+    name: str,
+    trials: int,
+    storage: str | None = None,
+    baselines: str = '["adamw", "frugal"]',
+    budget: str | None = None,
+    steps: int = 6,
+    space: str = "density = [0.05, 0.5]\nhead_role = ['stateful', 'state_free']",
+    extra_study: str = "",
+) -> str:
+    lines = ["[study]", f'name = "{name}"', f"trials = {trials}", 'sampler = "random"', f"baselines = {baselines}"]
+    if storage is not None:
+        lines.append(f'storage = "{storage}"')
+    if budget is not None:
+        lines.append(f'memory_budget = "{budget}"')
+    lines.append(extra_study)
+    lines += [
+        "[model]",
+        'source = "tiny-llama"',
+        f"overrides = {MODEL_OVERRIDES}",
+        "[data]",
+        'source = "stdlib"',
+        "[proxy]",
+        f"steps = {steps}",
+        "batch_size = 2",
+        "seq_len = 16",
+        "eval_every = 3",
+        "eval_batches = 1",
+        "[space]",
+        space,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_study(folder: Path, text: str, name: str = "study.toml") -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def load(config_path: Path) -> optuna.Study:
+    config = load_study_config(config_path)
+    storage = open_storage(config.study.storage, heartbeat_interval=10, grace_period=60)
+    return optuna.load_study(study_name=config.study.name, storage=storage)
+
+
+def memory_model():
+    import torch
+
+    with torch.device("meta"):
+        return build_model(ModelSpec("tiny-llama", dict(num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=2)))
+
+
+def test_six_trials_then_the_same_command_adds_nothing(tmp_path: Path) -> None:
+    path = write_study(tmp_path, study_text(name="six", trials=6))
+    study = run_search(load_study_config(path), progress=False)
+    trials = study.get_trials()
+    assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 6
+    assert study.metric_names == ["eval_loss", "state_mib"]
+    model = memory_model()
+    for trial in trials:
+        assert len(trial.values) == 2 and trial.values[0] > 0
+        assert trial.user_attrs["outcome"] == "ok" and trial.user_attrs["reason"] is None
+        # the stored split rebuilds the partition; its memory, measured again, is the second value
+        partition = Partition.from_dict(trial.user_attrs["split"])
+        assert trial.values[1] == pytest.approx(partition.state_bytes(model) / 2**20)
+        assert trial.user_attrs["eval_curve"][0][0] == 0 and trial.user_attrs["eval_curve"][-1][0] == 6
+    assert [trial.user_attrs["baseline"] for trial in trials[:2]] == ["adamw", "frugal"]
+    adamw_bytes = baseline_partition("adamw").state_bytes(model)
+    assert trials[0].user_attrs["state_bytes"] == adamw_bytes
+    assert all(trial.user_attrs["baseline"] is None for trial in trials[2:])
+
+    assert cli_main(["run", str(path), "--no-progress"]) == 0
+    assert len(load(path).get_trials()) == 6  # nothing added, baselines not enqueued again
+    # a higher count resumes the same study: baselines are still not repeated
+    assert cli_main(["run", str(path), "--no-progress", "--trials", "7"]) == 0
+    after = load(path).get_trials()
+    assert len(after) == 7 and [t.user_attrs["baseline"] for t in after].count("adamw") == 1
+
+
+def test_exception_divergence_and_over_budget_are_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import frugal_search.proxy
+
+    real_run_proxy = frugal_search.proxy.run_proxy
+    calls = []
+
+    def flaky_run_proxy(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the first sampled trial (the frugal baseline is call 1)
+            raise RuntimeError("simulated crash inside the proxy run")
+        return real_run_proxy(*args, **kwargs)
+
+    monkeypatch.setattr(frugal_search.proxy, "run_proxy", flaky_run_proxy)
+    # budget between FRUGAL (feasible) and AdamW (infeasible); sampled lrs of 30-100 diverge
+    model = memory_model()
+    budget = (baseline_partition("frugal").state_bytes(model) + baseline_partition("adamw").state_bytes(model)) // 2
+    text = study_text(name="faults", trials=4, budget=str(budget), space="lr = [30.0, 100.0]\nmode = 'blocks'\ndensity = [0.0, 0.1]")
+    study = run_search(load_study_config(write_study(tmp_path, text)), progress=False)
+    trials = study.get_trials()
+    by_outcome = {}
+    for trial in trials:
+        by_outcome.setdefault(trial.user_attrs["outcome"], []).append(trial)
+    assert sum(trial.state in FINISHED for trial in trials) == 4  # the search went on past the failure
+    (infeasible,) = by_outcome["infeasible"]
+    assert infeasible.user_attrs["baseline"] == "adamw" and infeasible.state == TrialState.PRUNED
+    assert "over the memory budget" in infeasible.user_attrs["reason"] and "eval_curve" not in infeasible.user_attrs
+    (error,) = by_outcome["error"]
+    assert error.state == TrialState.FAIL
+    assert "RuntimeError: simulated crash inside the proxy run" in error.user_attrs["reason"]
+    assert "split" in error.user_attrs  # the partition that failed is kept for a look
+    assert len(by_outcome["diverged"]) == 2
+    for trial in by_outcome["diverged"]:
+        assert trial.state == TrialState.PRUNED and trial.user_attrs["reason"]
+        assert trial.params["lr"] >= 30.0
+    (ok,) = by_outcome["ok"]
+    assert ok.user_attrs["baseline"] == "frugal" and ok.state == TrialState.COMPLETE
+    assert len(calls) == 4  # the infeasible trial never trained
+
+
+def test_killed_worker_trial_is_failed_and_the_count_still_met(tmp_path: Path) -> None:
+    text = study_text(
+        name="killed", trials=3, steps=400, baselines="[]", extra_study="heartbeat_interval = 1\ngrace_period = 3"
+    )
+    path = write_study(tmp_path, text)
+    command = [sys.executable, "-m", "frugal_search", "run", str(path), "--no-progress"]
+    worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        running = []
+        while time.monotonic() < deadline and not running:
+            time.sleep(0.3)
+            if (tmp_path / "killed.db").exists():
+                try:
+                    running = [t for t in load(path).get_trials() if t.state == TrialState.RUNNING]
+                except Exception:  # the study is being created right now
+                    running = []
+        assert running, "no trial started within 90 s"
+        os.kill(worker.pid, signal.SIGKILL)
+    finally:
+        worker.kill()
+        worker.wait()
+    killed_number = running[0].number
+    assert load(path).get_trials()[killed_number].state == TrialState.RUNNING  # nobody told the storage
+
+    time.sleep(3.5)  # past the grace period: the killed trial's heartbeat is stale
+    rerun = subprocess.run(command + ["--steps", "6"], capture_output=True, text=True, timeout=240)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    trials = load(path).get_trials()
+    killed = trials[killed_number]
+    assert killed.state == TrialState.FAIL
+    assert killed.user_attrs["outcome"] == "error" and killed.user_attrs["reason"] == WORKER_LOST_REASON
+    finished = [t for t in trials if t.state in FINISHED]
+    assert len(finished) == 3 and len({t.number for t in finished}) == 3
+    assert [t.state for t in trials].count(TrialState.FAIL) == 1
+
+
+def _postgres_available() -> str | None:
+    try:
+        import psycopg2
+    except ImportError:
+        return "psycopg2 is not installed (pip install -e '.[dev]')"
+    try:
+        psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test", connect_timeout=3).close()
+    except Exception as error:
+        return f"no PostgreSQL server answers at 127.0.0.1:5432 (database test, user postgres): {error}"
+    return None
+
+
+@pytest.mark.services
+def test_three_workers_on_postgresql_finish_exactly_n(tmp_path: Path) -> None:
+    reason = _postgres_available()
+    if reason:
+        pytest.skip(reason)
+    name = f"frugal-search-test-{uuid.uuid4().hex[:12]}"
+    path = write_study(tmp_path, study_text(name=name, trials=7, storage=POSTGRES_URL, baselines='["adamw", "frugal", "badam"]'))
+    try:
+        study = run_search(load_study_config(path), workers=3, progress=False)
+        trials = study.get_trials()
+        finished = [t for t in trials if t.state in FINISHED]
+        assert len(finished) == 7
+        baselines = [t.user_attrs["baseline"] for t in finished if t.user_attrs["baseline"]]
+        assert sorted(baselines) == ["adamw", "badam", "frugal"]  # each exactly once
+        assert not [t for t in trials if t.state == TrialState.RUNNING]
+        sampled = [tuple(sorted(t.params.items())) for t in finished if not t.user_attrs["baseline"]]
+        assert len(set(sampled)) == len(sampled) == 4  # no point evaluated twice
+    finally:
+        optuna.delete_study(study_name=name, storage=POSTGRES_URL)
+
+
+def test_two_workers_on_the_default_sqlite_storage(tmp_path: Path) -> None:
+    path = write_study(tmp_path, study_text(name="pair", trials=5))
+    study = run_search(load_study_config(path), workers=2, progress=False)
+    assert (tmp_path / "pair.db").exists()  # the default storage, next to the study file
+    trials = study.get_trials()
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 5
+    reasons = " ".join(str(t.user_attrs.get("reason")) for t in trials)
+    assert "database is locked" not in reasons
+    assert not [t for t in trials if t.state == TrialState.FAIL]
+
+
+@pytest.mark.parametrize(
+    ("broken", "expected"),
+    [
+        (lambda text: text.replace("trials = 3", "trials = = 3"), "not valid TOML"),
+        (lambda text: text.replace("[proxy]", "[proxy]\nsteppes = 3"), "[proxy] unknown key 'steppes'"),
+        (lambda text: text.replace("trials = 3", 'trials = "three"'), "[study] trials: expected an integer"),
+        (lambda text: text[: text.index("[space]")], "[space] is missing or empty"),
+    ],
+    ids=["syntax", "unknown-key", "wrong-type", "empty-space"],
+)
+def test_malformed_study_file_fails_before_storage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], broken, expected: str
+) -> None:
+    database = tmp_path / "existing.db"
+    url = f"sqlite:///{database}"
+    optuna.create_study(storage=url, study_name="bad")  # an existing storage that must stay as it is
+    before = (database.read_bytes(), database.stat().st_mtime_ns)
+    path = write_study(tmp_path, broken(study_text(name="bad", trials=3, storage=url)), name="bad.toml")
+    assert cli_main(["run", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {path}") and expected in err[0]
+    assert (database.read_bytes(), database.stat().st_mtime_ns) == before
+    assert not (tmp_path / "existing.db-wal").exists()

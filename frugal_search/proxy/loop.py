@@ -9,6 +9,7 @@ GPU the loop syncs with the host only there (and at evaluations), not every step
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import sys
@@ -61,8 +62,12 @@ def run_proxy(
             returning True ends the run (reason ``"stopped by on_eval"``, not diverged).
 
     Returns:
-        A ``ProxyResult``. Divergence is reported there, never raised; CUDA out-of-memory errors
-        propagate as ``torch.cuda.OutOfMemoryError``.
+        A ``ProxyResult``. Divergence is reported there, never raised.
+
+    Raises:
+        torch.cuda.OutOfMemoryError: the run did not fit on the GPU. It is raised after the run's
+            model, optimizer and activations are released, so the caller can go on to the next run.
+        ValueError, TypeError: bad input, naming the value and what to use instead.
     """
     budget = ProxyBudget() if budget is None else budget
     if not isinstance(budget, ProxyBudget):
@@ -74,9 +79,17 @@ def run_proxy(
     rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
         torch.manual_seed(seed)
-        return _ProxyLoop(model, tokens, partition, budget, device=device, seed=seed, on_eval=on_eval).run(
-            started=started, progress=progress
-        )
+        try:
+            loop = _ProxyLoop(model, tokens, partition, budget, device=device, seed=seed, on_eval=on_eval)
+            return loop.run(started=started, progress=progress)
+        except torch.cuda.OutOfMemoryError as error:
+            message = str(error)
+    # Raised again out here, without the original traceback: its frames hold the model, the
+    # optimizer and the activations, which must be freed before the caller's next run.
+    loop = None
+    gc.collect()
+    torch.cuda.empty_cache()
+    raise torch.cuda.OutOfMemoryError(f"proxy run out of CUDA memory on {device}: {message}")
 
 
 class _ProxyLoop:

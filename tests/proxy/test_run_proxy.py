@@ -127,3 +127,20 @@ def test_bad_inputs_are_value_or_type_errors(small_model: ModelSpec, short_budge
             "adamw",
             short_budget,
         )
+
+
+def test_out_of_memory_propagates_after_releasing_the_model(small_model: ModelSpec, short_budget: ProxyBudget) -> None:
+    import gc
+    import weakref
+
+    models: list[weakref.ref] = []
+
+    def optimizer_that_runs_out_of_memory(model: torch.nn.Module) -> torch.optim.Optimizer:
+        models.append(weakref.ref(model))
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="simulated") as caught:
+        run_proxy(small_model, "stdlib", optimizer_that_runs_out_of_memory, short_budget)
+    assert caught.value.__context__ is None  # the failed run's frames are not kept alive
+    gc.collect()
+    assert models and models[0]() is None

@@ -153,22 +153,24 @@ def test_exception_divergence_and_over_budget_are_recorded(tmp_path: Path, monke
 
 def test_killed_worker_trial_is_failed_and_the_count_still_met(tmp_path: Path) -> None:
     text = study_text(
-        name="killed", trials=3, steps=400, baselines="[]", extra_study="heartbeat_interval = 1\ngrace_period = 3"
+        name="killed", trials=4, steps=20, baselines="[]", extra_study="heartbeat_interval = 1\ngrace_period = 3"
     )
     path = write_study(tmp_path, text)
     command = [sys.executable, "-m", "frugal_search", "run", str(path), "--no-progress"]
     worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 90
-        running = []
-        while time.monotonic() < deadline and not running:
-            time.sleep(0.3)
+        running, done = [], []
+        while time.monotonic() < deadline and not (running and done):
+            time.sleep(0.2)
             if (tmp_path / "killed.db").exists():
                 try:
-                    running = [t for t in load(path).get_trials() if t.state == TrialState.RUNNING]
+                    trials = load(path).get_trials()
                 except Exception:  # the study is being created right now
-                    running = []
-        assert running, "no trial started within 90 s"
+                    continue
+                done = [t for t in trials if t.state == TrialState.COMPLETE]
+                running = [t for t in trials if t.state == TrialState.RUNNING]
+        assert running and done, "no trial was running after a finished one within 90 s"
         os.kill(worker.pid, signal.SIGKILL)
     finally:
         worker.kill()
@@ -177,14 +179,16 @@ def test_killed_worker_trial_is_failed_and_the_count_still_met(tmp_path: Path) -
     assert load(path).get_trials()[killed_number].state == TrialState.RUNNING  # nobody told the storage
 
     time.sleep(3.5)  # past the grace period: the killed trial's heartbeat is stale
-    rerun = subprocess.run(command + ["--steps", "6"], capture_output=True, text=True, timeout=240)
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     trials = load(path).get_trials()
     killed = trials[killed_number]
     assert killed.state == TrialState.FAIL
     assert killed.user_attrs["outcome"] == "error" and killed.user_attrs["reason"] == WORKER_LOST_REASON
+    for before in done:  # finished before the kill: still there, unchanged
+        assert trials[before.number].state == TrialState.COMPLETE and trials[before.number].values == before.values
     finished = [t for t in trials if t.state in FINISHED]
-    assert len(finished) == 3 and len({t.number for t in finished}) == 3
+    assert len(finished) == 4 and len({t.number for t in finished}) == 4
     assert [t.state for t in trials].count(TrialState.FAIL) == 1
 
 

@@ -98,6 +98,24 @@ def arm_figures(study: Any, started_at: Any) -> dict[str, Any]:
     }
 
 
+def run_side_by_side(configs: dict[str, Any], *, minutes: float, threads: int, workdir: Path) -> None:
+    """Run every arm in its own process for ``minutes``, then stop them all."""
+    context = multiprocessing.get_context("spawn")
+    print(f"running {', '.join(configs)} side by side for {minutes:g} min each ...", flush=True)
+    started = time.time()
+    (workdir / "started").write_text(repr(started))
+    processes = {arm: context.Process(target=_arm_main, args=(config, threads), name=arm) for arm, config in configs.items()}
+    for process in processes.values():
+        process.start()
+    deadline = started + 60.0 * minutes
+    while time.time() < deadline and any(p.is_alive() for p in processes.values()):
+        time.sleep(2.0)
+    for process in processes.values():
+        process.terminate()  # the trial it was running stays RUNNING and counts for nothing
+    for process in processes.values():
+        process.join()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", default="studies/tiny.toml", help="study file (default studies/tiny.toml)")
@@ -105,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-fraction", type=float, default=0.25, help="first rung as a share of the steps")
     parser.add_argument("--reduction-factor", type=float, default=3.0, help="keep the top 1/this at a rung")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per search (default 1)")
-    parser.add_argument("--workdir", default="/tmp/frugal-multi-fidelity", help="where the two storages go (wiped)")
+    parser.add_argument("--seed", type=int, default=None, help="study seed of both searches (default: the file's)")
+    parser.add_argument("--workdir", default="/tmp/frugal-multi-fidelity", help="storages go to WORKDIR/seed<N> (wiped)")
+    parser.add_argument("--report-only", action="store_true", help="do not search; re-read the storages of --seed")
     parser.add_argument("-o", "--output", default="reports/multi-fidelity")
     args = parser.parse_args(argv)
 
@@ -115,26 +135,19 @@ def main(argv: list[str] | None = None) -> int:
     from frugal_search.search import load_study_config
 
     base = load_study_config(args.study)
-    workdir = Path(args.workdir)
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
+    if args.seed is not None:
+        base = dataclasses.replace(base, study=dataclasses.replace(base.study, seed=args.seed))
+    seed = base.study.seed
+    workdir = Path(args.workdir) / f"seed{seed}"
     configs = {
         arm: arm_config(base, arm, workdir=workdir, min_fraction=args.min_fraction, reduction_factor=args.reduction_factor)
         for arm in ARMS
     }
-    context = multiprocessing.get_context("spawn")
-    print(f"running {', '.join(ARMS)} side by side for {args.minutes:g} min each on {args.study} ...", flush=True)
-    started = time.time()
-    processes = {arm: context.Process(target=_arm_main, args=(configs[arm], args.threads), name=arm) for arm in ARMS}
-    for process in processes.values():
-        process.start()
-    deadline = started + 60.0 * args.minutes
-    while time.time() < deadline and any(p.is_alive() for p in processes.values()):
-        time.sleep(2.0)
-    for process in processes.values():
-        process.terminate()  # the trial it was running stays RUNNING and counts for nothing
-    for process in processes.values():
-        process.join()
+    if not args.report_only:
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        run_side_by_side(configs, minutes=args.minutes, threads=args.threads, workdir=workdir)
+    started = float((workdir / "started").read_text())
 
     import datetime
 
@@ -158,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         outcomes = figures[arm]["outcomes"]
         rows.append(
             {
+                "seed": seed,
+                "minutes": args.minutes,
+                "reference_mib": reference[0],
+                "reference_loss": reference[1],
                 "search": arm,
                 "hypervolume": hypervolume_2d(points, reference),
                 "finished_trials": int(figures[arm]["table"]["state"].isin(["COMPLETE", "PRUNED"]).sum()),
@@ -170,13 +187,15 @@ def main(argv: list[str] | None = None) -> int:
                 "proxy_steps_trained": figures[arm]["proxy_steps"],
             }
         )
-    write_outputs(rows, figures, reference=reference, args=args, seconds=60.0 * args.minutes)
+    write_outputs(rows, figures, reference=reference, args=args, seconds=60.0 * args.minutes, seed=seed)
     print((Path(args.output) / "result.md").read_text())
     return 0
 
 
-def write_outputs(rows: list[dict[str, Any]], figures: dict[str, Any], *, reference: tuple[float, float], args: Any, seconds: float) -> None:
-    """Write result.csv, result.md and hypervolume.png."""
+def write_outputs(
+    rows: list[dict[str, Any]], figures: dict[str, Any], *, reference: tuple[float, float], args: Any, seconds: float, seed: int
+) -> None:
+    """Write result-seed<N>.csv and hypervolume-seed<N>.png, then result.md over every seed's CSV."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -185,54 +204,64 @@ def write_outputs(rows: list[dict[str, Any]], figures: dict[str, Any], *, refere
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(out / "result.csv", index=False)
-    by_arm = {row["search"]: row for row in rows}
-    plain, halving = by_arm["plain"]["hypervolume"], by_arm["successive-halving"]["hypervolume"]
-    ratio = halving / plain if plain else float("nan")
-    lines = [
-        "# Multi-fidelity against plain search at equal wall time",
-        "",
-        f"Study {args.study}, both searches side by side for {args.minutes:g} minutes each (one process and "
-        f"one torch thread each, the same machine). Successive halving: min_fraction {args.min_fraction:g}, "
-        f"reduction_factor {args.reduction_factor:g}. Hypervolume of the front of finished feasible trials "
-        f"(memory MiB x eval loss), one reference point for both: ({reference[0]:.3f} MiB, {reference[1]:.4f}), "
-        "1.1 x the worst value of either search. Larger is better.",
-        "",
-        "Regenerate with:",
-        "",
-        "```bash",
-        f"python benchmarks/multi_fidelity.py --minutes {args.minutes:g}",
-        "```",
-        "",
-        "| search | hypervolume | finished trials | complete | stopped early | infeasible | diverged | front size | best loss | proxy steps trained |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['search']} | {row['hypervolume']:.4f} | {row['finished_trials']} | {row['complete']} | "
-            f"{row['stopped_early']} | {row['infeasible']} | {row['diverged']} | {row['front_size']} | "
-            f"{row['best_loss']:.4f} | {row['proxy_steps_trained']:.0f} |"
-        )
-    lines += [
-        "",
-        f"Successive halving / plain hypervolume: {ratio:.3f}. One run of each on a shared CPU: the wall-time "
-        "budget buys a different number of trials from run to run, so read a small difference as no difference.",
-    ]
-    (out / "result.md").write_text("\n".join(lines) + "\n")
+    pd.DataFrame(rows).to_csv(out / f"result-seed{seed}.csv", index=False)
 
     figure, axis = plt.subplots(figsize=(7.5, 4.5))
     times = [seconds * i / 100 for i in range(101)]
-    for arm in ("plain", "successive-halving"):
+    by_arm = {row["search"]: row for row in rows}
+    for arm in ARMS:
         volumes = hypervolume_over_time(figures[arm]["finished_points"], reference, times)
         axis.plot([t / 60 for t in times], volumes, label=f"{arm} ({by_arm[arm]['hypervolume']:.3f})")
     axis.set_xlabel("wall time (min)")
     axis.set_ylabel("hypervolume (MiB x loss, common reference)")
-    axis.set_title("Multi-fidelity vs plain search at equal wall time")
+    axis.set_title(f"Multi-fidelity vs plain search at equal wall time (study seed {seed})")
     axis.legend()
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(out / "hypervolume.png", dpi=120)
+    figure.savefig(out / f"hypervolume-seed{seed}.png", dpi=120)
     plt.close(figure)
+
+    table = pd.concat([pd.read_csv(path) for path in sorted(out.glob("result-seed*.csv"))], ignore_index=True)
+    lines = [
+        "# Multi-fidelity against plain search at equal wall time",
+        "",
+        f"Study {args.study}: both searches side by side (one process and one torch thread each, the same "
+        f"machine, the same sampler seed) for the same wall time. Successive halving: min_fraction "
+        f"{args.min_fraction:g}, reduction_factor {args.reduction_factor:g}. Score: hypervolume of the front of "
+        "finished feasible trials (memory MiB x eval loss), with one reference point for both searches of a "
+        "seed (1.1 x the worst memory and loss of either). Larger is better. Plots: hypervolume-seed<N>.png.",
+        "",
+        "Regenerate with (one line per seed):",
+        "",
+        "```bash",
+        *[
+            f"python benchmarks/multi_fidelity.py --minutes {minutes:g} --seed {int(s)}"
+            for s, minutes in table.groupby("seed")["minutes"].first().items()
+        ],
+        "```",
+        "",
+        "| seed | minutes | search | hypervolume | finished trials | complete | stopped early | infeasible | diverged | front size | best loss | proxy steps trained |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in table.itertuples(index=False):
+        lines.append(
+            f"| {row.seed} | {row.minutes:g} | {row.search} | {row.hypervolume:.4f} | {row.finished_trials} | "
+            f"{row.complete} | {row.stopped_early} | {row.infeasible} | {row.diverged} | {row.front_size} | "
+            f"{row.best_loss:.4f} | {row.proxy_steps_trained:.0f} |"
+        )
+    ratios = []
+    for seed_value, group in table.groupby("seed"):
+        values = dict(zip(group["search"], group["hypervolume"]))
+        ratio = values["successive-halving"] / values["plain"] if values.get("plain") else float("nan")
+        ratios.append(ratio)
+        lines.append("")
+        lines.append(f"Seed {seed_value}: successive halving / plain hypervolume = {ratio:.3f}.")
+    lines += [
+        "",
+        f"Mean ratio over {len(ratios)} seed(s): {sum(ratios) / len(ratios):.3f}. On a shared CPU the wall-time "
+        "budget buys a different number of trials from run to run; read a difference of a few percent as noise.",
+    ]
+    (out / "result.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

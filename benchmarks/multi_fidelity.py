@@ -163,10 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     worst_memory = max(memory for _, memory, _ in all_points)
     worst_loss = max(loss for _, _, loss in all_points)
     reference = (1.1 * worst_memory, 1.1 * worst_loss)
+    import numpy as np
+
     rows = []
     for arm in ARMS:
-        import numpy as np
-
         points = np.array([(memory, loss) for _, memory, loss in figures[arm]["finished_points"]]).reshape(-1, 2)
         outcomes = figures[arm]["outcomes"]
         rows.append(

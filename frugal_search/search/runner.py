@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 DIRECTIONS = ("minimize", "minimize")
 METRIC_NAMES = ["eval_loss", "state_mib"]
 MAX_FAILURES_IN_A_ROW = 5  # a worker whose trials keep failing stops instead of looping
-_POLL_S = 1.0  # seconds between checks of the storage while waiting on other workers' trials
+_POLL_S = 1.0
+_LAST_TRIAL_JITTER_S = 2.0  # longest random pause of a worker before it starts the study's last trial  # seconds between checks of the storage while waiting on other workers' trials
 
 
 def open_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
@@ -217,7 +218,7 @@ def _worker_main(config: StudyConfig, index: int, device: str, threads: int) -> 
 
     logging.basicConfig(level=logging.INFO, format=f"%(levelname)s worker-{index} %(name)s: %(message)s")
     torch.set_num_threads(threads)
-    run_worker(config, worker_index=index, device=device)
+    run_worker(config, worker_index=index, device=device, several_workers=True)
 
 
 def run_worker(
@@ -225,6 +226,7 @@ def run_worker(
     *,
     worker_index: int,
     device: str,
+    several_workers: bool = False,
     on_trial: Callable[[], None] | None = None,
 ) -> int:
     """Add trials to the study until it holds ``[study] trials`` finished ones; return how many ran.
@@ -261,6 +263,13 @@ def run_worker(
         if finished + running >= target:
             time.sleep(_POLL_S * (0.5 + random.random()))  # jitter: workers do not wake in step
             continue
+        if several_workers and finished + running + 1 == target:
+            # The last trial: workers that finished at the same moment would all start one. A random
+            # pause and a second look let one of them take it; the objective drops any that still race.
+            time.sleep(_LAST_TRIAL_JITTER_S * random.random())
+            finished, running = _count_finished_and_running(study)
+            if finished + running >= target:
+                continue
         finished_here: list[Any] = []
         study.optimize(
             objective, n_trials=1, catch=(Exception,), callbacks=[lambda _, frozen: finished_here.append(frozen)]

@@ -261,3 +261,21 @@ def test_malformed_study_file_fails_before_storage(
     assert len(err) == 1 and err[0].startswith(f"error: {path}") and expected in err[0]
     assert (database.read_bytes(), database.stat().st_mtime_ns) == before
     assert not (tmp_path / "existing.db-wal").exists()
+
+
+def test_journal_storage_runs_and_fails_dead_trials(tmp_path: Path) -> None:
+    from frugal_search.search.storage import HEARTBEAT_ATTR, fail_stale_trials
+
+    path = write_study(tmp_path, study_text(name="journal", trials=3, baselines='["frugal"]', storage=str(tmp_path / "j.log")))
+    study = run_search(load_study_config(path), progress=False)
+    assert isinstance(study._storage, optuna.storages.JournalStorage)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert all(HEARTBEAT_ATTR in t.system_attrs for t in trials)  # stamped while they ran
+
+    # a trial left RUNNING by a dead process: failed once its last stamp is older than the grace period
+    orphan = study.ask()
+    study._storage.set_trial_system_attr(orphan._trial_id, HEARTBEAT_ATTR, time.time() - 100)
+    assert fail_stale_trials(study, grace_period=1000) == []
+    assert fail_stale_trials(study, grace_period=50) == [orphan.number]
+    assert study.get_trials()[orphan.number].state == TrialState.FAIL

@@ -6,7 +6,7 @@ optimizer gets its own copy of the model and runs 200 steps (from step 1, so the
 computed once per T = 200 steps, as in training), in interleaved chunks so that load from other
 processes spreads over all of them. Prints the mean step time and the ratio to fused AdamW.
 
-    python benchmarks/optimizer_step.py [--steps 200] [--chunk 25] [--threads N]
+    python benchmarks/optimizer_step.py [--steps 200] [--chunk 25] [--threads N] [--only blocks svd ...]
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--chunk", type=int, default=25, help="steps per optimizer before switching")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--only", nargs="*", default=None, help="substrings of the optimizers to run (fused AdamW always runs)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,6 +73,8 @@ def main() -> None:
     base = build_model()
     runs = {}
     for name, make in optimizers().items():
+        if args.only and name != "AdamW fused" and not any(part in name for part in args.only):
+            continue
         model = copy.deepcopy(base)
         fill_grads(model)
         runs[name] = (model, make(model))

@@ -7,6 +7,7 @@ delta = -(lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -16,9 +17,14 @@ from torch.optim.optimizer import _get_fused_kernels_supported_devices
 from frugal_search.optimizer._subspace import SubspacePlan
 
 
+@functools.cache
+def _fused_devices() -> frozenset[str]:
+    return frozenset(_get_fused_kernels_supported_devices())
+
+
 def fused_supported(tensors: list[torch.Tensor]) -> bool:
     """Whether torch's fused AdamW kernel runs on every tensor's device and dtype."""
-    devices = _get_fused_kernels_supported_devices()
+    devices = _fused_devices()
     return all(
         t.device.type in devices and t.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
         for t in tensors
@@ -155,11 +161,37 @@ def adamw_multi(
     )
 
 
-# Elements per chunk of the CPU state-free loop: 2 MiB of fp32 scratch. The sign of a chunk of
+def adam_delta(
+    low: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    step: torch.Tensor,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    fused: bool | None,
+) -> torch.Tensor:
+    """Advance one tensor's low-rank moments and return its Adam step (fused kernel on zeros)."""
+    delta = torch.zeros_like(low)
+    use_fused = fused_supported([low]) if fused is None else fused
+    if use_fused:
+        step.add_(1)  # the raw kernel does not count steps; torch's wrapper does it the same way
+        torch._fused_adamw_(
+            [delta], [low], [exp_avg], [exp_avg_sq], [], [step],
+            lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps, amsgrad=False, maximize=False,
+        )
+    else:
+        adamw_multi([delta], [low], [exp_avg], [exp_avg_sq], [step], lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=0.0, fused=False)
+    return delta
+
+
+# Elements per chunk of the CPU state-free loop: 1 MiB of fp32 scratch. The sign of a chunk of
 # the gradient is written into a reused scratch buffer and added to the parameter chunk while both
 # are still in cache, so signSGD reads g and p and writes p once, with no full-size temporary
 # (allocating one per step costs more than the arithmetic on this CPU).
-CHUNK_ELEMENTS = 1 << 19
+CHUNK_ELEMENTS = 1 << 18
 
 
 def _scratch(reference: torch.Tensor, size: int) -> torch.Tensor:
@@ -218,20 +250,70 @@ def split_update_(
     if plan.kind in ("right", "left"):
         _projected_update_(plan, param_matrix, grad_matrix, low, delta_low, selection, rule=rule, lr_free=lr_free, decay=decay)
         return
-    # Coordinate modes: the chosen coordinates get decay + Adam and a zero residual; the others
-    # decay + the state-free rule on G. Keep the chosen (decayed) values, run the whole-tensor
-    # state-free pass, then write them back with the Adam step added.
-    chosen = project_down(plan, param_matrix, selection)
-    if decay != 1.0:
-        chosen.mul_(decay)
-    chosen.add_(delta_low)
-    state_free_update_([param_matrix], [grad_matrix], rule=rule, lr_free=lr_free, decay=decay)
-    if plan.kind == "columns":
-        param_matrix.index_copy_(1, selection, chosen)
-    elif plan.kind == "rows":
-        param_matrix.index_copy_(0, selection, chosen)
+    _coordinate_update_(plan, param_matrix, grad_matrix, delta_low, selection, rule=rule, lr_free=lr_free, decay=decay)
+
+
+def _coordinate_update_(
+    plan: SubspacePlan,
+    param_matrix: torch.Tensor,
+    grad_matrix: torch.Tensor,
+    delta_low: torch.Tensor,
+    selection: torch.Tensor,
+    *,
+    rule: str,
+    lr_free: float,
+    decay: float,
+) -> None:
+    """Coordinate modes: ``P = P * decay - lr_free * rule(G with the chosen coordinates zeroed)``
+    block by block through one scratch, then ``P[chosen] += delta`` (adding the zeroed residual's
+    ``-0`` first leaves the chosen values exactly as the reference's order does)."""
+    m, n = plan.rows, plan.cols
+    flat = plan.kind == "flat"
+    # flat (randk) and rows walk the flattened tensor / whole rows; columns walk row blocks
+    rows, cols = (1, m * n) if flat else (m, n)
+    param_view, grad_view = param_matrix.view(rows, cols), grad_matrix.reshape(rows, cols)
+    if rule == "none":
+        if decay != 1.0:
+            param_matrix.mul_(decay)
+    elif flat:
+        scratch = _scratch(grad_matrix, cols)
+        for start in range(0, cols, CHUNK_ELEMENTS):
+            stop = min(cols, start + CHUNK_ELEMENTS)
+            block = _rule_into(scratch[: stop - start], grad_view[0, start:stop], rule)
+            lo, hi = torch.searchsorted(selection, torch.tensor([start, stop], device=selection.device)).tolist()
+            block.index_fill_(0, selection[lo:hi] - start, 0)
+            _decay_and_add(param_view[0, start:stop], block, decay, lr_free)
     else:
-        param_matrix.view(-1).index_copy_(0, selection, chosen)
+        # 0 at the chosen columns (rows), 1 elsewhere: a broadcast multiply zeroes the residual
+        # there far faster than a strided fill or scatter
+        keep_shape = (n,) if plan.kind == "columns" else (m, 1)
+        keep = torch.ones(keep_shape, dtype=grad_matrix.dtype, device=grad_matrix.device)
+        keep.index_fill_(0, selection, 0)
+        rows_per_block = max(1, CHUNK_ELEMENTS // n)
+        scratch = _scratch(grad_matrix, min(m, rows_per_block) * n)
+        for start in range(0, m, rows_per_block):
+            stop = min(m, start + rows_per_block)
+            block = _rule_into(scratch[: (stop - start) * n].view(stop - start, n), grad_view[start:stop], rule)
+            block.mul_(keep if plan.kind == "columns" else keep[start:stop])
+            _decay_and_add(param_view[start:stop], block, decay, lr_free)
+    if plan.kind == "columns":
+        param_matrix.index_add_(1, selection, delta_low)
+    elif plan.kind == "rows":
+        param_matrix.index_add_(0, selection, delta_low)
+    else:
+        param_matrix.view(-1).index_add_(0, selection, delta_low)
+
+
+def _rule_into(out: torch.Tensor, grad: torch.Tensor, rule: str) -> torch.Tensor:
+    if rule == "signsgd":
+        return torch.sign(grad, out=out)
+    return out.copy_(grad)
+
+
+def _decay_and_add(param_block: torch.Tensor, update: torch.Tensor, decay: float, lr_free: float) -> None:
+    if decay != 1.0:
+        param_block.mul_(decay)
+    param_block.add_(update, alpha=-lr_free)
 
 
 def _projected_update_(

@@ -358,7 +358,7 @@ class FRUGAL(Optimizer):
         predecay: list[torch.Tensor] = []  # whole-Adam tensors the fused kernel cannot decay
         free_params: list[torch.Tensor] = []  # whole tensors taking the state-free rule
         free_grads: list[torch.Tensor] = []
-        split: list[tuple[torch.Tensor, SubspacePlan, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]] = []
+        split: list[tuple[torch.Tensor, SubspacePlan, dict[str, torch.Tensor], torch.Tensor]] = []
         for i, param in enumerate(group["params"]):
             grad = param.grad
             if grad is None:
@@ -379,27 +379,20 @@ class FRUGAL(Optimizer):
                 continue
             plan = self._plan(group, param)
             grad_matrix = grad.reshape(plan.rows, plan.cols)
-            split.append((param, plan, state, grad_matrix, _math.project_down(plan, grad_matrix, state["selection"])))
+            split.append((param, plan, state, grad_matrix))
 
         # the fused kernel decays with its own lr, which is right only when that is the group's lr
         if weight_decay and predecay:
             torch._foreach_mul_(predecay, decay)
         _math.adamw_multi(*whole, lr=lr_sf, weight_decay=weight_decay if lr_sf == lr else 0.0, **adam)
         _math.state_free_update_(free_params, free_grads, rule=rule, lr_free=lr_free, decay=decay)
-        if not split:
-            return
-        deltas = [torch.zeros_like(low) for *_, low in split]  # fused Adam on zeros yields the step
-        _math.adamw_multi(
-            deltas,
-            [low for *_, low in split],
-            [state["exp_avg"] for _, _, state, _, _ in split],
-            [state["exp_avg_sq"] for _, _, state, _, _ in split],
-            [state["step"] for _, _, state, _, _ in split],
-            lr=lr_sf,
-            weight_decay=0.0,
-            **adam,
-        )
-        for (param, plan, state, grad_matrix, low), delta in zip(split, deltas, strict=True):
+        # One tensor at a time, so that its gradient and parameter are still in cache when the
+        # state-free pass and the lift read them right after the projection.
+        for param, plan, state, grad_matrix in split:
+            low = _math.project_down(plan, grad_matrix, state["selection"])
+            delta = _math.adam_delta(
+                low, state["exp_avg"], state["exp_avg_sq"], state["step"], lr=lr_sf, **adam
+            )
             _math.split_update_(
                 plan, param.view(plan.rows, plan.cols), grad_matrix, low, delta, state["selection"],
                 rule=rule, lr_free=lr_free, decay=decay,

@@ -194,8 +194,13 @@ def adam_delta(
 CHUNK_ELEMENTS = 1 << 18
 
 
+def _chunk_elements(device: torch.device) -> int:
+    """Chunk size for ``device``: cache-sized on the CPU; elsewhere whole tensors (fewer launches)."""
+    return CHUNK_ELEMENTS if device.type == "cpu" else 1 << 62
+
+
 def _scratch(reference: torch.Tensor, size: int) -> torch.Tensor:
-    return torch.empty(min(size, CHUNK_ELEMENTS), dtype=reference.dtype, device=reference.device)
+    return torch.empty(size, dtype=reference.dtype, device=reference.device)
 
 
 def state_free_update_(
@@ -213,11 +218,12 @@ def state_free_update_(
         elif rule == "sgd":
             torch._foreach_add_(params, grads, alpha=-lr_free)
         return
-    scratch = _scratch(grads[0], max(g.numel() for g in grads)) if rule == "signsgd" else None
+    largest = min(max(g.numel() for g in grads), CHUNK_ELEMENTS)
+    scratch = _scratch(grads[0], largest) if rule == "signsgd" else None
     for param, grad in zip(params, grads, strict=True):
         param_flat, grad_flat = param.view(-1), grad.reshape(-1)
         if scratch is not None and scratch.dtype != grad.dtype:
-            scratch = _scratch(grad, max(g.numel() for g in grads))
+            scratch = _scratch(grad, largest)
         for start in range(0, param_flat.numel(), CHUNK_ELEMENTS):
             param_chunk = param_flat[start : start + CHUNK_ELEMENTS]
             grad_chunk = grad_flat[start : start + CHUNK_ELEMENTS]
@@ -276,9 +282,10 @@ def _coordinate_update_(
         if decay != 1.0:
             param_matrix.mul_(decay)
     elif flat:
-        scratch = _scratch(grad_matrix, cols)
-        for start in range(0, cols, CHUNK_ELEMENTS):
-            stop = min(cols, start + CHUNK_ELEMENTS)
+        chunk = _chunk_elements(grad_matrix.device)
+        scratch = _scratch(grad_matrix, min(cols, chunk))
+        for start in range(0, cols, chunk):
+            stop = min(cols, start + chunk)
             block = _rule_into(scratch[: stop - start], grad_view[0, start:stop], rule)
             lo, hi = torch.searchsorted(selection, torch.tensor([start, stop], device=selection.device)).tolist()
             block.index_fill_(0, selection[lo:hi] - start, 0)
@@ -289,7 +296,7 @@ def _coordinate_update_(
         keep_shape = (n,) if plan.kind == "columns" else (m, 1)
         keep = torch.ones(keep_shape, dtype=grad_matrix.dtype, device=grad_matrix.device)
         keep.index_fill_(0, selection, 0)
-        rows_per_block = max(1, CHUNK_ELEMENTS // n)
+        rows_per_block = max(1, _chunk_elements(grad_matrix.device) // n)
         scratch = _scratch(grad_matrix, min(m, rows_per_block) * n)
         for start in range(0, m, rows_per_block):
             stop = min(m, start + rows_per_block)
@@ -332,8 +339,7 @@ def _projected_update_(
     while in cache (one scratch, no full-size temporary). Right: P (m, n), delta/low (m, r),
     B (r, n). Left: A (m, r), delta/low (r, n)."""
     m, n = plan.rows, plan.cols
-    on_cpu = param_matrix.device.type == "cpu"
-    rows_per_block = max(1, CHUNK_ELEMENTS // n) if on_cpu else m
+    rows_per_block = max(1, _chunk_elements(param_matrix.device) // n)
     scratch = _scratch(grad_matrix, min(m, rows_per_block) * n) if rule != "none" else None
     for start in range(0, m, rows_per_block):
         stop = min(m, start + rows_per_block)

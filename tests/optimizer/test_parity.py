@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from frugal_search.optimizer import FRUGAL, paper_param_groups
+from frugal_search.optimizer import FRUGAL, _math, paper_param_groups
 
 LR, BETAS, EPS, WD = 1e-3, (0.9, 0.99), 1e-8, 0.1
 
@@ -109,13 +109,17 @@ def test_rotated_bases_match_float64_formulas(mode, shape, reset, foreach):
     assert torch.allclose(weight.detach().double(), expected, rtol=0, atol=2e-5)
 
 
-SHAPES = [(8, 12), (12, 8), (16,), (4, 3, 5), (10, 10)]
+SHAPES = [(8, 12), (12, 8), (16,), (4, 3, 5), (10, 10), (30, 9)]
 
 
 @pytest.mark.parametrize("mode", ["blocks", "svd", "random", "randperm", "columns", "rows", "randk"])
 @pytest.mark.parametrize("rule", ["signsgd", "sgd", "none"])
-def test_fast_path_matches_single_tensor_path(mode, rule):
-    """The fused/foreach path against the single-tensor path, every mode, with every role present."""
+@pytest.mark.parametrize("chunk", [None, 7, 20])
+def test_fast_path_matches_single_tensor_path(mode, rule, chunk, monkeypatch):
+    """The fused/foreach path against the single-tensor path, every mode, with every role present;
+    tiny chunks make the CPU's chunked passes cross block boundaries inside every tensor."""
+    if chunk is not None:
+        monkeypatch.setattr(_math, "CHUNK_ELEMENTS", chunk)
 
     def run(foreach: bool) -> list[torch.Tensor]:
         torch.manual_seed(5)

@@ -20,7 +20,14 @@ import time
 import torch
 
 from frugal_search.partition import baseline_partition
-from frugal_search.proxy import ProxyBudget, build_data, build_model, causal_lm_loss, lr_factor, run_proxy
+from frugal_search.proxy import (
+    ProxyBudget,
+    build_data,
+    build_model,
+    causal_lm_loss,
+    lr_factor,
+    run_proxy,
+)
 
 
 def bare_loop(args: argparse.Namespace, budget: ProxyBudget, data) -> float:

@@ -24,7 +24,13 @@ from torch import nn
 from frugal_search.optimizer import optimizer_state_bytes
 from frugal_search.proxy.budget import ProxyBudget, lr_factor
 from frugal_search.proxy.data import DataLike, TokenData, build_data
-from frugal_search.proxy.models import ModelLike, build_model, causal_lm_loss, describe_model, model_vocab_size
+from frugal_search.proxy.models import (
+    ModelLike,
+    build_model,
+    causal_lm_loss,
+    describe_model,
+    model_vocab_size,
+)
 from frugal_search.proxy.result import REASON_COMPLETED, REASON_STOPPED, ProxyResult
 
 logger = logging.getLogger(__name__)

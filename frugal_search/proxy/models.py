@@ -25,21 +25,21 @@ logger = logging.getLogger(__name__)
 # for dozens of proxy runs on a laptop CPU); the others are the paper's pre-training shapes
 # (FRUGAL arXiv 2411.07837, Table of model sizes; vocabulary 32000, untied head).
 PRESETS: dict[str, dict[str, int]] = {
-    "tiny-llama": dict(
-        vocab_size=256, hidden_size=128, intermediate_size=344, num_hidden_layers=4, num_attention_heads=4
-    ),
-    "llama-60m": dict(
-        vocab_size=32000, hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8
-    ),
-    "llama-130m": dict(
-        vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12
-    ),
-    "llama-350m": dict(
-        vocab_size=32000, hidden_size=1024, intermediate_size=2736, num_hidden_layers=24, num_attention_heads=16
-    ),
-    "llama-1b": dict(
-        vocab_size=32000, hidden_size=2048, intermediate_size=5461, num_hidden_layers=24, num_attention_heads=32
-    ),
+    "tiny-llama": {
+        "vocab_size": 256, "hidden_size": 128, "intermediate_size": 344, "num_hidden_layers": 4, "num_attention_heads": 4
+    },
+    "llama-60m": {
+        "vocab_size": 32000, "hidden_size": 512, "intermediate_size": 1376, "num_hidden_layers": 8, "num_attention_heads": 8
+    },
+    "llama-130m": {
+        "vocab_size": 32000, "hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 12
+    },
+    "llama-350m": {
+        "vocab_size": 32000, "hidden_size": 1024, "intermediate_size": 2736, "num_hidden_layers": 24, "num_attention_heads": 16
+    },
+    "llama-1b": {
+        "vocab_size": 32000, "hidden_size": 2048, "intermediate_size": 5461, "num_hidden_layers": 24, "num_attention_heads": 32
+    },
 }
 # Rotary position embeddings do not limit the length; this only sizes HF's bookkeeping.
 _PRESET_MAX_POSITIONS = 4096
@@ -185,8 +185,10 @@ def _call_factory(source: str) -> nn.Module:
     except ImportError as error:
         raise ValueError(f"cannot import the model factory module {module_name!r} of {source!r}: {error}") from error
     factory = getattr(module, function_name, None)
+    if factory is None:
+        raise ValueError(f"{module_name!r} has no {function_name!r}; the factory is 'package.module:function'")
     if not callable(factory):
-        raise ValueError(f"{module_name!r} has no callable {function_name!r}; the factory is 'package.module:function'")
+        raise TypeError(f"{source!r} is a {type(factory).__name__}, not a callable returning an nn.Module")
     return factory()
 
 

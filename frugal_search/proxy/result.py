@@ -21,8 +21,9 @@ class ProxyResult:
     Divergence never raises: a NaN/inf train loss, or one above ``diverge_factor`` times the first
     eval loss, ends the run with ``diverged=True`` and a ``reason`` naming the step and the value.
     On CUDA the train loss is checked every ``log_every`` steps (to avoid a device sync per step),
-    on the CPU every step. A CUDA out-of-memory error is NOT turned into a result: it propagates as
-    ``torch.cuda.OutOfMemoryError`` so the caller (the search) can record the trial as ``oom``.
+    on the CPU every step. A CUDA out-of-memory error is NOT turned into a result: ``run_proxy``
+    releases the run's memory and raises ``torch.cuda.OutOfMemoryError``, so the caller (the
+    search) can record the trial as ``oom`` and go on.
     """
 
     eval_loss: float  # final eval loss (NaN when diverged)

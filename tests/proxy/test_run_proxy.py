@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from frugal_search.partition import Partition, baseline_partition
-from frugal_search.proxy import ModelSpec, ProxyBudget, ProxyResult, build_model, run_proxy
+from frugal_search.proxy import (
+    ModelSpec,
+    ProxyBudget,
+    ProxyResult,
+    build_model,
+    run_proxy,
+)
 
 
 @pytest.mark.slow
@@ -93,7 +99,7 @@ def test_lr_override_keeps_group_ratios_and_the_schedule_ends_at_the_floor(small
 
 def test_grad_accumulation_equals_one_bigger_batch(small_model: ModelSpec) -> None:
     # the train generator draws the same windows either way, so the two runs see the same data
-    common = dict(steps=3, seq_len=16, eval_every=3, eval_batches=1, log_every=1, grad_clip=None)
+    common = {"steps": 3, "seq_len": 16, "eval_every": 3, "eval_batches": 1, "log_every": 1, "grad_clip": None}
     adamw = baseline_partition("adamw")
     whole = run_proxy(small_model, "stdlib", adamw, ProxyBudget(batch_size=8, **common))
     split = run_proxy(small_model, "stdlib", adamw, ProxyBudget(batch_size=4, grad_accum=2, **common))

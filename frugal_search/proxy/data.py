@@ -111,7 +111,8 @@ DataLike = DataSpec | str | TokenData
 def build_data(data: DataLike) -> TokenData:
     """Return the ``TokenData`` of ``data`` (a ``DataSpec``, a source string, or a ``TokenData``).
 
-    Results are cached in-process per spec, so many proxy runs in one search read the data once.
+    Results are cached in-process per spec, so many proxy runs in one search read the data once;
+    files changed later in the same process are not read again.
     """
     if isinstance(data, TokenData):
         return data

@@ -78,6 +78,9 @@ class TrialObjective:
             trial.set_user_attr("outcome", "error")
             trial.set_user_attr("reason", _error_reason(error))
             raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("reason", "interrupted (Ctrl-C) before the trial finished")
+            raise
 
     def _evaluate(self, trial: optuna.Trial) -> tuple[float, float]:
         import optuna

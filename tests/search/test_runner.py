@@ -112,7 +112,9 @@ def test_six_trials_then_the_same_command_adds_nothing(tmp_path: Path) -> None:
     assert len(after) == 7 and [t.user_attrs["baseline"] for t in after].count("adamw") == 1
 
 
-def test_exception_divergence_and_over_budget_are_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_exception_divergence_oom_and_over_budget_are_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
     import frugal_search.proxy
 
     real_run_proxy = frugal_search.proxy.run_proxy
@@ -122,6 +124,8 @@ def test_exception_divergence_and_over_budget_are_recorded(tmp_path: Path, monke
         calls.append(1)
         if len(calls) == 2:  # the first sampled trial (the frugal baseline is call 1)
             raise RuntimeError("simulated crash inside the proxy run")
+        if len(calls) == 3:  # what run_proxy lets through from a GPU that is too small
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_run_proxy(*args, **kwargs)
 
     monkeypatch.setattr(frugal_search.proxy, "run_proxy", flaky_run_proxy)
@@ -142,7 +146,9 @@ def test_exception_divergence_and_over_budget_are_recorded(tmp_path: Path, monke
     assert error.state == TrialState.FAIL
     assert "RuntimeError: simulated crash inside the proxy run" in error.user_attrs["reason"]
     assert "split" in error.user_attrs  # the partition that failed is kept for a look
-    assert len(by_outcome["diverged"]) == 2
+    (oom,) = by_outcome["oom"]
+    assert oom.state == TrialState.PRUNED and "CUDA out of memory" in oom.user_attrs["reason"]
+    assert len(by_outcome["diverged"]) == 1
     for trial in by_outcome["diverged"]:
         assert trial.state == TrialState.PRUNED and trial.user_attrs["reason"]
         assert trial.params["lr"] >= 30.0

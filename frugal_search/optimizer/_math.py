@@ -218,19 +218,27 @@ def state_free_update_(
         elif rule == "sgd":
             torch._foreach_add_(params, grads, alpha=-lr_free)
         return
+    if rule == "sgd" and decay == 1.0:
+        torch._foreach_add_(params, grads, alpha=-lr_free)  # already one read of p and g
+        return
     largest = min(max(g.numel() for g in grads), CHUNK_ELEMENTS)
     scratch = _scratch(grads[0], largest) if rule == "signsgd" else None
     for param, grad in zip(params, grads, strict=True):
-        param_flat, grad_flat = param.view(-1), grad.reshape(-1)
         if scratch is not None and scratch.dtype != grad.dtype:
             scratch = _scratch(grad, largest)
-        for start in range(0, param_flat.numel(), CHUNK_ELEMENTS):
-            param_chunk = param_flat[start : start + CHUNK_ELEMENTS]
-            grad_chunk = grad_flat[start : start + CHUNK_ELEMENTS]
+        if param.numel() <= CHUNK_ELEMENTS:  # most tensors: no slicing, fewer dispatches
+            chunks = [(param, grad)]
+        else:
+            param_flat, grad_flat = param.view(-1), grad.reshape(-1)
+            chunks = [
+                (param_flat[start : start + CHUNK_ELEMENTS], grad_flat[start : start + CHUNK_ELEMENTS])
+                for start in range(0, param_flat.numel(), CHUNK_ELEMENTS)
+            ]
+        for param_chunk, grad_chunk in chunks:
             if decay != 1.0:
                 param_chunk.mul_(decay)
             if rule == "signsgd":
-                sign_chunk = scratch[: grad_chunk.numel()]
+                sign_chunk = scratch[: grad_chunk.numel()].view(grad_chunk.shape)
                 torch.sign(grad_chunk, out=sign_chunk)
                 param_chunk.add_(sign_chunk, alpha=-lr_free)
             elif rule == "sgd":

@@ -31,6 +31,7 @@ DIRECTIONS = ("minimize", "minimize")
 METRIC_NAMES = ["eval_loss", "state_mib"]
 MAX_FAILURES_IN_A_ROW = 5  # a worker whose trials keep failing stops instead of looping
 _POLL_S = 1.0
+_WORKER_STOP_GRACE_S = 10.0  # seconds workers get to finish their bookkeeping after Ctrl-C
 _LAST_TRIAL_JITTER_S = 2.0  # longest random pause of a worker before it starts the study's last trial  # seconds between checks of the storage while waiting on other workers' trials
 
 
@@ -148,18 +149,18 @@ def run_search(
         progress: show a progress bar on stderr (trials done, front size, time left).
 
     A single worker runs in this process; several are spawned processes (the parent only shows
-    progress). With a memory budget, SQLite storages and several workers, see the README.
+    progress). Which storages suit several workers: README section "Running a search".
     """
     config = config.with_overrides(trials=trials, device=device)
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     study = open_study(config)
-    enqueue_baselines(study, config.study.baselines)
     target = config.study.trials
     done = count_finished_trials(study)
     if done >= target:
         logger.info("study %r already holds %d finished trials (target %d): nothing to do", config.study.name, done, target)
         return study
+    enqueue_baselines(study, config.study.baselines)
     logger.info(
         "study %r: %d of %d trials finished; %d worker(s) on %s",
         config.study.name, done, target, workers, config.study.storage,
@@ -195,8 +196,12 @@ def _run_worker_processes(config: StudyConfig, *, workers: int, bar: _ProgressBa
             if bar is not None:
                 bar.refresh()
     except BaseException:
+        # Ctrl-C reaches the workers too; give them a moment to record their trials as failed.
+        deadline = time.monotonic() + _WORKER_STOP_GRACE_S
         for process in processes:
-            process.terminate()
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.terminate()
         raise
     failed = [process.name for process in processes if process.exitcode not in (0, None)]
     if failed:

@@ -285,3 +285,26 @@ def test_journal_storage_runs_and_fails_dead_trials(tmp_path: Path) -> None:
     assert fail_stale_trials(study, grace_period=1000) == []
     assert fail_stale_trials(study, grace_period=50) == [orphan.number]
     assert study.get_trials()[orphan.number].state == TrialState.FAIL
+
+
+def test_successive_halving_stop_is_recorded_as_stopped_early(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import frugal_search.search.fidelity as fidelity
+
+    seen = []
+
+    class StopAtStep3:
+        stopped_at = None
+
+        def __call__(self, step: int, eval_loss: float) -> bool:
+            seen.append(step)
+            if step >= 3:
+                self.stopped_at = step
+                return True
+            return False
+
+    monkeypatch.setattr(fidelity, "make_early_stop", lambda trial, config, state_bytes=None: StopAtStep3())
+    text = study_text(name="halving", trials=1, baselines="[]") + "[search]\nfidelity = 'successive-halving'\n"
+    study = run_search(load_study_config(write_study(tmp_path, text)), progress=False)
+    (trial,) = study.get_trials()
+    assert trial.state == TrialState.PRUNED and trial.user_attrs["outcome"] == "stopped-early"
+    assert trial.user_attrs["steps"] == 3 and seen == [0, 3]  # the proxy run ended at the first rung

@@ -56,8 +56,8 @@ class FRUGAL(Optimizer):
        are zeroed and the Adam step counter restarts; with ``reset_state=False`` they carry on,
        not re-projected. A tensor whose grad is None at a re-selection step keeps no new subspace
        until its first step with a grad in that period, where it is selected (svd needs the grad).
-    2. Decoupled weight decay on every updated tensor, state-free ones included:
-       ``p *= 1 - lr * weight_decay`` (unscaled lr).
+    2. Decoupled weight decay on every tensor with a grad, state-free ones included (also with
+       ``state_free="none"``): ``p *= 1 - lr * weight_decay`` (unscaled lr).
     3. State-full part: ``m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
        delta = -(lr_sf / (1-b1^t)) m / (sqrt(v) / sqrt(1-b2^t) + eps)``, lifted back with ``up``.
     4. State-free part of the residual ``G - up(down(G))``: ``signsgd`` ``-lr_free sign(r)``,
@@ -75,6 +75,13 @@ class FRUGAL(Optimizer):
     scalar ``period`` (which period the subspace belongs to). All randomness comes from a CPU
     ``torch.Generator`` seeded by ``seed``; its state, the global step and the active blocks are
     saved in ``state_dict()["frugal"]`` as tensors.
+
+    Paths: ``foreach=True`` (default) runs torch's fused AdamW kernel over all whole-tensor
+    Adam updates of a group (stateful tensors, active blocks) and per tensor for the low-rank
+    moments; on the CPU the state-free rule, the weight decay, the lift and the residual are done
+    in cache-sized chunks through one scratch buffer (signSGD reads g and p and writes p once).
+    ``foreach=False`` is the single-tensor reference path, the formulas as written; tests check
+    the two against each other.
 
     Args:
         params: parameters or param groups (dicts with ``params``, ``role``, optional ``names``

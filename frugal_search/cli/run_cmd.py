@@ -21,7 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--steps", type=int, help="proxy steps per trial (default: [proxy] steps)")
     parser.add_argument("--storage", help="Optuna storage URL or journal file (default: [study] storage)")
     parser.add_argument("--name", help="study name (default: [study] name)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes on the same storage (default 1)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes on the same storage (default 1)"
+    )
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: [proxy] device)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)

@@ -191,7 +191,9 @@ def study_config_from_dict(
     model = dict(raw.get("model", {}))
     data = dict(raw.get("data", {}))
     _check_with_proxy_stage(model, data, where)
-    return StudyConfig(study=study, model=model, data=data, proxy=proxy, space=space, search=search, path=path)
+    return StudyConfig(
+        study=study, model=model, data=data, proxy=proxy, space=space, search=search, path=path
+    )
 
 
 def normalize_storage(storage: str, *, base_dir: Path, where: str) -> str:
@@ -216,7 +218,9 @@ def normalize_storage(storage: str, *, base_dir: Path, where: str) -> str:
     return storage
 
 
-def _read_study(table: dict[str, Any], *, base_dir: Path, where: str, default_name: Path | None) -> StudySection:
+def _read_study(
+    table: dict[str, Any], *, base_dir: Path, where: str, default_name: Path | None
+) -> StudySection:
     allowed = [item.name for item in dataclasses.fields(StudySection)]
     _reject_unknown(table, allowed, where, section="study")
     name = table.get("name", default_name.stem if default_name else None)
@@ -229,7 +233,9 @@ def _read_study(table: dict[str, Any], *, base_dir: Path, where: str, default_na
         storage = f"sqlite:///{(base_dir / f'{name}.db').resolve()}"
     sampler = table.get("sampler", "tpe")
     if sampler not in SAMPLERS:
-        raise StudyConfigError(f"{where}: [study] sampler: {sampler!r} is not allowed; allowed: {' | '.join(SAMPLERS)}")
+        raise StudyConfigError(
+            f"{where}: [study] sampler: {sampler!r} is not allowed; allowed: {' | '.join(SAMPLERS)}"
+        )
     budget = table.get("memory_budget")
     if budget is not None:
         try:
@@ -237,7 +243,9 @@ def _read_study(table: dict[str, Any], *, base_dir: Path, where: str, default_na
         except ValueError as error:
             raise StudyConfigError(f"{where}: [study] memory_budget: {error}") from None
         if budget <= 0:
-            raise StudyConfigError(f"{where}: [study] memory_budget: must be above 0, got {table['memory_budget']!r}")
+            raise StudyConfigError(
+                f"{where}: [study] memory_budget: must be above 0, got {table['memory_budget']!r}"
+            )
     baselines = table.get("baselines", [])
     if not isinstance(baselines, list) or not all(isinstance(item, str) for item in baselines):
         raise StudyConfigError(f"{where}: [study] baselines: expected a list of names, got {baselines!r}")
@@ -268,7 +276,16 @@ def _read_study(table: dict[str, Any], *, base_dir: Path, where: str, default_na
     )
 
 
-_PROXY_INTS = ("steps", "batch_size", "seq_len", "grad_accum", "warmup_steps", "eval_every", "eval_batches", "log_every")
+_PROXY_INTS = (
+    "steps",
+    "batch_size",
+    "seq_len",
+    "grad_accum",
+    "warmup_steps",
+    "eval_every",
+    "eval_batches",
+    "log_every",
+)
 _PROXY_FLOATS = ("lr", "min_lr_ratio", "grad_clip", "diverge_factor")
 
 
@@ -287,7 +304,9 @@ def _read_proxy(table: dict[str, Any], where: str) -> ProxySection:
     if "device" in table:
         device = table["device"]
         if not isinstance(device, str) or device.split(":")[0] not in ("cpu", "cuda", "mps"):
-            raise StudyConfigError(f"{where}: [proxy] device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
+            raise StudyConfigError(
+                f"{where}: [proxy] device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}"
+            )
         values["device"] = device
     proxy = ProxySection(**values)
     try:
@@ -304,7 +323,9 @@ def _read_search(table: dict[str, Any], where: str) -> SearchSection:
     _reject_unknown(table, allowed, where, section="search")
     fidelity = table.get("fidelity", "none")
     if fidelity not in FIDELITIES:
-        raise StudyConfigError(f"{where}: [search] fidelity: {fidelity!r} is not allowed; allowed: {' | '.join(FIDELITIES)}")
+        raise StudyConfigError(
+            f"{where}: [search] fidelity: {fidelity!r} is not allowed; allowed: {' | '.join(FIDELITIES)}"
+        )
     min_fraction = table.get("min_fraction", 0.25)
     if not _is_number(min_fraction) or not 0 < min_fraction < 1:
         raise StudyConfigError(
@@ -313,7 +334,9 @@ def _read_search(table: dict[str, Any], where: str) -> SearchSection:
         )
     reduction = table.get("reduction_factor", 3)
     if not _is_number(reduction) or not reduction > 1:
-        raise StudyConfigError(f"{where}: [search] reduction_factor: expected a number above 1, got {reduction!r}")
+        raise StudyConfigError(
+            f"{where}: [search] reduction_factor: expected a number above 1, got {reduction!r}"
+        )
     return SearchSection(fidelity=fidelity, min_fraction=float(min_fraction), reduction_factor=reduction)
 
 
@@ -321,7 +344,10 @@ def _check_with_proxy_stage(model: Mapping[str, Any], data: Mapping[str, Any], w
     """Let the proxy stage check ``[model]`` and ``[data]`` now, before any storage is touched."""
     from frugal_search.search._proxy_bridge import model_spec_from_table, data_spec_from_table
 
-    for section, table, build in (("model", model, model_spec_from_table), ("data", data, data_spec_from_table)):
+    for section, table, build in (
+        ("model", model, model_spec_from_table),
+        ("data", data, data_spec_from_table),
+    ):
         try:
             build(table)
         except (TypeError, ValueError) as error:

@@ -32,7 +32,15 @@ logger = logging.getLogger(__name__)
 WORKER_LOST_REASON = "the worker stopped before the trial finished (killed, crashed or lost its storage)"
 SURPLUS_REASON = "not run: the study already held the requested number of trials when this one started"
 # user attributes copied from the proxy result into the trial
-RESULT_ATTRS = ("eval_loss", "best_eval_loss", "eval_curve", "tokens_per_s", "wall_s", "steps", "peak_memory_bytes")
+RESULT_ATTRS = (
+    "eval_loss",
+    "best_eval_loss",
+    "eval_curve",
+    "tokens_per_s",
+    "wall_s",
+    "steps",
+    "peak_memory_bytes",
+)
 _TRACEBACK_LINES = 6
 
 
@@ -137,7 +145,9 @@ class TrialObjective:
             _set_outcome(trial, "stopped-early", reason)
             raise optuna.TrialPruned(reason)
         if not math.isfinite(result.eval_loss):
-            raise ValueError(f"the proxy run returned eval loss {result.eval_loss} without reporting divergence")
+            raise ValueError(
+                f"the proxy run returned eval loss {result.eval_loss} without reporting divergence"
+            )
         _set_outcome(trial, "ok", None)
         return float(result.eval_loss), state_mib
 
@@ -180,7 +190,11 @@ def _check_not_surplus(trial: optuna.Trial, target: int) -> None:
     from optuna.trial import TrialState
 
     claimed = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    earlier = [other for other in trial.study.get_trials(deepcopy=False, states=claimed) if other.number < trial.number]
+    earlier = [
+        other
+        for other in trial.study.get_trials(deepcopy=False, states=claimed)
+        if other.number < trial.number
+    ]
     if len(earlier) >= target:
         raise SurplusTrialError(SURPLUS_REASON)
 
@@ -191,4 +205,6 @@ def _check_not_duplicate_baseline(trial: optuna.Trial, baseline: str) -> None:
     alive = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     for other in trial.study.get_trials(deepcopy=False, states=alive):
         if other.number < trial.number and other.user_attrs.get("baseline") == baseline:
-            raise DuplicateBaselineError(f"baseline {baseline!r} is already trial {other.number}; this copy is dropped")
+            raise DuplicateBaselineError(
+                f"baseline {baseline!r} is already trial {other.number}; this copy is dropped"
+            )

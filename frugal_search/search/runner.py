@@ -18,7 +18,6 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from frugal_search.units import MIB
 
 if TYPE_CHECKING:
     import optuna
@@ -30,9 +29,9 @@ logger = logging.getLogger(__name__)
 DIRECTIONS = ("minimize", "minimize")
 METRIC_NAMES = ["eval_loss", "state_mib"]
 MAX_FAILURES_IN_A_ROW = 5  # a worker whose trials keep failing stops instead of looping
-_POLL_S = 1.0
+_POLL_S = 1.0  # seconds between checks of the storage while waiting on other workers' trials
 _WORKER_STOP_GRACE_S = 10.0  # seconds workers get to finish their bookkeeping after Ctrl-C
-_LAST_TRIAL_JITTER_S = 2.0  # longest random pause of a worker before it starts the study's last trial  # seconds between checks of the storage while waiting on other workers' trials
+_LAST_TRIAL_JITTER_S = 2.0  # longest random pause of a worker before it starts the study's last trial
 
 
 def open_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
@@ -158,17 +157,28 @@ def run_search(
     target = config.study.trials
     done = count_finished_trials(study)
     if done >= target:
-        logger.info("study %r already holds %d finished trials (target %d): nothing to do", config.study.name, done, target)
+        logger.info(
+            "study %r already holds %d finished trials (target %d): nothing to do",
+            config.study.name,
+            done,
+            target,
+        )
         return study
     enqueue_baselines(study, config.study.baselines)
     logger.info(
         "study %r: %d of %d trials finished; %d worker(s) on %s",
-        config.study.name, done, target, workers, config.study.storage,
+        config.study.name,
+        done,
+        target,
+        workers,
+        config.study.storage,
     )
     bar = _ProgressBar(study, target) if progress else None
     try:
         if workers == 1:
-            run_worker(config, worker_index=0, device=config.proxy.device, on_trial=bar.refresh if bar else None)
+            run_worker(
+                config, worker_index=0, device=config.proxy.device, on_trial=bar.refresh if bar else None
+            )
         else:
             _run_worker_processes(config, workers=workers, bar=bar)
     finally:
@@ -249,7 +259,9 @@ def run_worker(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own log lines say what happened
     _quiet_catch_all_warnings()
     study = open_study(config)
-    study.sampler = make_sampler(config, worker_index=worker_index, seed_offset=len(study.get_trials(deepcopy=False)))
+    study.sampler = make_sampler(
+        config, worker_index=worker_index, seed_offset=len(study.get_trials(deepcopy=False))
+    )
     memory_model = _memory_model(config)
     if "adamw_state_bytes" not in study.user_attrs:
         from frugal_search.partition import baseline_partition
@@ -277,7 +289,10 @@ def run_worker(
                 continue
         finished_here: list[Any] = []
         study.optimize(
-            objective, n_trials=1, catch=(Exception,), callbacks=[lambda _, frozen: finished_here.append(frozen)]
+            objective,
+            n_trials=1,
+            catch=(Exception,),
+            callbacks=[lambda _, frozen: finished_here.append(frozen)],
         )
         ran += 1
         last = finished_here[-1] if finished_here else None
@@ -286,7 +301,9 @@ def run_worker(
             # Every trial failing means the set-up is broken (data, model, device), not the partitions.
             logger.error(
                 "worker %d stops: %d trials in a row failed; the last one said: %s",
-                worker_index, failures_in_a_row, last.user_attrs.get("reason") if last else "?",
+                worker_index,
+                failures_in_a_row,
+                last.user_attrs.get("reason") if last else "?",
             )
             return ran
         if on_trial is not None:
@@ -314,7 +331,9 @@ def _quiet_catch_all_warnings() -> None:
 def _count_finished_and_running(study: optuna.Study) -> tuple[int, int]:
     from optuna.trial import TrialState
 
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+    trials = study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    )
     running = sum(1 for trial in trials if trial.state == TrialState.RUNNING)
     return len(trials) - running, running
 
@@ -341,7 +360,12 @@ class _ProgressBar:
         from tqdm.auto import tqdm
 
         self.study = study
-        self.bar = tqdm(total=target, initial=min(target, count_finished_trials(study)), unit="trial", desc=study.study_name)
+        self.bar = tqdm(
+            total=target,
+            initial=min(target, count_finished_trials(study)),
+            unit="trial",
+            desc=study.study_name,
+        )
 
     def refresh(self) -> None:
         from optuna.trial import TrialState

@@ -255,7 +255,9 @@ def _parse_table(name: str, kind: DimensionKind, raw: dict[str, Any]) -> Dimensi
     if step is not None and (not _is_number(step) or step <= 0):
         raise SpaceError(f"{name}.step: expected a number > 0, got {step!r}")
     if step is not None and log:
-        raise SpaceError(f"{name}: 'step' and 'log = true' cannot be combined (Optuna samples one or the other)")
+        raise SpaceError(
+            f"{name}: 'step' and 'log = true' cannot be combined (Optuna samples one or the other)"
+        )
     return _make_range(name, kind, low=raw["low"], high=raw["high"], log=log, step=step)
 
 
@@ -269,7 +271,9 @@ def _make_choices(name: str, kind: DimensionKind, raw: list[Any]) -> Dimension:
     return Dimension(name, choices=values)
 
 
-def _make_range(name: str, kind: DimensionKind, *, low: Any, high: Any, log: bool, step: float | None) -> Dimension:
+def _make_range(
+    name: str, kind: DimensionKind, *, low: Any, high: Any, log: bool, step: float | None
+) -> Dimension:
     low = _check_number(name, kind, low)
     high = _check_number(name, kind, high)
     if low > high:
@@ -344,7 +348,9 @@ def sample_settings(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
     return values
 
 
-def partition_from_settings(values: dict[str, Any], *, name: str | None = None, provenance: Any = None) -> Partition:
+def partition_from_settings(
+    values: dict[str, Any], *, name: str | None = None, provenance: Any = None
+) -> Partition:
     """Build the :class:`Partition` that the sampled ``values`` describe (rules in the docstring order)."""
     from frugal_search.partition import Partition, Rule
 

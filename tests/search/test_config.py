@@ -86,25 +86,45 @@ def test_overrides_are_checked_and_applied(tmp_path: Path) -> None:
         (("[search]", "[searchh]"), r"unknown section 'searchh'; allowed: study, model"),
         (("trials = 12", "trials = '12'"), r"\[study\] trials: expected an integer, got '12'"),
         (("trials = 12", "trials = 0"), r"\[study\] trials: expected an integer >= 1"),
-        (('sampler = "nsga2"', 'sampler = "cmaes"'), r"sampler: 'cmaes' is not allowed; allowed: tpe \| nsga2"),
+        (
+            ('sampler = "nsga2"', 'sampler = "cmaes"'),
+            r"sampler: 'cmaes' is not allowed; allowed: tpe \| nsga2",
+        ),
         (('memory_budget = "2 MiB"', 'memory_budget = "2 parsecs"'), r"memory_budget: cannot read"),
         (('"adamw", "frugal"', '"adamw", "sgd"'), r"baselines: 'sgd' is not a baseline"),
         (("density = [0.05, 0.5]", "density = [0.5, 0.05]"), r"density: range low 0.5 is above high 0.05"),
-        (("density = [0.05, 0.5]", "density = [0.05, 1.5]"), r"density: 1.5 is out of range; allowed: a number in \[0"),
-        (('mode = "blocks"', 'mode = "diagonal"'), r"mode: 'diagonal' is not allowed; allowed: blocks \| svd"),
+        (
+            ("density = [0.05, 0.5]", "density = [0.05, 1.5]"),
+            r"density: 1.5 is out of range; allowed: a number in \[0",
+        ),
+        (
+            ('mode = "blocks"', 'mode = "diagonal"'),
+            r"mode: 'diagonal' is not allowed; allowed: blocks \| svd",
+        ),
         (('"stateful", "state_free"]', '"stateful", 3]'), r"head_role: 3 is not allowed"),
-        (("update_gap = { low = 5, high = 100 }", "update_gap = { low = 0, high = 100 }"), r"update_gap: 0 is out of range"),
-        (("update_gap = { low = 5, high = 100 }", "update_gap = { low = 5 }"), r"update_gap: a range needs both"),
+        (
+            ("update_gap = { low = 5, high = 100 }", "update_gap = { low = 0, high = 100 }"),
+            r"update_gap: 0 is out of range",
+        ),
+        (
+            ("update_gap = { low = 5, high = 100 }", "update_gap = { low = 5 }"),
+            r"update_gap: a range needs both",
+        ),
         (("[space]", "[space]\nrho = [0.1, 0.2]"), r"\[space\] unknown key 'rho'; allowed keys: lr, "),
         (("batch_size = 4", "batch_size = 4.5"), r"\[proxy\] batch_size: expected an integer, got 4.5"),
         (("batch_size = 4", "batch_size = -4"), r"\[proxy\] batch_size must be a positive integer"),
-        (('fidelity = "successive-halving"', 'fidelity = "hyperband"'), r"fidelity: 'hyperband' is not allowed"),
+        (
+            ('fidelity = "successive-halving"', 'fidelity = "hyperband"'),
+            r"fidelity: 'hyperband' is not allowed",
+        ),
         (("min_fraction = 0.3", "min_fraction = 1.0"), r"min_fraction: expected a number in \(0, 1\)"),
         (('source = "tiny-llama"', "source = 7"), r"\[model\] source: expected a string, got 7"),
         (("[proxy]", "[data]\nsorce = 'stdlib'\n[proxy]"), r"\[data\] unknown key 'sorce'; allowed: source"),
     ],
 )
-def test_each_mistake_names_file_key_and_allowed_values(tmp_path: Path, change: tuple[str, str], expected: str) -> None:
+def test_each_mistake_names_file_key_and_allowed_values(
+    tmp_path: Path, change: tuple[str, str], expected: str
+) -> None:
     old, new = change
     assert old in VALID
     path = write(tmp_path, VALID.replace(old, new, 1))

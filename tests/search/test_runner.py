@@ -27,7 +27,9 @@ from frugal_search.search.runner import run_search
 from frugal_search.search.storage import open_storage
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-MODEL_OVERRIDES = "{ num_hidden_layers = 2, hidden_size = 32, intermediate_size = 64, num_attention_heads = 2 }"
+MODEL_OVERRIDES = (
+    "{ num_hidden_layers = 2, hidden_size = 32, intermediate_size = 64, num_attention_heads = 2 }"
+)
 POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 
 
@@ -42,7 +44,13 @@ def study_text(
     space: str = "density = [0.05, 0.5]\nhead_role = ['stateful', 'state_free']",
     extra_study: str = "",
 ) -> str:
-    lines = ["[study]", f'name = "{name}"', f"trials = {trials}", 'sampler = "random"', f"baselines = {baselines}"]
+    lines = [
+        "[study]",
+        f'name = "{name}"',
+        f"trials = {trials}",
+        'sampler = "random"',
+        f"baselines = {baselines}",
+    ]
     if storage is not None:
         lines.append(f'storage = "{storage}"')
     if budget is not None:
@@ -82,7 +90,12 @@ def memory_model():
     import torch
 
     with torch.device("meta"):
-        return build_model(ModelSpec("tiny-llama", dict(num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=2)))
+        return build_model(
+            ModelSpec(
+                "tiny-llama",
+                dict(num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=2),
+            )
+        )
 
 
 def test_six_trials_then_the_same_command_adds_nothing(tmp_path: Path) -> None:
@@ -112,7 +125,9 @@ def test_six_trials_then_the_same_command_adds_nothing(tmp_path: Path) -> None:
     assert len(after) == 7 and [t.user_attrs["baseline"] for t in after].count("adamw") == 1
 
 
-def test_exception_divergence_oom_and_over_budget_are_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_exception_divergence_oom_and_over_budget_are_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import torch
 
     import frugal_search.proxy
@@ -131,8 +146,15 @@ def test_exception_divergence_oom_and_over_budget_are_recorded(tmp_path: Path, m
     monkeypatch.setattr(frugal_search.proxy, "run_proxy", flaky_run_proxy)
     # budget between FRUGAL (feasible) and AdamW (infeasible); sampled lrs of 30-100 diverge
     model = memory_model()
-    budget = (baseline_partition("frugal").state_bytes(model) + baseline_partition("adamw").state_bytes(model)) // 2
-    text = study_text(name="faults", trials=4, budget=str(budget), space="lr = [30.0, 100.0]\nmode = 'blocks'\ndensity = [0.0, 0.1]")
+    budget = (
+        baseline_partition("frugal").state_bytes(model) + baseline_partition("adamw").state_bytes(model)
+    ) // 2
+    text = study_text(
+        name="faults",
+        trials=4,
+        budget=str(budget),
+        space="lr = [30.0, 100.0]\nmode = 'blocks'\ndensity = [0.0, 0.1]",
+    )
     study = run_search(load_study_config(write_study(tmp_path, text)), progress=False)
     trials = study.get_trials()
     by_outcome = {}
@@ -141,7 +163,10 @@ def test_exception_divergence_oom_and_over_budget_are_recorded(tmp_path: Path, m
     assert sum(trial.state in FINISHED for trial in trials) == 4  # the search went on past the failure
     (infeasible,) = by_outcome["infeasible"]
     assert infeasible.user_attrs["baseline"] == "adamw" and infeasible.state == TrialState.PRUNED
-    assert "over the memory budget" in infeasible.user_attrs["reason"] and "eval_curve" not in infeasible.user_attrs
+    assert (
+        "over the memory budget" in infeasible.user_attrs["reason"]
+        and "eval_curve" not in infeasible.user_attrs
+    )
     (error,) = by_outcome["error"]
     assert error.state == TrialState.FAIL
     assert "RuntimeError: simulated crash inside the proxy run" in error.user_attrs["reason"]
@@ -159,7 +184,11 @@ def test_exception_divergence_oom_and_over_budget_are_recorded(tmp_path: Path, m
 
 def test_killed_worker_trial_is_failed_and_the_count_still_met(tmp_path: Path) -> None:
     text = study_text(
-        name="killed", trials=4, steps=20, baselines="[]", extra_study="heartbeat_interval = 1\ngrace_period = 3"
+        name="killed",
+        trials=4,
+        steps=20,
+        baselines="[]",
+        extra_study="heartbeat_interval = 1\ngrace_period = 3",
     )
     path = write_study(tmp_path, text)
     command = [sys.executable, "-m", "frugal_search", "run", str(path), "--no-progress"]
@@ -192,7 +221,10 @@ def test_killed_worker_trial_is_failed_and_the_count_still_met(tmp_path: Path) -
     assert killed.state == TrialState.FAIL
     assert killed.user_attrs["outcome"] == "error" and killed.user_attrs["reason"] == WORKER_LOST_REASON
     for before in done:  # finished before the kill: still there, unchanged
-        assert trials[before.number].state == TrialState.COMPLETE and trials[before.number].values == before.values
+        assert (
+            trials[before.number].state == TrialState.COMPLETE
+            and trials[before.number].values == before.values
+        )
     finished = [t for t in trials if t.state in FINISHED]
     assert len(finished) == 4 and len({t.number for t in finished}) == 4
     assert [t.state for t in trials].count(TrialState.FAIL) == 1
@@ -204,7 +236,9 @@ def _postgres_available() -> str | None:
     except ImportError:
         return "psycopg2 is not installed (pip install -e '.[dev]')"
     try:
-        psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test", connect_timeout=3).close()
+        psycopg2.connect(
+            host="127.0.0.1", port=5432, user="postgres", dbname="test", connect_timeout=3
+        ).close()
     except Exception as error:
         return f"no PostgreSQL server answers at 127.0.0.1:5432 (database test, user postgres): {error}"
     return None
@@ -216,7 +250,10 @@ def test_three_workers_on_postgresql_finish_exactly_n(tmp_path: Path) -> None:
     if reason:
         pytest.skip(reason)
     name = f"frugal-search-test-{uuid.uuid4().hex[:12]}"
-    path = write_study(tmp_path, study_text(name=name, trials=7, storage=POSTGRES_URL, baselines='["adamw", "frugal", "badam"]'))
+    path = write_study(
+        tmp_path,
+        study_text(name=name, trials=7, storage=POSTGRES_URL, baselines='["adamw", "frugal", "badam"]'),
+    )
     try:
         study = run_search(load_study_config(path), workers=3, progress=False)
         trials = study.get_trials()
@@ -272,7 +309,10 @@ def test_malformed_study_file_fails_before_storage(
 def test_journal_storage_runs_and_fails_dead_trials(tmp_path: Path) -> None:
     from frugal_search.search.storage import HEARTBEAT_ATTR, fail_stale_trials
 
-    path = write_study(tmp_path, study_text(name="journal", trials=3, baselines='["frugal"]', storage=str(tmp_path / "j.log")))
+    path = write_study(
+        tmp_path,
+        study_text(name="journal", trials=3, baselines='["frugal"]', storage=str(tmp_path / "j.log")),
+    )
     study = run_search(load_study_config(path), progress=False)
     assert isinstance(study._storage, optuna.storages.JournalStorage)
     trials = study.get_trials()
@@ -287,7 +327,9 @@ def test_journal_storage_runs_and_fails_dead_trials(tmp_path: Path) -> None:
     assert study.get_trials()[orphan.number].state == TrialState.FAIL
 
 
-def test_successive_halving_stop_is_recorded_as_stopped_early(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_successive_halving_stop_is_recorded_as_stopped_early(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import frugal_search.search.fidelity as fidelity
 
     seen = []
@@ -303,7 +345,9 @@ def test_successive_halving_stop_is_recorded_as_stopped_early(tmp_path: Path, mo
             return False
 
     monkeypatch.setattr(fidelity, "make_early_stop", lambda trial, config, state_bytes=None: StopAtStep3())
-    text = study_text(name="halving", trials=1, baselines="[]") + "[search]\nfidelity = 'successive-halving'\n"
+    text = (
+        study_text(name="halving", trials=1, baselines="[]") + "[search]\nfidelity = 'successive-halving'\n"
+    )
     study = run_search(load_study_config(write_study(tmp_path, text)), progress=False)
     (trial,) = study.get_trials()
     assert trial.state == TrialState.PRUNED and trial.user_attrs["outcome"] == "stopped-early"

@@ -33,7 +33,9 @@ def test_fixed_dimensions_are_not_sent_to_optuna() -> None:
     values = sample_settings(trial, space)
     assert set(trial.params) == {"density"}  # only what varies is a parameter of the trial
     assert 0.1 <= values["density"] <= 0.4
-    assert values["mode"] == "blocks" and values["update_gap"] == 200 and values["block_order"] == "descending"
+    assert (
+        values["mode"] == "blocks" and values["update_gap"] == 200 and values["block_order"] == "descending"
+    )
 
 
 def test_block_order_only_for_blocks() -> None:
@@ -93,7 +95,9 @@ def test_partition_rules_give_each_kind_its_role(model: torch.nn.Module) -> None
     # the lr scale reaches the embedding/norm/head groups only
     groups = partition.param_groups(model)
     head_group = next(group for group in groups if "lm_head.weight" in group["names"])
-    attention_group = next(group for group in groups if "model.layers.1.self_attn.q_proj.weight" in group["names"])
+    attention_group = next(
+        group for group in groups if "model.layers.1.self_attn.q_proj.weight" in group["names"]
+    )
     assert head_group["lr"] == pytest.approx(4.0 * 2e-3)
     assert attention_group.get("lr", 2e-3) == pytest.approx(2e-3)
 
@@ -117,6 +121,8 @@ def test_sampled_partition_memory_follows_density(model: torch.nn.Module) -> Non
     high = sample_partition(optuna.trial.FixedTrial({"density": 1.0}), space)
     # blocks at density 1 keep state for every block tensor: the difference is 2 fp32 moments each
     block_elements = sum(
-        parameter.numel() for name, parameter in model.named_parameters() if ".layers." in name and name.endswith("proj.weight")
+        parameter.numel()
+        for name, parameter in model.named_parameters()
+        if ".layers." in name and name.endswith("proj.weight")
     )
     assert high.state_bytes(model) - low.state_bytes(model) == 2 * 4 * block_elements

@@ -90,28 +90,26 @@ def validate_group(group: Mapping[str, Any]) -> None:
     if isinstance(density, bool) or not isinstance(density, (int, float)) or not 0.0 <= density <= 1.0:
         _fail("density", density, "a number in [0, 1]")
     rank = group["rank"]
-    if rank is not None:
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
-            _fail("rank", rank, "None or an int >= 0")
-        if group["role"] == "frugal" and group["mode"] not in RANKED_MODES:
-            _fail(
-                "rank",
-                rank,
-                f"None for mode {group['mode']!r} (rank applies to {', '.join(RANKED_MODES)})",
-                "Use density for blocks and randk.",
-            )
+    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 0):
+        _fail("rank", rank, "None or an int >= 0")
+    if rank is not None and group["role"] == "frugal" and group["mode"] not in RANKED_MODES:
+        _fail(
+            "rank",
+            rank,
+            f"None for mode {group['mode']!r} (rank applies to {', '.join(RANKED_MODES)})",
+            "Use density for blocks and randk.",
+        )
     gap = group["update_gap"]
     if isinstance(gap, bool) or not isinstance(gap, int) or gap < 1:
         _fail("update_gap", gap, "an int >= 1")
     if not isinstance(group["reset_state"], bool):
         _fail("reset_state", group["reset_state"], "True or False")
     names = group.get("names")
-    if names is not None:
-        if len(names) != len(group["params"]) or not all(isinstance(n, str) for n in names):
-            raise ValueError(
-                f"Param group 'names' must be a list of {len(group['params'])} strings parallel to "
-                f"'params'; got {len(names)} entries."
-            )
+    if names is not None and (len(names) != len(group["params"]) or not all(isinstance(n, str) for n in names)):
+        raise ValueError(
+            f"Param group 'names' must be a list of {len(group['params'])} strings parallel to "
+            f"'params'; got {len(names)} entries."
+        )
     if group["role"] == "frugal" and group["mode"] == "blocks" and group["block_order"] == "mirror":
         k = blocks_k(group["density"], len(group["params"]))
         if k % 2:
@@ -126,9 +124,9 @@ def validate_group(group: Mapping[str, Any]) -> None:
 
 def blocks_k(density: float, n_tensors: int) -> int:
     """Active tensors per period in blocks mode: round(rho * n) (Python rounding, as the paper's code)."""
-    return int(round(density * n_tensors))
+    return round(density * n_tensors)
 
 
 def floor_count(density: float, size: int) -> int:
     """floor(rho * size), tolerant to float error (0.29 * 100 is 28.999...)."""
-    return min(size, int(math.floor(density * size + 1e-9)))
+    return min(size, math.floor(density * size + 1e-9))

@@ -87,7 +87,7 @@ def plan_subspace(mode: str, shape: tuple[int, ...], density: float, rank: int |
     if mode in PROJECTION_MODES:
         right = m >= n
         side = n if right else m
-        count = min(rank, side) if rank is not None else int(round(density * side))
+        count = min(rank, side) if rank is not None else round(density * side)
         if mode == "randperm":
             kind = "columns" if right else "rows"
         else:

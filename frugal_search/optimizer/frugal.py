@@ -22,7 +22,6 @@ from frugal_search.optimizer._subspace import (
     block_window,
     blocks_peak_bytes,
     draw_subspace,
-    matrix_shape,
     plan_subspace,
 )
 
@@ -114,7 +113,8 @@ class FRUGAL(Optimizer):
         fused: bool | None = None,
     ) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"Invalid FRUGAL setting seed={seed!r}: allowed an int.")
+            # every bad setting is a ValueError (the optimizer's contract), types included
+            raise ValueError(f"Invalid FRUGAL setting seed={seed!r}: allowed an int.")  # noqa: TRY004
         if fused and foreach is False:
             raise ValueError("fused=True needs the multi-tensor path; do not combine it with foreach=False.")
         defaults = {

@@ -27,7 +27,10 @@ def _groups(model) -> list[dict]:
     head = [i for i, n in enumerate(stateful["names"]) if n.startswith("lm_head")]
     norms = [i for i, n in enumerate(stateful["names"]) if "norm" in n]
     rest = [i for i in range(len(stateful["params"])) if i not in head + norms]
-    pick = lambda idx: {"params": [stateful["params"][i] for i in idx], "names": [stateful["names"][i] for i in idx]}  # noqa: E731
+
+    def pick(indices: list[int]) -> dict:
+        return {"params": [stateful["params"][i] for i in indices], "names": [stateful["names"][i] for i in indices]}
+
     return [
         {**pick(rest), "role": "stateful"},
         frugal,

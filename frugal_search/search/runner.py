@@ -360,6 +360,7 @@ class _ProgressBar:
         from tqdm.auto import tqdm
 
         self.study = study
+        self._shown: tuple[int, int] | None = None
         self.bar = tqdm(
             total=target,
             initial=min(target, count_finished_trials(study)),
@@ -377,6 +378,9 @@ class _ProgressBar:
             logger.debug("progress bar could not read the storage: %s", error)
             return
         done = min(len(trials), self.bar.total)
+        if (done, front) == self._shown:
+            return  # redraw only on change: a log file of stderr stays short
+        self._shown = (done, front)
         if done > self.bar.n:
             self.bar.update(done - self.bar.n)
         self.bar.set_postfix(front=front, refresh=True)

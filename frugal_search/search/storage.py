@@ -2,10 +2,10 @@
 
 Storages by URL:
 
-- ``sqlite:///path.db`` (the default): Optuna's RDB storage on one file. Writers wait up to
-  ``SQLITE_BUSY_TIMEOUT_S`` for the file lock instead of failing at once with
-  "database is locked", and the file is switched to write-ahead logging so readers never block the
-  writer; good for a few workers on one machine.
+- ``sqlite:///path.db`` (the default): Optuna's RDB storage on one file. Every transaction takes
+  the lock when it begins (so two workers never both start the same enqueued trial), waits up to
+  ``SQLITE_BUSY_TIMEOUT_S`` for it instead of failing at once with "database is locked", and the
+  file uses write-ahead logging; good for a few workers on one machine.
 - ``postgresql+psycopg2://...``, ``mysql+pymysql://...``: RDB storage; the one to use for many
   workers or many machines.
 - ``journal:///path.log`` (or a path ending in ``.log`` in the study file): Optuna's journal file
@@ -74,12 +74,37 @@ def open_storage(url: str, *, heartbeat_interval: int, grace_period: int) -> opt
     with warnings.catch_warnings():
         # heartbeat_interval is marked experimental in Optuna; the warning says nothing to a user.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
+        storage = optuna.storages.RDBStorage(
             url,
             engine_kwargs=engine_kwargs,
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
         )
+    if database is not None:
+        _serialize_sqlite_transactions(storage.engine)
+    return storage
+
+
+def _serialize_sqlite_transactions(engine) -> None:  # engine: sqlalchemy.engine.Engine
+    """Make every SQLite transaction take the write lock when it begins (``BEGIN IMMEDIATE``).
+
+    Python's sqlite3 driver starts a transaction only at the first write, so two workers can both
+    read an enqueued trial as WAITING and both mark it RUNNING (SQLite has no SELECT ... FOR
+    UPDATE): the same baseline would then run twice and the second ``tell`` fail. Taking the lock
+    at the start turns Optuna's read-check-write into one step; writers queue on the busy timeout.
+    This is SQLAlchemy's documented recipe for transactional pysqlite.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event below opens them instead
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners existed are replaced
 
 
 def _use_write_ahead_log(database: Path) -> None:

@@ -34,6 +34,7 @@ TRIAL_COLUMNS: tuple[str, ...] = (
     "steps",
     "peak_memory_bytes",
     "reason",
+    "over_budget",
 )
 
 # What a trial without an `outcome` attribute did, judged from its Optuna state: a worker killed
@@ -126,6 +127,7 @@ def trials_table(study: optuna.Study, *, adamw_bytes: int | None = None) -> pd.D
             "steps": _float_or_nan(attrs.get("steps")),
             "peak_memory_bytes": _float_or_nan(attrs.get("peak_memory_bytes")),
             "reason": attrs.get("reason") or "",
+            "over_budget": bool(attrs.get("over_budget", False)),
         }
         for name, value in frozen.params.items():
             row[f"param_{name}"] = value
@@ -142,9 +144,15 @@ def trials_table(study: optuna.Study, *, adamw_bytes: int | None = None) -> pd.D
 
 
 def feasible_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """Return the finished feasible trials: COMPLETE, with a finite loss and memory."""
+    """Return the finished feasible trials: COMPLETE, within the memory budget, finite values.
+
+    A baseline runs even over the budget (it is a reference) and is then marked ``over_budget``:
+    it is drawn and compared with, but it is not feasible (tables without the column: none is).
+    """
+    over_budget = table["over_budget"].astype(bool) if "over_budget" in table else False
     mask = (
         (table["state"] == "COMPLETE")
+        & ~over_budget
         & table["eval_loss"].map(math.isfinite)
         & table["state_mib"].map(math.isfinite)
     )

@@ -5,7 +5,8 @@ report"): failures are data, never lost.
 Outcomes and Optuna states:
 
 - ``ok``: COMPLETE with ``(eval_loss, state_mib)``;
-- ``infeasible`` (optimizer state over ``memory_budget``, no proxy run), ``diverged``, ``oom``
+- ``infeasible`` (optimizer state over ``memory_budget``, no proxy run; baselines run anyway and
+  carry ``over_budget=True``), ``diverged``, ``oom``
   (CUDA out of memory, infeasible for memory) and ``stopped-early`` (successive halving): PRUNED;
 - ``error`` (an exception; the reason holds the traceback's last lines): FAIL. A trial whose
   worker was killed keeps the ``error`` outcome set when it started and is marked FAIL by the
@@ -105,7 +106,11 @@ class TrialObjective:
         if budget is not None:
             # > 0 is infeasible; samplers that know constraints (TPE, NSGA-II, GP) learn from it
             trial.set_constraint("memory_budget", (state_bytes - budget) / MIB)
-        if budget is not None and state_bytes > budget:
+        over_budget = budget is not None and state_bytes > budget
+        trial.set_user_attr("over_budget", over_budget)
+        # Baselines are references: they run even over the budget, so the report can compare
+        # every partition with them; the front only holds trials within the budget.
+        if over_budget and not trial.user_attrs.get("baseline"):
             reason = f"optimizer state {format_bytes(state_bytes)} is over the memory budget {format_bytes(budget)}"
             _set_outcome(trial, "infeasible", reason)
             raise optuna.TrialPruned(reason)

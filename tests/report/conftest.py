@@ -43,6 +43,7 @@ def add_trial(
     split: dict[str, Any] | None = None,
     curve: list[list[float]] | None = None,
     reason: str = "",
+    over_budget: bool = False,
 ) -> None:
     """Add one finished trial following the trial-attribute contract for ``outcome``.
 
@@ -67,6 +68,7 @@ def add_trial(
         "wall_s": 2.5,
         "steps": 10,
         "peak_memory_bytes": None,
+        "over_budget": over_budget,
     }
     values = [eval_loss, state_bytes / MIB] if state == TrialState.COMPLETE else None
     params = params or {}

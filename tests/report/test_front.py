@@ -25,7 +25,7 @@ def brute_force_front(table: pd.DataFrame) -> list[int]:
     rows = [
         (int(r.number), float(r.state_mib), float(r.eval_loss))
         for r in table.itertuples()
-        if r.state == "COMPLETE" and math.isfinite(r.eval_loss) and math.isfinite(r.state_mib)
+        if r.state == "COMPLETE" and not r.over_budget and math.isfinite(r.eval_loss) and math.isfinite(r.state_mib)
     ]
     front = []
     for number, mem, loss in rows:
@@ -45,7 +45,9 @@ def random_table(seed: int, count: int) -> pd.DataFrame:
         # coarse values: ties in memory, ties in loss and exact duplicates are frequent
         mem = rng.choice([0.5, 1.0, 1.0, 2.0, 3.0, 4.0]) if state != "FAIL" else math.nan
         loss = rng.choice([2.0, 2.5, 2.5, 3.0, 3.5]) if state == "COMPLETE" else math.nan
-        rows.append({"number": number, "state": state, "state_mib": mem, "eval_loss": loss})
+        # a baseline over the memory budget ran (COMPLETE) but is not feasible
+        over_budget = state == "COMPLETE" and rng.random() < 0.15
+        rows.append({"number": number, "state": state, "state_mib": mem, "eval_loss": loss, "over_budget": over_budget})
     return pd.DataFrame(rows)
 
 
@@ -71,7 +73,9 @@ def test_front_keeps_exact_duplicates_and_drops_pruned_points() -> None:
 
 
 def test_front_of_table_without_finished_trials_is_empty() -> None:
-    table = pd.DataFrame({"number": [0], "state": ["FAIL"], "state_mib": [math.nan], "eval_loss": [math.nan]})
+    table = pd.DataFrame(
+        {"number": [0], "state": ["FAIL"], "state_mib": [math.nan], "eval_loss": [math.nan], "over_budget": [False]}
+    )
     assert pareto_front(table).empty
 
 
@@ -88,7 +92,7 @@ def test_hypervolume_2d_matches_optuna(seed: int) -> None:
 
 def test_reference_point_is_ten_percent_beyond_the_worst_feasible_values() -> None:
     table = random_table(3, 40)
-    feasible = table[(table["state"] == "COMPLETE")]
+    feasible = table[(table["state"] == "COMPLETE") & ~table["over_budget"]]
     mem, loss = hypervolume_reference_point(table)
     assert mem == pytest.approx(1.1 * feasible["state_mib"].max())
     assert loss == pytest.approx(1.1 * feasible["eval_loss"].max())
@@ -100,7 +104,7 @@ def test_hypervolume_history_recomputes_each_prefix() -> None:
     history = hypervolume_history(table)
     assert list(history["number"]) == list(range(30))
     for number, volume in zip(history["number"], history["hypervolume"]):
-        prefix = table[(table["number"] <= number) & (table["state"] == "COMPLETE")]
+        prefix = table[(table["number"] <= number) & (table["state"] == "COMPLETE") & ~table["over_budget"]]
         points = prefix[["state_mib", "eval_loss"]].to_numpy()
         expected = compute_hypervolume(points, np.array(reference)) if len(points) else 0.0
         assert volume == pytest.approx(expected, rel=1e-12, abs=1e-15)

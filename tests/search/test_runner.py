@@ -125,9 +125,7 @@ def test_six_trials_then_the_same_command_adds_nothing(tmp_path: Path) -> None:
     assert len(after) == 7 and [t.user_attrs["baseline"] for t in after].count("adamw") == 1
 
 
-def test_exception_divergence_oom_and_over_budget_are_recorded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_exception_divergence_and_oom_are_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
     import frugal_search.proxy
@@ -144,15 +142,11 @@ def test_exception_divergence_oom_and_over_budget_are_recorded(
         return real_run_proxy(*args, **kwargs)
 
     monkeypatch.setattr(frugal_search.proxy, "run_proxy", flaky_run_proxy)
-    # budget between FRUGAL (feasible) and AdamW (infeasible); sampled lrs of 30-100 diverge
-    model = memory_model()
-    budget = (
-        baseline_partition("frugal").state_bytes(model) + baseline_partition("adamw").state_bytes(model)
-    ) // 2
+    # sampled lrs of 30-100 diverge
     text = study_text(
         name="faults",
         trials=4,
-        budget=str(budget),
+        baselines='["frugal"]',
         space="lr = [30.0, 100.0]\nmode = 'blocks'\ndensity = [0.0, 0.1]",
     )
     study = run_search(load_study_config(write_study(tmp_path, text)), progress=False)
@@ -161,25 +155,57 @@ def test_exception_divergence_oom_and_over_budget_are_recorded(
     for trial in trials:
         by_outcome.setdefault(trial.user_attrs["outcome"], []).append(trial)
     assert sum(trial.state in FINISHED for trial in trials) == 4  # the search went on past the failure
-    (infeasible,) = by_outcome["infeasible"]
-    assert infeasible.user_attrs["baseline"] == "adamw" and infeasible.state == TrialState.PRUNED
-    assert (
-        "over the memory budget" in infeasible.user_attrs["reason"]
-        and "eval_curve" not in infeasible.user_attrs
-    )
     (error,) = by_outcome["error"]
     assert error.state == TrialState.FAIL
     assert "RuntimeError: simulated crash inside the proxy run" in error.user_attrs["reason"]
     assert "split" in error.user_attrs  # the partition that failed is kept for a look
     (oom,) = by_outcome["oom"]
     assert oom.state == TrialState.PRUNED and "CUDA out of memory" in oom.user_attrs["reason"]
-    assert len(by_outcome["diverged"]) == 1
+    assert len(by_outcome["diverged"]) == 2
     for trial in by_outcome["diverged"]:
         assert trial.state == TrialState.PRUNED and trial.user_attrs["reason"]
         assert trial.params["lr"] >= 30.0
     (ok,) = by_outcome["ok"]
     assert ok.user_attrs["baseline"] == "frugal" and ok.state == TrialState.COMPLETE
-    assert len(calls) == 4  # the infeasible trial never trained
+    assert len(calls) == 5
+
+
+def test_over_budget_trials_are_infeasible_without_a_run_but_baselines_still_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import frugal_search.proxy
+
+    real_run_proxy = frugal_search.proxy.run_proxy
+    calls = []
+
+    def counting_run_proxy(*args, **kwargs):
+        calls.append(1)
+        return real_run_proxy(*args, **kwargs)
+
+    monkeypatch.setattr(frugal_search.proxy, "run_proxy", counting_run_proxy)
+    # budget between FRUGAL rho 0.25 and AdamW; sampled partitions keep attention stateful: over it
+    model = memory_model()
+    budget = (
+        baseline_partition("frugal").state_bytes(model) + baseline_partition("adamw").state_bytes(model)
+    ) // 2
+    text = study_text(
+        name="budget",
+        trials=4,
+        budget=str(budget),
+        space="attention_role = 'stateful'\nmlp_role = 'stateful'\nlr = [1e-3, 3e-3]",
+    )
+    study = run_search(load_study_config(write_study(tmp_path, text)), progress=False)
+    trials = study.get_trials()
+    baselines = {trial.user_attrs["baseline"]: trial for trial in trials if trial.user_attrs["baseline"]}
+    # the AdamW reference runs although it is over the budget, and says so
+    assert baselines["adamw"].state == TrialState.COMPLETE and baselines["adamw"].user_attrs["over_budget"]
+    assert baselines["frugal"].state == TrialState.COMPLETE and not baselines["frugal"].user_attrs["over_budget"]
+    sampled = [trial for trial in trials if not trial.user_attrs["baseline"]]
+    assert len(sampled) == 2
+    for trial in sampled:
+        assert trial.state == TrialState.PRUNED and trial.user_attrs["outcome"] == "infeasible"
+        assert "over the memory budget" in trial.user_attrs["reason"] and "eval_curve" not in trial.user_attrs
+    assert len(calls) == 2  # only the two baselines trained
 
 
 def test_killed_worker_trial_is_failed_and_the_count_still_met(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ _STATE_FREE_WORDS = {"signsgd": "signSGD", "sgd": "SGD", "none": "none"}
 
 
 def _number(value: float) -> str:
-    return f"{value:g}"
+    return f"{value:.3g}"  # words for people: three significant digits are enough
 
 
 def _frugal_words(partition: Partition, rule: Rule) -> str:

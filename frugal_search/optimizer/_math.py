@@ -187,10 +187,10 @@ def adam_delta(
     return delta
 
 
-# Elements per chunk of the CPU state-free loop: 1 MiB of fp32 scratch. The sign of a chunk of
-# the gradient is written into a reused scratch buffer and added to the parameter chunk while both
-# are still in cache, so signSGD reads g and p and writes p once, with no full-size temporary
-# (allocating one per step costs more than the arithmetic on this CPU).
+# Elements per chunk of the CPU passes: 1 MiB of fp32. The sign (or residual) of a chunk of the
+# gradient is added to the parameter chunk while still in cache, so signSGD reads g and p and
+# writes p once, with no full-size temporary (faulting in fresh pages for one every step costs
+# more than the arithmetic on this CPU).
 CHUNK_ELEMENTS = 1 << 18
 
 
@@ -207,7 +207,7 @@ def state_free_update_(
     params: list[torch.Tensor], grads: list[torch.Tensor], *, rule: str, lr_free: float, decay: float
 ) -> None:
     """``p = p * decay - lr_free * rule(g)`` for every pair (rule: sign for signSGD, identity for SGD,
-    nothing for none). Chunked through a cache-sized scratch on the CPU, foreach ops elsewhere."""
+    nothing for none). Per tensor in cache-sized chunks on the CPU, foreach ops elsewhere."""
     if not params or (rule == "none" and decay == 1.0):
         return
     if params[0].device.type != "cpu" or not all(p.is_contiguous() for p in params):
@@ -221,11 +221,7 @@ def state_free_update_(
     if rule == "sgd" and decay == 1.0:
         torch._foreach_add_(params, grads, alpha=-lr_free)  # already one read of p and g
         return
-    largest = min(max(g.numel() for g in grads), CHUNK_ELEMENTS)
-    scratch = _scratch(grads[0], largest) if rule == "signsgd" else None
     for param, grad in zip(params, grads, strict=True):
-        if scratch is not None and scratch.dtype != grad.dtype:
-            scratch = _scratch(grad, largest)
         if param.numel() <= CHUNK_ELEMENTS:  # most tensors: no slicing, fewer dispatches
             chunks = [(param, grad)]
         else:
@@ -238,9 +234,11 @@ def state_free_update_(
             if decay != 1.0:
                 param_chunk.mul_(decay)
             if rule == "signsgd":
-                sign_chunk = scratch[: grad_chunk.numel()].view(grad_chunk.shape)
-                torch.sign(grad_chunk, out=sign_chunk)
-                param_chunk.add_(sign_chunk, alpha=-lr_free)
+                # A fresh sign temporary, freed at once: the allocator hands the same cache-warm
+                # block back for the next chunk. Measured faster on this CPU than torch.sign(out=)
+                # into a reused scratch view (and far faster than foreach ops, which keep every
+                # temporary alive and fault in fresh pages for each).
+                param_chunk.add_(grad_chunk.sign(), alpha=-lr_free)
             elif rule == "sgd":
                 param_chunk.add_(grad_chunk, alpha=-lr_free)
 

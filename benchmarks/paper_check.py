@@ -81,6 +81,14 @@ def methods(lr_grid: tuple[float, ...]) -> list[Method]:
             lambda gap: paper_partition(0.25, update_gap=gap, split_lr_scale=0.25),
             galore_grid,
         ),
+        # Control 2: GaLore-like with the state-free part switched on (signSGD on the residual) and
+        # everything else equal: the one difference between GaLore and FRUGAL's svd mode.
+        Method(
+            "galore-signsgd",
+            "GaLore-like + signSGD state-free",
+            lambda gap: galore_partition(0.25, update_gap=gap, state_free="signsgd"),
+            galore_grid,
+        ),
         Method(
             "frugal-columns",
             "FRUGAL columns rho .25",
@@ -349,6 +357,16 @@ def write_outputs(rows: dict[str, dict[str, Any]], *, out: Path, args: Any, upda
                 + ("FRUGAL is below GaLore-like at equal lrs." if control["mean"] < galore["mean"]
                    else "FRUGAL is not below GaLore-like even at equal lrs."),
             ]
+        if "galore-signsgd" in rows:
+            control, galore = rows["galore-signsgd"], rows["galore"]
+            lines += [
+                "",
+                "Control for the state-free rule: GaLore-like with the residual updated by signSGD (FRUGAL's svd "
+                f"mode at GaLore-like's settings, nothing else changed) reaches {control['mean']:.4f} (lr "
+                f"{control['best_lr']:.3g}) against {galore['mean']:.4f} without it: "
+                + ("the state-free update helps here." if control["mean"] < galore["mean"]
+                   else "the state-free update does not help on this model and budget."),
+            ]
     lines += [
         "",
         "Step time is the median over seeds of the training time per step (evaluation excluded) on a shared "
@@ -375,8 +393,9 @@ def plot(rows: dict[str, dict[str, Any]], path: Path) -> None:
             yerr=[[row["mean"] - row["min"]], [row["max"] - row["mean"]]],
             fmt="o",
             capsize=3,
+            label=f"{row['label']} (lr {row['best_lr']:.2g})",
         )
-        axis.annotate(row["label"], (row["state_mib"], row["mean"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    axis.legend(fontsize=8, loc="best")
     axis.set_xlabel("optimizer state (MiB)")
     axis.set_ylabel("eval loss at the end (mean over seeds; bar: min-max)")
     axis.set_title("Paper check on tiny-llama: each method at its best lr")

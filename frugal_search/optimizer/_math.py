@@ -306,10 +306,9 @@ def _coordinate_update_(
             param_matrix.mul_(decay)
     elif flat:
         chunk = _chunk_elements(grad_matrix.device)
-        scratch = _scratch(grad_matrix, min(cols, chunk))
         for start in range(0, cols, chunk):
             stop = min(cols, start + chunk)
-            block = _rule_into(scratch[: stop - start], grad_view[0, start:stop], rule)
+            block = _rule_of(grad_view[0, start:stop], rule)
             lo, hi = torch.searchsorted(selection, torch.tensor([start, stop], device=selection.device)).tolist()
             block.index_fill_(0, selection[lo:hi] - start, 0)
             _decay_and_add(param_view[0, start:stop], block, decay, lr_free)
@@ -320,11 +319,13 @@ def _coordinate_update_(
         keep = torch.ones(keep_shape, dtype=grad_matrix.dtype, device=grad_matrix.device)
         keep.index_fill_(0, selection, 0)
         rows_per_block = max(1, _chunk_elements(grad_matrix.device) // n)
-        scratch = _scratch(grad_matrix, min(m, rows_per_block) * n)
         for start in range(0, m, rows_per_block):
             stop = min(m, start + rows_per_block)
-            block = _rule_into(scratch[: (stop - start) * n].view(stop - start, n), grad_view[start:stop], rule)
-            block.mul_(keep if plan.kind == "columns" else keep[start:stop])
+            keep_block = keep if plan.kind == "columns" else keep[start:stop]
+            if rule == "signsgd":
+                block = grad_view[start:stop].sign().mul_(keep_block)
+            else:
+                block = grad_view[start:stop] * keep_block
             _decay_and_add(param_view[start:stop], block, decay, lr_free)
     if plan.kind == "columns":
         param_matrix.index_add_(1, selection, delta_low)
@@ -334,10 +335,11 @@ def _coordinate_update_(
         param_matrix.view(-1).index_add_(0, selection, delta_low)
 
 
-def _rule_into(out: torch.Tensor, grad: torch.Tensor, rule: str) -> torch.Tensor:
-    if rule == "signsgd":
-        return torch.sign(grad, out=out)
-    return out.copy_(grad)
+def _rule_of(grad: torch.Tensor, rule: str) -> torch.Tensor:
+    """A fresh ``sign(grad)`` (signSGD) or copy (SGD) of one chunk, freed by the caller at once:
+    the allocator hands the same cache-warm block back for the next chunk (see
+    ``state_free_update_``)."""
+    return grad.sign() if rule == "signsgd" else grad.clone()
 
 
 def _decay_and_add(param_block: torch.Tensor, update: torch.Tensor, decay: float, lr_free: float) -> None:

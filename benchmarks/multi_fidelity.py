@@ -192,6 +192,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def judged_steps(args: Any) -> dict[str, Any]:
+    """The rungs of the study under ``args`` and the evaluation steps at which they are judged."""
+    from frugal_search.search import load_study_config
+    from frugal_search.search.fidelity import rung_steps
+
+    budget = load_study_config(args.study).proxy.budget()
+    steps = budget.total_steps
+    rungs = rung_steps(total_steps=steps, min_fraction=args.min_fraction, reduction_factor=args.reduction_factor)
+    evals = [step for step in range(budget.eval_every, steps, budget.eval_every)]
+    judged = sorted({next((e for e in evals if e >= rung), steps) for rung in rungs} - {steps})
+    return {"steps": steps, "eval_every": budget.eval_every, "rungs": rungs, "judged": judged}
+
+
 def write_outputs(
     rows: list[dict[str, Any]], figures: dict[str, Any], *, reference: tuple[float, float], args: Any, seconds: float, seed: int
 ) -> None:
@@ -222,6 +235,7 @@ def write_outputs(
     plt.close(figure)
 
     table = pd.concat([pd.read_csv(path) for path in sorted(out.glob("result-seed*.csv"))], ignore_index=True)
+    judged = judged_steps(args)
     lines = [
         "# Multi-fidelity against plain search at equal wall time",
         "",
@@ -230,6 +244,10 @@ def write_outputs(
         f"{args.min_fraction:g}, reduction_factor {args.reduction_factor:g}. Score: hypervolume of the front of "
         "finished feasible trials (memory MiB x eval loss), with one reference point for both searches of a "
         "seed (1.1 x the worst memory and loss of either). Larger is better. Plots: hypervolume-seed<N>.png.",
+        "",
+        f"With this study's {judged['steps']} proxy steps and an evaluation every {judged['eval_every']} steps, "
+        f"the rungs at steps {judged['rungs']} are judged at the evaluations of steps {judged['judged']} "
+        "(a rung is judged at the first evaluation at or after it; the last step is never judged).",
         "",
         "Regenerate with (one line per seed):",
         "",

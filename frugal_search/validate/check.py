@@ -120,18 +120,17 @@ def run_fidelity_check(
         "fidelity check of %r: %d front + %d other trials, %d -> %d steps, seeds %s",
         study.study_name, len(best), len(others), proxy_budget.total_steps, long_budget.total_steps, check.seeds,
     )
-    tasks = [
-        (number, seed)
-        for number in [*best, *others]
-        for seed in check.seeds
-        if run_key(trial_number=number, seed=seed, steps=long_budget.total_steps) not in store
-    ]
-    if tasks:
-        logger.info("%d long runs to do (%d already stored)", len(tasks), len(store))
     splits = {number: study.trials[number].user_attrs["split"] for number in [*best, *others]}
 
+    def key_of(number: int, seed: int) -> str:
+        return run_key(trial_number=number, seed=seed, steps=long_budget.total_steps, split=splits[number])
+
+    tasks = [(number, seed) for number in [*best, *others] for seed in check.seeds if key_of(number, seed) not in store]
+    if tasks:
+        logger.info("%d long runs to do (%d already stored)", len(tasks), len(store))
+
     def record(number: int, seed: int, result: dict[str, Any]) -> None:
-        key = run_key(trial_number=number, seed=seed, steps=long_budget.total_steps)
+        key = key_of(number, seed)
         store.put(key, _json_safe(result))
         if on_run is not None:
             on_run(key, result)
@@ -149,7 +148,7 @@ def run_fidelity_check(
             frozen = study.trials[number]
             losses = []
             for seed in check.seeds:
-                result = store.get(run_key(trial_number=number, seed=seed, steps=long_budget.total_steps))
+                result = store.get(key_of(number, seed))
                 loss = result["eval_loss"]
                 losses.append(math.inf if result["diverged"] or loss is None or not math.isfinite(loss) else float(loss))
             rows.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -13,9 +14,21 @@ logger = logging.getLogger(__name__)
 STORE_FORMAT = "frugal-fidelity-runs/1"
 
 
-def run_key(*, trial_number: int, seed: int, steps: int) -> str:
-    """Return the key of one long run; the step count is part of it, so other factors never collide."""
-    return f"trial-{trial_number}/seed-{seed}/steps-{steps}"
+def split_fingerprint(split: dict[str, Any]) -> str:
+    """Return a short digest of a split config, so a stored run is never reused for another partition."""
+    text = json.dumps(split, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def run_key(*, trial_number: int, seed: int, steps: int, split: dict[str, Any] | None = None) -> str:
+    """Return the key of one long run.
+
+    The step count is part of it, so checks with other factors never collide; so is the split's
+    fingerprint, so a study that was run again (same trial numbers, other partitions) never reuses
+    a stored result.
+    """
+    key = f"trial-{trial_number}/seed-{seed}/steps-{steps}"
+    return key if split is None else f"{key}/split-{split_fingerprint(split)}"
 
 
 class LongRunStore:

@@ -93,6 +93,14 @@ def test_store_survives_reopen(tmp_path):
     again = LongRunStore(path)
     assert key in again and again.get(key) == {"eval_loss": 2.5}
     assert run_key(trial_number=3, seed=1, steps=800) not in again
+    # the same trial number with another partition is another run
+    split_a, split_b = {"rules": [{"role": "stateful"}]}, {"rules": [{"role": "frozen"}]}
+    assert run_key(trial_number=3, seed=1, steps=400, split=split_a) != run_key(
+        trial_number=3, seed=1, steps=400, split=split_b
+    )
+    assert run_key(trial_number=3, seed=1, steps=400, split=split_a) == run_key(
+        trial_number=3, seed=1, steps=400, split=dict(reversed(list(split_a.items())))
+    )
     path.write_text(json.dumps({"format": "other"}))
     with pytest.raises(ValueError, match="unknown format"):
         LongRunStore(path)

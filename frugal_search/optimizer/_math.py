@@ -143,9 +143,10 @@ def adamw_multi(
     if not params:
         return
     use_fused = fused_supported(params) if fused is None else fused
-    if use_fused and _one_device_and_dtype(params, grads):
+    if use_fused and params[0].device.type == "cpu" and _one_device_and_dtype(params, grads):
         # torch's wrapper only groups by device and dtype, counts the steps and calls this
-        # kernel; on the CPU its Python costs a tenth of a millisecond a call, so skip it
+        # kernel; on the CPU its Python costs a tenth of a millisecond a call, so skip it there
+        # (elsewhere the wrapper stays: unmeasured, and it handles device-side lr tensors)
         torch._foreach_add_(steps, 1)
         torch._fused_adamw_(
             params, grads, exp_avgs, exp_avg_sqs, [], steps,

@@ -194,11 +194,13 @@ def _check_not_surplus(trial: optuna.Trial, target: int) -> None:
     """
     from optuna.trial import TrialState
 
+    from frugal_search.search.runner import counts_towards_target
+
     claimed = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     earlier = [
         other
         for other in trial.study.get_trials(deepcopy=False, states=claimed)
-        if other.number < trial.number
+        if other.number < trial.number and counts_towards_target(other)
     ]
     if len(earlier) >= target:
         raise SurplusTrialError(SURPLUS_REASON)

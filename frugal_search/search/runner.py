@@ -1,5 +1,6 @@
 """Running a study: open or create it, enqueue the baselines once, and let workers add trials
-until the study holds the requested number of finished (COMPLETE or PRUNED) trials.
+until the study holds the requested number of finished (COMPLETE or PRUNED) trials; infeasible
+trials (over the memory budget, never trained) are recorded but not counted.
 
 The same call resumes: finished trials are counted in the storage, so a second run of a complete
 study adds nothing, and a study stopped half way (Ctrl-C, a killed worker, a lost machine) goes on
@@ -24,11 +25,14 @@ if TYPE_CHECKING:
 
     from frugal_search.search.config import StudyConfig
 
+from frugal_search.units import format_bytes
+
 logger = logging.getLogger(__name__)
 
 DIRECTIONS = ("minimize", "minimize")
 METRIC_NAMES = ["eval_loss", "state_mib"]
 MAX_FAILURES_IN_A_ROW = 5  # a worker whose trials keep failing stops instead of looping
+MAX_INFEASIBLE_IN_A_ROW = 200  # a space that (almost) never fits the memory budget stops the worker
 _POLL_S = 1.0  # seconds between checks of the storage while waiting on other workers' trials
 _WORKER_STOP_GRACE_S = 10.0  # seconds workers get to finish their bookkeeping after Ctrl-C
 _LAST_TRIAL_JITTER_S = 2.0  # longest random pause of a worker before it starts the study's last trial
@@ -75,10 +79,18 @@ def proxy_budget_of(config: StudyConfig) -> Any:
 
 
 def count_finished_trials(study: optuna.Study) -> int:
-    """Number of COMPLETE or PRUNED trials: what ``trials`` counts."""
-    from optuna.trial import TrialState
+    """Number of finished trials that count towards ``trials`` (see :func:`counts_towards_target`)."""
+    return _count_finished_and_running(study)[0]
 
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+def counts_towards_target(frozen: optuna.trial.FrozenTrial) -> bool:
+    """Whether a COMPLETE, PRUNED or RUNNING trial takes one of the ``trials`` places.
+
+    An infeasible trial (over the memory budget) is recorded but takes no place: it cost no proxy
+    run, and a space that is mostly over the budget would otherwise end the study with few
+    partitions actually scored. ``MAX_INFEASIBLE_IN_A_ROW`` keeps such a space from looping.
+    """
+    return frozen.user_attrs.get("outcome") != "infeasible"
 
 
 def enqueue_baselines(study: optuna.Study, baselines: tuple[str, ...]) -> list[str]:
@@ -272,6 +284,7 @@ def run_worker(
     target = config.study.trials
     ran = 0
     failures_in_a_row = 0
+    infeasible_in_a_row = 0
     while True:
         fail_stale_trials(study, grace_period=config.study.grace_period)
         finished, running = _count_finished_and_running(study)
@@ -297,6 +310,17 @@ def run_worker(
         ran += 1
         last = finished_here[-1] if finished_here else None
         failures_in_a_row = failures_in_a_row + 1 if last is not None and last.state == TrialState.FAIL else 0
+        infeasible = last is not None and last.user_attrs.get("outcome") == "infeasible"
+        infeasible_in_a_row = infeasible_in_a_row + 1 if infeasible else 0
+        if infeasible_in_a_row >= MAX_INFEASIBLE_IN_A_ROW:
+            logger.error(
+                "worker %d stops: %d sampled partitions in a row were over the memory budget %s; "
+                "raise [study] memory_budget or narrow [space] (e.g. fewer stateful roles or layers)",
+                worker_index,
+                infeasible_in_a_row,
+                format_bytes(config.study.memory_budget or 0),
+            )
+            return ran
         if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
             # Every trial failing means the set-up is broken (data, model, device), not the partitions.
             logger.error(
@@ -334,6 +358,7 @@ def _count_finished_and_running(study: optuna.Study) -> tuple[int, int]:
     trials = study.get_trials(
         deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     )
+    trials = [trial for trial in trials if counts_towards_target(trial)]
     running = sum(1 for trial in trials if trial.state == TrialState.RUNNING)
     return len(trials) - running, running
 

@@ -183,16 +183,17 @@ def test_over_budget_trials_are_infeasible_without_a_run_but_baselines_still_run
         return real_run_proxy(*args, **kwargs)
 
     monkeypatch.setattr(frugal_search.proxy, "run_proxy", counting_run_proxy)
-    # budget between FRUGAL rho 0.25 and AdamW; sampled partitions keep attention stateful: over it
+    # budget between FRUGAL rho 0.25 and AdamW: attention and mlp both stateful is over it,
+    # stateful attention with a state-free mlp is under it
     model = memory_model()
     budget = (
         baseline_partition("frugal").state_bytes(model) + baseline_partition("adamw").state_bytes(model)
     ) // 2
     text = study_text(
         name="budget",
-        trials=4,
+        trials=6,
         budget=str(budget),
-        space="attention_role = 'stateful'\nmlp_role = 'stateful'\nlr = [1e-3, 3e-3]",
+        space="attention_role = 'stateful'\nmlp_role = ['stateful', 'state_free']",
     )
     study = run_search(load_study_config(write_study(tmp_path, text)), progress=False)
     trials = study.get_trials()
@@ -200,12 +201,15 @@ def test_over_budget_trials_are_infeasible_without_a_run_but_baselines_still_run
     # the AdamW reference runs although it is over the budget, and says so
     assert baselines["adamw"].state == TrialState.COMPLETE and baselines["adamw"].user_attrs["over_budget"]
     assert baselines["frugal"].state == TrialState.COMPLETE and not baselines["frugal"].user_attrs["over_budget"]
-    sampled = [trial for trial in trials if not trial.user_attrs["baseline"]]
-    assert len(sampled) == 2
-    for trial in sampled:
-        assert trial.state == TrialState.PRUNED and trial.user_attrs["outcome"] == "infeasible"
+    infeasible = [trial for trial in trials if trial.user_attrs["outcome"] == "infeasible"]
+    assert infeasible, "the seeded sampler should draw at least one over-budget partition"
+    for trial in infeasible:
+        assert trial.state == TrialState.PRUNED and trial.params["mlp_role"] == "stateful"
         assert "over the memory budget" in trial.user_attrs["reason"] and "eval_curve" not in trial.user_attrs
-    assert len(calls) == 2  # only the two baselines trained
+    trained = [trial for trial in trials if trial.user_attrs["outcome"] != "infeasible"]
+    # infeasible trials take no place: six trials were scored, and only those trained
+    assert len(trained) == 6 and all(trial.state == TrialState.COMPLETE for trial in trained)
+    assert len(calls) == 6
 
 
 def test_killed_worker_trial_is_failed_and_the_count_still_met(tmp_path: Path) -> None:

@@ -78,7 +78,7 @@ class FRUGAL(Optimizer):
     Paths: ``foreach=True`` (default) runs torch's fused AdamW kernel over all whole-tensor
     Adam updates of a group (stateful tensors, active blocks) and per tensor for the low-rank
     moments; on the CPU the state-free rule, the weight decay, the lift and the residual are done
-    in cache-sized chunks through one scratch buffer (signSGD reads g and p and writes p once).
+    in cache-sized chunks while the gradient is still in cache.
     ``foreach=False`` is the single-tensor reference path, the formulas as written; tests check
     the two against each other.
 

@@ -2,6 +2,7 @@
 
 from frugal_search.optimizer._settings import (
     BLOCK_ORDERS,
+    FRUGAL_SETTINGS,
     MODES,
     ROLES,
     STATE_FREE_RULES,
@@ -16,6 +17,7 @@ from frugal_search.optimizer.param_groups import (
 __all__ = [
     "BLOCK_ORDERS",
     "FRUGAL",
+    "FRUGAL_SETTINGS",
     "MODES",
     "ROLES",
     "STATE_FREE_RULES",

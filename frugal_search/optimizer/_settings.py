@@ -17,11 +17,8 @@ PROJECTION_MODES: tuple[str, ...] = ("svd", "random", "randperm")
 RANKED_MODES: tuple[str, ...] = ("svd", "random", "randperm", "columns", "rows")
 
 # Settings a param group may override; `seed` is optimizer-wide (one generator).
-GROUP_SETTINGS: tuple[str, ...] = (
-    "lr",
-    "betas",
-    "eps",
-    "weight_decay",
+# The settings that shape FRUGAL's split (as opposed to AdamW's own hyperparameters).
+FRUGAL_SETTINGS: tuple[str, ...] = (
     "mode",
     "density",
     "rank",
@@ -32,6 +29,7 @@ GROUP_SETTINGS: tuple[str, ...] = (
     "split_lr_scale",
     "reset_state",
 )
+GROUP_SETTINGS: tuple[str, ...] = ("lr", "betas", "eps", "weight_decay", *FRUGAL_SETTINGS)
 # `initial_lr` is written by torch LR schedulers and must survive a round trip.
 GROUP_KEYS: tuple[str, ...] = ("params", "role", "names", "initial_lr", *GROUP_SETTINGS)
 

@@ -11,24 +11,13 @@ import dataclasses
 import fnmatch
 from typing import Any
 
-from frugal_search.optimizer import BLOCK_ORDERS, MODES, ROLES, STATE_FREE_RULES
+from frugal_search.optimizer import BLOCK_ORDERS, FRUGAL_SETTINGS, MODES, ROLES, STATE_FREE_RULES
 from frugal_search.partition.introspect import KINDS, ParamInfo
 from frugal_search.partition.layers import parse_layer_selector, selects_layer
 
 __all__ = ["BLOCK_ORDERS", "MODES", "OVERRIDE_KEYS", "ROLES", "STATE_FREE_RULES", "Rule", "check_setting"]
 
-OVERRIDE_KEYS: tuple[str, ...] = (
-    "mode",
-    "density",
-    "rank",
-    "update_gap",
-    "block_order",
-    "state_free",
-    "state_free_lr_scale",
-    "split_lr_scale",
-    "reset_state",
-    "weight_decay",
-)
+OVERRIDE_KEYS: tuple[str, ...] = (*FRUGAL_SETTINGS, "weight_decay")
 """FRUGAL settings a rule may set for its own parameters (None: the partition's setting)."""
 
 

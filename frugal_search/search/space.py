@@ -66,11 +66,9 @@ if TYPE_CHECKING:
 
     from frugal_search.partition import Partition
 
-ROLES = ("stateful", "frugal", "state_free", "frozen")
-MODES = ("blocks", "svd", "random", "randperm", "columns", "rows", "randk")
+from frugal_search.optimizer import BLOCK_ORDERS, FRUGAL_SETTINGS, MODES, ROLES, STATE_FREE_RULES
+
 LOW_RANK_MODES = ("svd", "random", "randperm")
-BLOCK_ORDERS = ("random", "ascending", "descending", "mirror")
-STATE_FREE_RULES = ("signsgd", "sgd", "none")
 ROLE_KINDS = ("head", "embedding", "norm", "attention", "mlp")
 
 
@@ -370,21 +368,7 @@ def partition_from_settings(
     rules.append(Rule(values["attention_role"], kinds=("attention",)))
     rules.append(Rule(values["mlp_role"], kinds=("mlp",)))
     rules.append(Rule("stateful"))  # biases and anything else
-    settings = {
-        key: values[key]
-        for key in (
-            "mode",
-            "density",
-            "rank",
-            "update_gap",
-            "block_order",
-            "state_free",
-            "state_free_lr_scale",
-            "split_lr_scale",
-            "reset_state",
-        )
-        if key in values
-    }
+    settings = {key: values[key] for key in FRUGAL_SETTINGS if key in values}
     return Partition(rules, lr=values["lr"], **settings, name=name, provenance=provenance)
 
 

@@ -164,6 +164,8 @@ def run_fidelity_check(
     command = (
         f"frugal-search validate {shlex.quote(str(study_file))} --top {check.top} --factor {check.factor} "
         f"--seeds {len(check.seeds)}"
+        + (f" --storage {shlex.quote(storage)}" if storage else "")
+        + (f" --name {shlex.quote(name)}" if name else "")
     )
     settings = {
         "study": study.study_name,

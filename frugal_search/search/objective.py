@@ -69,6 +69,7 @@ class TrialObjective:
         self.memory_model = memory_model
         self.model_spec = config.model_spec()
         self.data_spec = config.data_spec()
+        self.num_layers = _depth(memory_model)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         import optuna
@@ -170,8 +171,20 @@ class TrialObjective:
             return partition.replace(provenance=provenance)
         trial.set_user_attr("baseline", None)
         return sample_partition(
-            trial, self.config.space, name=f"{study_name}-trial-{trial.number}", provenance=provenance
+            trial,
+            self.config.space,
+            name=f"{study_name}-trial-{trial.number}",
+            provenance=provenance,
+            num_layers=self.num_layers,
         )
+
+
+def _depth(model: nn.Module) -> int | None:
+    """The number of layers of the model's deepest block stack, None when it has none."""
+    from frugal_search.partition.introspect import introspect
+
+    depths = [info.num_layers for info in introspect(model) if info.num_layers]
+    return max(depths) if depths else None
 
 
 def _set_outcome(trial: optuna.Trial, outcome: str, reason: str | None) -> None:

@@ -347,9 +347,15 @@ def sample_settings(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
 
 
 def partition_from_settings(
-    values: dict[str, Any], *, name: str | None = None, provenance: Any = None
+    values: dict[str, Any], *, name: str | None = None, provenance: Any = None, num_layers: int | None = None
 ) -> Partition:
-    """Build the :class:`Partition` that the sampled ``values`` describe (rules in the docstring order)."""
+    """Build the :class:`Partition` that the sampled ``values`` describe (rules in the docstring order).
+
+    ``num_layers`` (the proxy model's depth) snaps the stateful shares of first and last layers to
+    whole layers of the proxy: a share s becomes ``k = round(s * num_layers)`` layers, written as
+    the share ``k / num_layers`` (so it transfers as the same share of a deeper model), and no rule
+    at all when k is 0. Without it the raw share is used.
+    """
     from frugal_search.partition import Partition, Rule
 
     outer_scale = values.get("embedding_norm_head_lr_scale", 1.0)
@@ -359,12 +365,12 @@ def partition_from_settings(
         rules.append(Rule(values[f"{kind}_role"], kinds=(kind,), **scale))
     # Shares of depth as "lo-hi" ranges: layer i is selected when (i + 0.5) / L lies in [lo, hi),
     # so a small share selects no layer rather than rounding up to one.
-    first = values.get("stateful_first_layers", 0.0)
+    first = _snap_share(values.get("stateful_first_layers", 0.0), num_layers)
     if first > 0:
-        rules.append(Rule("stateful", kinds=("attention", "mlp"), layers=f"0.0000-{first:.4f}"))
-    last = values.get("stateful_last_layers", 0.0)
+        rules.append(Rule("stateful", kinds=("attention", "mlp"), layers=f"0-{first:.4g}"))
+    last = _snap_share(values.get("stateful_last_layers", 0.0), num_layers)
     if last > 0:
-        rules.append(Rule("stateful", kinds=("attention", "mlp"), layers=f"{1.0 - last:.4f}-1.0000"))
+        rules.append(Rule("stateful", kinds=("attention", "mlp"), layers=f"{1.0 - last:.4g}-1"))
     rules.append(Rule(values["attention_role"], kinds=("attention",)))
     rules.append(Rule(values["mlp_role"], kinds=("mlp",)))
     rules.append(Rule("stateful"))  # biases and anything else
@@ -372,8 +378,21 @@ def partition_from_settings(
     return Partition(rules, lr=values["lr"], **settings, name=name, provenance=provenance)
 
 
+def _snap_share(share: float, num_layers: int | None) -> float:
+    """Return ``share`` of depth as a whole number of ``num_layers`` layers (see partition_from_settings)."""
+    if num_layers is None or share <= 0:
+        return share
+    return round(share * num_layers) / num_layers
+
+
 def sample_partition(
-    trial: optuna.Trial, space: SearchSpace, *, name: str | None = None, provenance: Any = None
+    trial: optuna.Trial,
+    space: SearchSpace,
+    *,
+    name: str | None = None,
+    provenance: Any = None,
+    num_layers: int | None = None,
 ) -> Partition:
     """Sample this trial's point of ``space`` and return it as a :class:`Partition`."""
-    return partition_from_settings(sample_settings(trial, space), name=name, provenance=provenance)
+    values = sample_settings(trial, space)
+    return partition_from_settings(values, name=name, provenance=provenance, num_layers=num_layers)

@@ -115,6 +115,21 @@ def test_small_layer_share_selects_no_layer(model: torch.nn.Module) -> None:
     assert roles["model.layers.1.mlp.gate_proj.weight"] == "frugal"
 
 
+def test_layer_shares_snap_to_whole_proxy_layers(model: torch.nn.Module) -> None:
+    values = {f"{kind}_role": "stateful" for kind in ("head", "embedding", "norm")}
+    values.update(lr=1e-3, attention_role="frugal", mlp_role="frugal", stateful_first_layers=0.1)
+    # 0.1 of 4 layers rounds to no layer: no rule at all, so the split file says nothing it does not do
+    partition = partition_from_settings(values, num_layers=4)
+    assert [rule.layers for rule in partition.rules if rule.layers is not None] == []
+    # 0.3 of 4 layers rounds to one layer, written as the share 0.25 so a deeper model keeps the share
+    values["stateful_first_layers"] = 0.3
+    partition = partition_from_settings(values, num_layers=4)
+    assert [rule.layers for rule in partition.rules if rule.layers is not None] == ["0-0.25"]
+    roles = roles_by_name(partition, model)
+    assert roles["model.layers.0.self_attn.q_proj.weight"] == "stateful"
+    assert roles["model.layers.1.self_attn.q_proj.weight"] == "frugal"
+
+
 def test_sampled_partition_memory_follows_density(model: torch.nn.Module) -> None:
     space = parse_space({"density": [0.0, 1.0]})
     low = sample_partition(optuna.trial.FixedTrial({"density": 0.0}), space)

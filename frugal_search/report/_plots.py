@@ -159,6 +159,7 @@ def draw_importance(importances: list[ObjectiveImportance], target: str | Path |
     """Draw one horizontal bar chart of parameter importance per objective (or its message)."""
     figure = _new_figure(width=9.0, height=4.5)
     axes = figure.subplots(1, max(1, len(importances)), squeeze=False)[0]
+    figure.suptitle("Which search parameters matter (importances of each objective sum to 1)", fontsize=10)
     for ax, entry in zip(axes, importances):
         ax.set_title(f"importance for {entry.objective}")
         if entry.message or not entry.importances:
@@ -166,7 +167,7 @@ def draw_importance(importances: list[ObjectiveImportance], target: str | Path |
             continue
         names = list(entry.importances)[::-1]  # largest on top
         ax.barh(names, [entry.importances[name] for name in names], color="tab:blue")
-        ax.set_xlabel("importance (PED-ANOVA, sums to 1)")
+        ax.set_xlabel("PED-ANOVA importance")  # short: the right panel's label must fit the figure
         ax.set_xlim(0, 1)
         ax.grid(True, axis="x", alpha=0.3)
     _save(figure, target)

@@ -6,8 +6,7 @@ cheap and pulls in optuna / transformers only when a name that needs them is use
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from frugal_search._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -34,15 +33,4 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
-
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'frugal_search' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value  # cache: later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -8,8 +8,7 @@ Successive halving for the search itself lives in ``frugal_search.search.fidelit
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from frugal_search._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "Candidate": "frugal_search.validate.selection",
@@ -32,15 +31,4 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'frugal_search.validate' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

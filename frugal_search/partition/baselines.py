@@ -36,8 +36,7 @@ def paper_partition(density: float = 0.25, **settings: Any) -> Partition:
         block_order="descending",
         state_free="signsgd",
     )
-    values.update(settings)
-    return Partition(_split_rules(), **values)
+    return Partition(_split_rules(), **{**values, **settings})
 
 
 def galore_partition(density: float = 0.25, **settings: Any) -> Partition:
@@ -52,8 +51,7 @@ def galore_partition(density: float = 0.25, **settings: Any) -> Partition:
         lr=0.01,
         split_lr_scale=0.25,
     )
-    values.update(settings)
-    return Partition(_split_rules(), **values)
+    return Partition(_split_rules(), **{**values, **settings})
 
 
 def badam_partition(density: float = 0.25, **settings: Any) -> Partition:
@@ -70,8 +68,7 @@ def badam_partition(density: float = 0.25, **settings: Any) -> Partition:
         block_order="descending",
         state_free="none",
     )
-    values.update(settings)
-    return Partition(_split_rules(), **values)
+    return Partition(_split_rules(), **{**values, **settings})
 
 
 def baseline_partition(name: str, /, *, density: float = 0.25, **settings: Any) -> Partition:

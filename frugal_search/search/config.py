@@ -59,6 +59,7 @@ class ProxySection:
     log_every: int | None = None
     diverge_factor: float | None = None
     device: str = "cpu"  # "cpu", "cuda", "cuda:N"; with several workers "cuda" spreads them over the GPUs
+    threads: int | None = None  # torch CPU threads per worker; None: torch's default (cores / workers with several)
 
     def budget(self, *, lr: float | None = None) -> Any:
         """Return the proxy stage's ``ProxyBudget`` (``lr`` None keeps the partition's lr)."""
@@ -67,7 +68,7 @@ class ProxySection:
         values = {
             item.name: getattr(self, item.name)
             for item in dataclasses.fields(self)
-            if item.name not in ("device", "lr") and getattr(self, item.name) is not None
+            if item.name not in ("device", "lr", "threads") and getattr(self, item.name) is not None
         }
         return ProxyBudget(**values, lr=lr)
 
@@ -301,6 +302,8 @@ def _read_proxy(table: dict[str, Any], where: str) -> ProxySection:
             if not _is_number(table[key]):
                 raise StudyConfigError(f"{where}: [proxy] {key}: expected a number, got {table[key]!r}")
             values[key] = float(table[key])
+    if "threads" in table:
+        values["threads"] = _positive_int(table["threads"], where, "proxy", "threads")
     if "device" in table:
         device = table["device"]
         if not isinstance(device, str) or device.split(":")[0] not in ("cpu", "cuda", "mps"):

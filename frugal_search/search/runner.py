@@ -188,6 +188,10 @@ def run_search(
     bar = _ProgressBar(study, target) if progress else None
     try:
         if workers == 1:
+            if config.proxy.threads is not None:
+                import torch
+
+                torch.set_num_threads(config.proxy.threads)
             run_worker(
                 config, worker_index=0, device=config.proxy.device, on_trial=bar.refresh if bar else None
             )
@@ -201,7 +205,7 @@ def run_search(
 
 def _run_worker_processes(config: StudyConfig, *, workers: int, bar: _ProgressBar | None) -> None:
     context = multiprocessing.get_context("spawn")  # fork would copy torch/optuna threads and locks
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = config.proxy.threads or max(1, (os.cpu_count() or 1) // workers)
     processes = []
     for index in range(workers):
         process = context.Process(

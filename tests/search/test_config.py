@@ -25,6 +25,7 @@ overrides = { num_hidden_layers = 2 }
 steps = 30
 batch_size = 4
 lr = 0.002
+threads = 1
 
 [space]
 density = [0.05, 0.5]
@@ -56,6 +57,7 @@ def test_valid_file_gives_typed_values(tmp_path: Path) -> None:
     assert config.study.storage == f"sqlite:///{(tmp_path / 'demo.db').resolve()}"
     assert config.proxy.steps == 30 and config.proxy.batch_size == 4
     assert config.proxy.budget().seq_len == 128  # unset keys keep the proxy stage's default
+    assert config.proxy.threads == 1  # a worker setting, not part of the proxy budget
     assert config.space["lr"].fixed == 0.002  # [proxy] lr fixes the unlisted lr dimension
     assert config.space["density"].low == 0.05 and config.space["density"].high == 0.5
     assert config.space["density"].log is False
@@ -113,6 +115,7 @@ def test_overrides_are_checked_and_applied(tmp_path: Path) -> None:
         (("[space]", "[space]\nrho = [0.1, 0.2]"), r"\[space\] unknown key 'rho'; allowed keys: lr, "),
         (("batch_size = 4", "batch_size = 4.5"), r"\[proxy\] batch_size: expected an integer, got 4.5"),
         (("batch_size = 4", "batch_size = -4"), r"\[proxy\] batch_size must be a positive integer"),
+        (("threads = 1", "threads = 0"), r"\[proxy\] threads: expected an integer >= 1, got 0"),
         (
             ('fidelity = "successive-halving"', 'fidelity = "hyperband"'),
             r"fidelity: 'hyperband' is not allowed",

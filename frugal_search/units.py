@@ -41,11 +41,13 @@ def parse_bytes(text: str | int | float) -> int:
 def format_bytes(num_bytes: float) -> str:
     """Return ``num_bytes`` in the largest binary unit that keeps it >= 1 (e.g. ``"1.50 MiB"``)."""
     value = float(num_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024 or unit == "GiB":
-            return f"{value:.0f} B" if unit == "B" else f"{value:.2f} {unit}"
+    if abs(value) < 1024:
+        return f"{value:.0f} B"
+    for unit in ("KiB", "MiB"):
         value /= 1024
-    raise AssertionError("unreachable")
+        if abs(value) < 1024:
+            return f"{value:.2f} {unit}"
+    return f"{value / 1024:.2f} GiB"
 
 
 MIB = 2**20

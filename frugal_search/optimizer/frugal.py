@@ -296,6 +296,15 @@ class FRUGAL(Optimizer):
                 state["exp_avg_sq"] = param.new_zeros(plan.moment_shape)
                 state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
 
+    def _whole_adam_indices(self, group: dict[str, Any], index: int) -> set[int]:
+        """Positions in ``group`` that take plain AdamW on the whole tensor this step: every tensor
+        of a stateful group, the active window of a blocks group, none otherwise."""
+        if group["role"] == "stateful":
+            return set(range(len(group["params"])))
+        if group["role"] == "frugal" and group["mode"] == "blocks":
+            return set(self._active_blocks[index])
+        return set()
+
     def _rates(self, group: dict[str, Any]) -> tuple[float, float, float]:
         """(lr, lr of the state-full part, lr of the state-free part) for this group."""
         lr = float(group["lr"])
@@ -320,12 +329,12 @@ class FRUGAL(Optimizer):
         beta1, beta2 = group["betas"]
         eps, weight_decay, role, rule = group["eps"], group["weight_decay"], group["role"], group["state_free"]
         adam = {"beta1": beta1, "beta2": beta2, "eps": eps}
-        active = set(self._active_blocks[index])
+        whole_adam = self._whole_adam_indices(group, index)
         for i, param in enumerate(group["params"]):
             grad = param.grad
             if grad is None:
                 continue
-            if role == "stateful" or (role == "frugal" and group["mode"] == "blocks" and i in active):
+            if i in whole_adam:
                 state = self._ensure_full_state(param)
                 if weight_decay:
                     param.mul_(1 - lr * weight_decay)
@@ -360,7 +369,7 @@ class FRUGAL(Optimizer):
         eps, weight_decay, role, rule = group["eps"], group["weight_decay"], group["role"], group["state_free"]
         adam = {"beta1": beta1, "beta2": beta2, "eps": eps, "fused": self._fused}
         decay = 1 - lr * weight_decay
-        active = set(self._active_blocks[index])
+        whole_adam = self._whole_adam_indices(group, index)
         whole: tuple[list[torch.Tensor], ...] = ([], [], [], [], [])  # params, grads, m, v, steps
         predecay: list[torch.Tensor] = []  # whole-Adam tensors the fused kernel cannot decay
         free_params: list[torch.Tensor] = []  # whole tensors taking the state-free rule
@@ -370,7 +379,7 @@ class FRUGAL(Optimizer):
             grad = param.grad
             if grad is None:
                 continue
-            if role == "stateful" or (role == "frugal" and group["mode"] == "blocks" and i in active):
+            if i in whole_adam:
                 state = self._ensure_full_state(param)
                 for bucket, tensor in zip(
                     whole, (param, grad, state["exp_avg"], state["exp_avg_sq"], state["step"]), strict=True

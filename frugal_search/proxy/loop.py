@@ -259,7 +259,7 @@ class _ProxyLoop:
         # every step: in blocks mode the state changes size at each re-selection
         self.state_bytes = max(self.state_bytes, optimizer_state_bytes(self.optimizer))
         if self.on_cuda:
-            self.state_device_bytes = max(self.state_device_bytes, _state_bytes_on(self.optimizer, "cuda"))
+            self.state_device_bytes = max(self.state_device_bytes, optimizer_state_bytes(self.optimizer, device_type="cuda"))
 
     def _elapsed_since(self, clock: float) -> float:
         if self.on_cuda:
@@ -364,16 +364,6 @@ def _override_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     base_lr = optimizer.defaults.get("lr")
     for group in optimizer.param_groups:
         group["lr"] = lr * group["lr"] / base_lr if base_lr else lr
-
-
-def _state_bytes_on(optimizer: torch.optim.Optimizer, device_type: str) -> int:
-    # the same count as optimizer_state_bytes, restricted to tensors on one kind of device
-    total = 0
-    for state in optimizer.state.values():
-        for value in state.values():
-            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.device.type == device_type:
-                total += value.numel() * value.element_size()
-    return total
 
 
 def _divergence_reason(worst: float, step: int, limit: float, factor: float, first_eval: float) -> str:

@@ -20,6 +20,7 @@ import math
 import traceback
 from typing import TYPE_CHECKING, Any
 
+from frugal_search.search.storage import WORKER_LOST_REASON
 from frugal_search.units import MIB, format_bytes
 
 if TYPE_CHECKING:
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-WORKER_LOST_REASON = "the worker stopped before the trial finished (killed, crashed or lost its storage)"
 SURPLUS_REASON = "not run: the study already held the requested number of trials when this one started"
 # user attributes copied from the proxy result into the trial
 RESULT_ATTRS = (

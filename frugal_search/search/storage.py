@@ -12,9 +12,10 @@ Storages by URL:
   storage, append-only and safe under concurrency on one machine; no database needed.
 
 Dead workers: RDB storages use Optuna's heartbeat (each running trial is stamped every
-``heartbeat_interval`` seconds; one not stamped for ``grace_period`` seconds is marked FAIL by the
-next worker that looks). Journal storages have no heartbeat in Optuna, so :func:`journal_heartbeat`
-and :func:`fail_stale_trials` do the same with a trial system attribute.
+``heartbeat_interval`` seconds). Journal storages have no heartbeat in Optuna, so
+:func:`journal_heartbeat` stamps a trial system attribute instead. On both, a trial not stamped for
+``grace_period`` seconds is marked FAIL by :func:`fail_stale_trials`, run by the next worker that
+looks.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_S = 120  # seconds a SQLite writer waits for the lock before it gives up
 HEARTBEAT_ATTR = "frugal_search:heartbeat"  # journal storages: last "alive" time of a running trial
+WORKER_LOST_REASON = "the worker stopped before the trial finished (killed, crashed or lost its storage)"
 
 
 def journal_path(url: str) -> Path | None:
@@ -145,33 +147,73 @@ def journal_heartbeat(trial: optuna.Trial, *, interval: float) -> Iterator[None]
 def fail_stale_trials(study: optuna.Study, *, grace_period: float) -> list[int]:
     """Mark FAIL every RUNNING trial whose worker stopped stamping it; return their numbers.
 
-    RDB storages use Optuna's own heartbeat check; journal storages use :data:`HEARTBEAT_ATTR`
-    (a trial with no stamp yet counts from its start time).
+    A trial's last sign of life is its latest heartbeat (Optuna's heartbeat table on RDB storages,
+    :data:`HEARTBEAT_ATTR` on journal storages), or its start while it has none: a worker killed
+    between starting a trial and its first heartbeat leaves such a trial, which Optuna's own check
+    never fails, so a resumed study would wait on it forever. A failed trial that does not say why
+    gets ``outcome = "error"`` and :data:`WORKER_LOST_REASON`.
     """
     import optuna
     from optuna.trial import TrialState
 
     storage = study._storage
-    if not isinstance(storage, optuna.storages.JournalStorage):
-        before = {trial.number for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        after = {trial.number for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        return sorted(before - after)
-    now = time.time()
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not running:
+        return []
+    if isinstance(storage, optuna.storages.JournalStorage):
+        now = time.time()
+        beats = {
+            trial._trial_id: now - float(trial.system_attrs[HEARTBEAT_ATTR])
+            for trial in running
+            if HEARTBEAT_ATTR in trial.system_attrs
+        }
+    else:
+        rdb = getattr(storage, "_backend", storage)  # Optuna wraps RDB storages in a cache
+        beats = _seconds_since_rdb_heartbeats(rdb, [trial._trial_id for trial in running])
     failed = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        last = trial.system_attrs.get(HEARTBEAT_ATTR)
-        if last is None and trial.datetime_start is not None:
-            last = trial.datetime_start.timestamp()
-        if last is None or now - float(last) <= grace_period:
-            continue
-        try:
-            storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another worker failed it first
-        failed.append(trial.number)
+    for trial in running:
+        age = beats.get(trial._trial_id)
+        if age is None and trial.datetime_start is not None:  # Optuna stores local naive times
+            age = time.time() - trial.datetime_start.timestamp()
+        if age is not None and age > grace_period and _fail_lost_trial(storage, trial):
+            failed.append(trial.number)
     if failed:
         logger.warning("marked trials %s as failed: their worker stopped (killed or lost)", failed)
     return failed
+
+
+def _seconds_since_rdb_heartbeats(storage: optuna.storages.RDBStorage, trial_ids: list[int]) -> dict[int, float]:
+    """Seconds since each trial's last Optuna heartbeat, by trial id (trials with none are left out).
+
+    Ages are taken on the database's clock, the one Optuna stamps heartbeats with.
+    """
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    session = storage.scoped_session()
+    try:
+        now = session.execute(sqlalchemy.func.now()).scalar().replace(tzinfo=None)
+        rows = (
+            session.query(models.TrialHeartbeatModel)
+            .filter(models.TrialHeartbeatModel.trial_id.in_(trial_ids))
+            .all()
+        )
+        return {row.trial_id: (now - row.heartbeat).total_seconds() for row in rows}
+    finally:
+        session.rollback()
+        storage.scoped_session.remove()
+
+
+def _fail_lost_trial(storage: optuna.storages.BaseStorage, trial: optuna.trial.FrozenTrial) -> bool:
+    """Mark a dead worker's trial FAIL, saying so; False if another worker finished it first."""
+    import optuna
+    from optuna.trial import TrialState
+
+    try:
+        if "reason" not in trial.user_attrs:  # killed before the objective wrote its first line
+            storage.set_trial_user_attr(trial._trial_id, "outcome", "error")
+            storage.set_trial_user_attr(trial._trial_id, "reason", WORKER_LOST_REASON)
+        storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    return True

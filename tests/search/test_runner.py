@@ -22,15 +22,14 @@ from frugal_search.cli import main as cli_main
 from frugal_search.partition import Partition, baseline_partition
 from frugal_search.proxy import ModelSpec, build_model
 from frugal_search.search.config import load_study_config
-from frugal_search.search.objective import SURPLUS_REASON, WORKER_LOST_REASON
+from frugal_search.search.objective import SURPLUS_REASON
 from frugal_search.search.runner import run_search
-from frugal_search.search.storage import open_storage
+from frugal_search.search.storage import WORKER_LOST_REASON, open_storage
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MODEL_OVERRIDES = (
     "{ num_hidden_layers = 2, hidden_size = 32, intermediate_size = 64, num_attention_heads = 2 }"
 )
-POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 
 
 def study_text(
@@ -260,29 +259,12 @@ def test_killed_worker_trial_is_failed_and_the_count_still_met(tmp_path: Path) -
     assert [t.state for t in trials].count(TrialState.FAIL) == 1
 
 
-def _postgres_available() -> str | None:
-    try:
-        import psycopg2
-    except ImportError:
-        return "psycopg2 is not installed (pip install -e '.[dev]')"
-    try:
-        psycopg2.connect(
-            host="127.0.0.1", port=5432, user="postgres", dbname="test", connect_timeout=3
-        ).close()
-    except Exception as error:
-        return f"no PostgreSQL server answers at 127.0.0.1:5432 (database test, user postgres): {error}"
-    return None
-
-
 @pytest.mark.services
-def test_three_workers_on_postgresql_finish_exactly_n(tmp_path: Path) -> None:
-    reason = _postgres_available()
-    if reason:
-        pytest.skip(reason)
+def test_three_workers_on_postgresql_finish_exactly_n(tmp_path: Path, postgres_url: str) -> None:
     name = f"frugal-search-test-{uuid.uuid4().hex[:12]}"
     path = write_study(
         tmp_path,
-        study_text(name=name, trials=7, storage=POSTGRES_URL, baselines='["adamw", "frugal", "badam"]'),
+        study_text(name=name, trials=7, storage=postgres_url, baselines='["adamw", "frugal", "badam"]'),
     )
     try:
         study = run_search(load_study_config(path), workers=3, progress=False)
@@ -296,7 +278,7 @@ def test_three_workers_on_postgresql_finish_exactly_n(tmp_path: Path) -> None:
         sampled = [tuple(sorted(t.params.items())) for t in finished if not t.user_attrs["baseline"]]
         assert len(set(sampled)) == len(sampled) == 4  # no point evaluated twice
     finally:
-        optuna.delete_study(study_name=name, storage=POSTGRES_URL)
+        optuna.delete_study(study_name=name, storage=postgres_url)
 
 
 def test_two_workers_on_the_default_sqlite_storage(tmp_path: Path) -> None:

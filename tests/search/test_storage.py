@@ -5,11 +5,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import optuna
+import pytest
+from optuna.trial import TrialState
 
-from frugal_search.search.storage import journal_path, open_storage, sqlite_path
+from frugal_search.search.storage import (
+    WORKER_LOST_REASON,
+    fail_stale_trials,
+    journal_path,
+    open_storage,
+    sqlite_path,
+)
 
 _POP_WAITING = """
 import json, sys
@@ -45,3 +55,37 @@ def test_storage_paths() -> None:
     assert sqlite_path("sqlite:////tmp/a/b.db") == Path("/tmp/a/b.db")
     assert sqlite_path("sqlite:///:memory:") is None and sqlite_path("postgresql://x/y") is None
     assert journal_path("journal:///tmp/x.log") == Path("/tmp/x.log") and journal_path("sqlite:///x.db") is None
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
+def rdb_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'stale.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used:UserWarning")  # ask() on purpose
+def test_dead_workers_trials_fail_with_or_without_a_heartbeat(rdb_url: str) -> None:
+    name = f"stale-{uuid.uuid4().hex[:12]}"
+    storage = open_storage(rdb_url, heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name=name, storage=storage)
+    try:
+        # killed between ``ask`` and its first heartbeat: no heartbeat row, and no words yet
+        silent = study.ask()
+        # killed after it had started beating
+        beating = study.ask()
+        storage.record_heartbeat(beating._trial_id)
+        assert fail_stale_trials(study, grace_period=1000) == []  # both younger than the grace period
+        time.sleep(2.2)  # SQLite's clock has whole seconds
+        alive = study.ask()
+        storage.record_heartbeat(alive._trial_id)  # a live worker: started now, beating now
+
+        assert fail_stale_trials(study, grace_period=1) == [silent.number, beating.number]
+        trials = study.get_trials()
+        for number in (silent.number, beating.number):
+            assert trials[number].state == TrialState.FAIL
+            assert trials[number].user_attrs == {"outcome": "error", "reason": WORKER_LOST_REASON}
+        assert trials[alive.number].state == TrialState.RUNNING
+        assert fail_stale_trials(study, grace_period=1) == []  # nothing is failed twice
+    finally:
+        optuna.delete_study(study_name=name, storage=storage)

@@ -187,16 +187,51 @@ def block_window(order: str, n_tensors: int, k: int, period: int, generator: tor
     raise ValueError(f"Unknown block_order {order!r}")
 
 
+def blocks_window_bytes(order: str, tensor_bytes: list[int], density: float) -> list[int]:
+    """State bytes of the active window in each period of one cycle of a fixed block order.
+
+    The list repeats with the schedule: period ``p`` holds entry ``p % len(result)``. It is the
+    shortest such cycle, so that several groups' cycles combine over a short common period.
+    """
+    n = len(tensor_bytes)
+    k = blocks_k(density, n)
+    if k == 0 or n == 0:
+        return [0]
+    windows = [block_window(order, n, k, period, None) for period in range(n)]  # n periods always repeat
+    cycle = next(length for length in range(1, n + 1) if n % length == 0 and windows[length:] == windows[:-length])
+    return [sum(tensor_bytes[i] for i in window) for window in windows[:cycle]]
+
+
 def blocks_peak_bytes(order: str, tensor_bytes: list[int], density: float) -> int:
     """The largest window's state bytes over a full cycle of the block schedule.
 
     For random order this is the k largest tensors (the worst draw); for the fixed orders every
     distinct window position is enumerated.
     """
-    n = len(tensor_bytes)
-    k = blocks_k(density, n)
-    if k == 0 or n == 0:
-        return 0
     if order == "random":
+        k = blocks_k(density, len(tensor_bytes))
         return sum(sorted(tensor_bytes, reverse=True)[:k])
-    return max(sum(tensor_bytes[i] for i in block_window(order, n, k, period, None)) for period in range(n))
+    return max(blocks_window_bytes(order, tensor_bytes, density))
+
+
+MAX_JOINT_SCHEDULE_POINTS = 200_000  # re-selection points enumerated for a joint blocks peak
+
+
+def joint_peak_bytes(schedules: list[tuple[int, list[int]]]) -> int | None:
+    """The largest sum over optimizer steps of several groups' periodic block schedules.
+
+    Each schedule is ``(update_gap, bytes per period)`` as from :func:`blocks_window_bytes`; group
+    ``g`` holds ``bytes[((step - 1) // gap) % len(bytes)]`` at step ``step``. The sum only changes
+    where some group re-selects, and repeats after the least common multiple of ``gap * len``, so
+    those points are enumerated. None when there are more than ``MAX_JOINT_SCHEDULE_POINTS``.
+    """
+    if not schedules:
+        return 0
+    common = math.lcm(*(gap * len(window_bytes) for gap, window_bytes in schedules))
+    if sum(common // gap for gap, _ in schedules) > MAX_JOINT_SCHEDULE_POINTS:
+        return None
+    points = sorted({start for gap, _ in schedules for start in range(0, common, gap)})
+    return max(
+        sum(window_bytes[(point // gap) % len(window_bytes)] for gap, window_bytes in schedules)
+        for point in points
+    )

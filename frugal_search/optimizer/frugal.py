@@ -21,7 +21,9 @@ from frugal_search.optimizer._subspace import (
     SubspacePlan,
     block_window,
     blocks_peak_bytes,
+    blocks_window_bytes,
     draw_subspace,
+    joint_peak_bytes,
     plan_subspace,
 )
 
@@ -170,9 +172,13 @@ class FRUGAL(Optimizer):
         Counts what ``optimizer_state_bytes`` counts (moments, bases, index vectors; not the
         scalar step/period counters nor the generator state). Reads only shapes and dtypes, so it
         works for parameters on the ``meta`` device. blocks: the largest window of the cycle
-        (random order: the k largest tensors).
+        (random order: the k largest tensors, the worst draw). ``by_group`` gives each group's own
+        peak; the total is the joint peak, which is lower when several blocks groups with fixed
+        orders hold their largest windows at different steps (their schedules are enumerated up to
+        ``_subspace.MAX_JOINT_SCHEDULE_POINTS`` re-selections; beyond that the sum of the peaks bounds it).
         """
         per_group: list[int] = []
+        schedules: list[tuple[int, list[int]]] = []  # fixed-order blocks groups, combined below
         for group in self.param_groups:
             role = group["role"]
             params = group["params"]
@@ -181,12 +187,21 @@ class FRUGAL(Optimizer):
             elif role == "frugal" and group["mode"] == "blocks":
                 sizes = [2 * p.numel() * p.element_size() for p in params]
                 total = blocks_peak_bytes(group["block_order"], sizes, group["density"])
+                if group["block_order"] != "random":
+                    schedules.append(
+                        (group["update_gap"], blocks_window_bytes(group["block_order"], sizes, group["density"]))
+                    )
             elif role == "frugal":
                 total = sum(self._plan(group, p).state_bytes(p.element_size()) for p in params)
             else:
                 total = 0
             per_group.append(total)
-        return per_group if by_group else sum(per_group)
+        if by_group:
+            return per_group
+        joint = joint_peak_bytes(schedules) if len(schedules) > 1 else None
+        if joint is None:
+            return sum(per_group)
+        return sum(per_group) - sum(max(window_bytes) for _, window_bytes in schedules) + joint
 
     # ------------------------------------------------------------------ state_dict
 

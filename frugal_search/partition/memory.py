@@ -4,9 +4,8 @@ The optimizer-state figure is ``FRUGAL.peak_state_bytes()`` of an optimizer buil
 stand-ins of the parameters (same shapes, the chosen dtype), so it costs no memory even for a
 model whose real weights sit on a GPU, and it counts exactly what ``optimizer_state_bytes``
 measures while training: moments, bases and index vectors, at their largest over a re-selection
-cycle. With several ``frugal`` blocks groups it is the sum of each group's largest window, which
-equals the joint peak when each group's tensors are equal-sized (attention-only or mlp-only rules)
-and is an upper bound otherwise.
+cycle. Several ``frugal`` blocks groups with fixed orders count their joint peak (their schedules
+enumerated together); random order counts its worst draw.
 """
 
 from __future__ import annotations
@@ -111,7 +110,12 @@ def training_memory(
 
 
 def describe(partition: Partition, model: nn.Module, *, param_dtype: torch.dtype | None = None) -> pd.DataFrame:
-    """One row per rule: role, kinds matched, selection, settings, tensors, parameters, state bytes."""
+    """One row per rule: role, kinds matched, selection, settings, tensors, parameters, state bytes.
+
+    ``state_bytes`` is each rule's own peak. blocks rules on different schedules may hold their
+    largest windows at different steps, so the partition's peak (:func:`peak_state_bytes`) can be
+    below the column's sum.
+    """
     import pandas as pd
 
     from frugal_search.partition.words import rule_settings_words

@@ -71,3 +71,33 @@ def test_random_block_order_peak_is_the_largest_window(llama_factory):
             p.grad = torch.ones_like(p)
         optimizer.step()
         assert optimizer_state_bytes(optimizer) <= optimizer.peak_state_bytes()
+
+
+def test_blocks_groups_on_different_schedules_count_their_joint_peak():
+    # Two groups whose largest windows (the 100-element tensor) come at different steps: the
+    # state never holds both, so the peak is below the sum of the groups' own peaks.
+    def tensors() -> list[torch.nn.Parameter]:
+        return [torch.nn.Parameter(torch.zeros(numel)) for numel in (100, 10, 10, 10)]
+
+    groups = [
+        {"params": tensors(), "role": "frugal", "block_order": "descending", "update_gap": 2},
+        {"params": tensors(), "role": "frugal", "block_order": "ascending", "update_gap": 4},
+    ]
+    optimizer = FRUGAL(groups, mode="blocks", density=0.25)
+    measured = []
+    for _ in range(2 * 16):  # the schedules repeat every lcm(2 * 4, 4 * 4) = 16 steps
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = torch.ones_like(p)
+        optimizer.step()
+        measured.append(optimizer_state_bytes(optimizer))
+    assert optimizer.peak_state_bytes(by_group=True) == [800, 800]
+    assert optimizer.peak_state_bytes() == max(measured) == 880 < 1600
+
+
+def test_joint_schedule_too_long_to_enumerate_falls_back_to_the_sum_of_peaks():
+    from frugal_search.optimizer._subspace import joint_peak_bytes
+
+    assert joint_peak_bytes([(2, [10, 10, 10, 100]), (4, [100, 10, 10, 10])]) == 110
+    assert joint_peak_bytes([(3, [10, 10, 10, 100]), (2, [100, 10, 10, 10])]) == 200  # steps 10-11
+    assert joint_peak_bytes([(199, [1, 2]), (211, [3, 4]), (223, [5, 6, 7])]) is None

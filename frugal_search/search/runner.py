@@ -289,14 +289,27 @@ def run_worker(
     ran = 0
     failures_in_a_row = 0
     infeasible_in_a_row = 0
+    waiting = False
     while True:
         fail_stale_trials(study, grace_period=config.study.grace_period)
         finished, running = _count_finished_and_running(study)
         if finished >= target:
             return ran
         if finished + running >= target:
+            if not waiting:
+                logger.info(
+                    "worker %d waits: %d of %d trials finished and %d running elsewhere (a running "
+                    "trial whose worker died is failed after grace_period = %d s)",
+                    worker_index,
+                    finished,
+                    target,
+                    running,
+                    config.study.grace_period,
+                )
+            waiting = True
             time.sleep(_POLL_S * (0.5 + random.random()))  # jitter: workers do not wake in step
             continue
+        waiting = False
         if several_workers and finished + running + 1 == target:
             # The last trial: workers that finished at the same moment would all start one. A random
             # pause and a second look let one of them take it; the objective drops any that still race.

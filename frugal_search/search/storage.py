@@ -173,7 +173,8 @@ def fail_stale_trials(study: optuna.Study, *, grace_period: float) -> list[int]:
     failed = []
     for trial in running:
         age = beats.get(trial._trial_id)
-        if age is None and trial.datetime_start is not None:  # Optuna stores local naive times
+        if age is None and trial.datetime_start is not None:
+            # Optuna stores start times as naive local time: workers are assumed to share a zone
             age = time.time() - trial.datetime_start.timestamp()
         if age is not None and age > grace_period and _fail_lost_trial(storage, trial):
             failed.append(trial.number)

@@ -46,6 +46,31 @@ def test_storage_stays_readable_by_optuna(study_file, tmp_path) -> None:
     assert len(study.trials) == 3
 
 
+def _dashboard_get(app, path: str) -> dict:
+    """GET ``path`` from a WSGI app, as a browser on optuna-dashboard would; the JSON body."""
+    from wsgiref.util import setup_testing_defaults
+
+    environ = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "QUERY_STRING": ""}
+    setup_testing_defaults(environ)
+    statuses = []
+    body = b"".join(app(environ, lambda status, headers, exc_info=None: statuses.append(status)))
+    assert statuses == ["200 OK"], (path, statuses, body[:500])
+    return json.loads(body)
+
+
+def test_optuna_dashboard_opens_the_study(study_file, tmp_path) -> None:
+    dashboard = pytest.importorskip("optuna_dashboard", reason="pip install -e '.[dev]' installs optuna-dashboard")
+    app = dashboard.wsgi(f"sqlite:///{tmp_path / 'cli.db'}")
+    (summary,) = _dashboard_get(app, "/api/studies")["study_summaries"]
+    assert summary["study_name"] == "cli" and summary["directions"] == ["minimize", "minimize"]
+    detail = _dashboard_get(app, f"/api/studies/{summary['study_id']}")
+    assert detail["objective_names"] == ["eval_loss", "state_mib"]  # the axes are named
+    assert [trial["state"] for trial in detail["trials"]] == ["Complete", "Complete", "Pruned"]
+    assert sorted(trial["number"] for trial in detail["best_trials"]) == [0, 1]  # both on the front
+    attrs = {item["key"]: item["value"] for item in detail["trials"][2]["user_attrs"]}
+    assert attrs["outcome"] == "diverged"  # the trial contract's words show in the dashboard
+
+
 def test_report_command_from_the_study_file(study_file, tmp_path, capsys) -> None:
     out = tmp_path / "report"
     assert main(["report", str(study_file), "-o", str(out)]) == 0

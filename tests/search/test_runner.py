@@ -23,7 +23,7 @@ from frugal_search.partition import Partition, baseline_partition
 from frugal_search.proxy import ModelSpec, build_model
 from frugal_search.search.config import load_study_config
 from frugal_search.search.objective import SURPLUS_REASON
-from frugal_search.search.runner import run_search
+from frugal_search.search.runner import open_study, run_search
 from frugal_search.search.storage import WORKER_LOST_REASON, open_storage
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -257,6 +257,30 @@ def test_killed_worker_trial_is_failed_and_the_count_still_met(tmp_path: Path) -
     finished = [t for t in trials if t.state in FINISHED]
     assert len(finished) == 4 and len({t.number for t in finished}) == 4
     assert [t.state for t in trials].count(TrialState.FAIL) == 1
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used:UserWarning")  # ask() on purpose
+def test_trial_orphaned_before_its_first_heartbeat_does_not_stall_a_resumed_study(tmp_path: Path) -> None:
+    # A worker killed between starting a trial and its first heartbeat leaves a RUNNING trial with
+    # no heartbeat at all; Optuna's own check never fails it, so the resumed run below waited on it
+    # for ever once the other trials were done.
+    path = write_study(
+        tmp_path,
+        study_text(name="orphan", trials=2, baselines="[]", extra_study="heartbeat_interval = 1\ngrace_period = 2"),
+    )
+    orphan = open_study(load_study_config(path)).ask()  # RUNNING, never stamped
+    time.sleep(2.5)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "frugal_search", "run", str(path), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    trials = load(path).get_trials()
+    assert trials[orphan.number].state == TrialState.FAIL
+    assert trials[orphan.number].user_attrs == {"outcome": "error", "reason": WORKER_LOST_REASON}
+    assert [t.state for t in trials if t.number != orphan.number] == [TrialState.COMPLETE] * 2
 
 
 @pytest.mark.services

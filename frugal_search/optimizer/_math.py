@@ -23,6 +23,14 @@ def _fused_devices() -> frozenset[str]:
     return frozenset(_get_fused_kernels_supported_devices())
 
 
+def cpu_tuned(device: torch.device) -> bool:
+    """Whether ``device`` takes the routes tuned and measured on the CPU: the raw fused AdamW
+    kernel without torch's wrapper, and cache-sized chunked passes. Elsewhere (CUDA) the multi-tensor
+    path uses torch's wrapper and whole-tensor foreach ops; the tests run those routes on the CPU by
+    patching this function."""
+    return device.type == "cpu"
+
+
 def fused_supported(tensors: list[torch.Tensor]) -> bool:
     """Whether torch's fused AdamW kernel runs on every tensor's device and dtype."""
     devices = _fused_devices()
@@ -143,7 +151,7 @@ def adamw_multi(
     if not params:
         return
     use_fused = fused_supported(params) if fused is None else fused
-    if use_fused and params[0].device.type == "cpu" and _one_device_and_dtype(params, grads):
+    if use_fused and cpu_tuned(params[0].device) and _one_device_and_dtype(params, grads):
         # torch's wrapper only groups by device and dtype, counts the steps and calls this
         # kernel; on the CPU its Python costs a tenth of a millisecond a call, so skip it there
         # (elsewhere the wrapper stays: unmeasured, and it handles device-side lr tensors)
@@ -214,7 +222,7 @@ CHUNK_ELEMENTS = 1 << 18
 
 def _chunk_elements(device: torch.device) -> int:
     """Chunk size for ``device``: cache-sized on the CPU; elsewhere whole tensors (fewer launches)."""
-    return CHUNK_ELEMENTS if device.type == "cpu" else 1 << 62
+    return CHUNK_ELEMENTS if cpu_tuned(device) else 1 << 62
 
 
 def _scratch(reference: torch.Tensor, size: int) -> torch.Tensor:
@@ -228,7 +236,7 @@ def state_free_update_(
     nothing for none). Per tensor in cache-sized chunks on the CPU, foreach ops elsewhere."""
     if not params or (rule == "none" and decay == 1.0):
         return
-    if params[0].device.type != "cpu" or not all(p.is_contiguous() for p in params):
+    if not cpu_tuned(params[0].device) or not all(p.is_contiguous() for p in params):
         if decay != 1.0:
             torch._foreach_mul_(params, decay)
         if rule == "signsgd":

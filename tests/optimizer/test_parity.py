@@ -120,7 +120,19 @@ def test_fast_path_matches_single_tensor_path(mode, rule, chunk, monkeypatch):
     tiny chunks make the CPU's chunked passes cross block boundaries inside every tensor."""
     if chunk is not None:
         monkeypatch.setattr(_math, "CHUNK_ELEMENTS", chunk)
+    _assert_fast_path_matches_single_tensor_path(mode, rule)
 
+
+@pytest.mark.parametrize("mode", ["blocks", "svd", "random", "randperm", "columns", "rows", "randk"])
+@pytest.mark.parametrize("rule", ["signsgd", "sgd", "none"])
+def test_fast_path_routes_taken_off_the_cpu_match_single_tensor_path(mode, rule, monkeypatch):
+    """The routes the fast path takes on CUDA (torch's fused-AdamW wrapper, whole-tensor foreach
+    passes), run on the CPU, against the single-tensor path."""
+    monkeypatch.setattr(_math, "cpu_tuned", lambda device: False)
+    _assert_fast_path_matches_single_tensor_path(mode, rule)
+
+
+def _assert_fast_path_matches_single_tensor_path(mode: str, rule: str) -> None:
     def run(foreach: bool) -> list[torch.Tensor]:
         torch.manual_seed(5)
         frugal = [torch.nn.Parameter(torch.randn(s)) for s in SHAPES]

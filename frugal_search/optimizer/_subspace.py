@@ -191,15 +191,18 @@ def blocks_window_bytes(order: str, tensor_bytes: list[int], density: float) -> 
     """State bytes of the active window in each period of one cycle of a fixed block order.
 
     The list repeats with the schedule: period ``p`` holds entry ``p % len(result)``. It is the
-    shortest such cycle, so that several groups' cycles combine over a short common period.
+    shortest such cycle of the bytes, so that several groups combine over a short common period.
     """
     n = len(tensor_bytes)
     k = blocks_k(density, n)
     if k == 0 or n == 0:
         return [0]
-    windows = [block_window(order, n, k, period, None) for period in range(n)]  # n periods always repeat
-    cycle = next(length for length in range(1, n + 1) if n % length == 0 and windows[length:] == windows[:-length])
-    return [sum(tensor_bytes[i] for i in window) for window in windows[:cycle]]
+    # the windows repeat after n periods; their bytes often sooner (equal-sized tensors: at once)
+    window_bytes = [sum(tensor_bytes[i] for i in block_window(order, n, k, period, None)) for period in range(n)]
+    cycle = next(
+        length for length in range(1, n + 1) if n % length == 0 and window_bytes[length:] == window_bytes[:-length]
+    )
+    return window_bytes[:cycle]
 
 
 def blocks_peak_bytes(order: str, tensor_bytes: list[int], density: float) -> int:

@@ -40,7 +40,10 @@ def run(args: argparse.Namespace) -> int:
         )
         if args.workers < 1:
             raise StudyConfigError(f"--workers: expected an integer >= 1, got {args.workers}")
-    except StudyConfigError as error:
+        from frugal_search.proxy import resolve_device
+
+        resolve_device(config.proxy.device)  # e.g. cuda asked for on a machine without it
+    except ValueError as error:  # StudyConfigError is one
         print(f"error: {error}", file=sys.stderr)
         return 2
 

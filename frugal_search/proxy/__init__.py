@@ -8,7 +8,7 @@ built-in Python-stdlib corpus, text files or token files.
 
 from frugal_search.proxy.budget import DEFAULT_STEPS, ProxyBudget, lr_factor
 from frugal_search.proxy.data import DataSpec, TokenData, build_data, is_validation_file
-from frugal_search.proxy.loop import run_proxy
+from frugal_search.proxy.loop import resolve_device, run_proxy
 from frugal_search.proxy.models import PRESETS, ModelSpec, build_model, causal_lm_loss
 from frugal_search.proxy.result import ProxyResult
 
@@ -25,5 +25,6 @@ __all__ = [
     "causal_lm_loss",
     "is_validation_file",
     "lr_factor",
+    "resolve_device",
     "run_proxy",
 ]

@@ -78,7 +78,7 @@ def run_proxy(
     budget = ProxyBudget() if budget is None else budget
     if not isinstance(budget, ProxyBudget):
         raise TypeError(f"budget must be a ProxyBudget, got {type(budget).__name__}")
-    device = _resolve_device(device)
+    device = resolve_device(device)
     started = time.perf_counter()
     tokens = build_data(data)
     tokens.check_seq_len(budget.seq_len)
@@ -316,13 +316,18 @@ class _ProxyLoop:
 # ---- helpers ---------------------------------------------------------------------------------
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` that exists on this machine, or a ``ValueError`` saying why."""
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but CUDA is not available here; use device 'cpu'")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device {device!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
     if resolved.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {device!r} asked for, but MPS is not available here; use device 'cpu'")
     if resolved.type not in ("cpu", "cuda", "mps"):

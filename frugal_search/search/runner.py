@@ -165,6 +165,9 @@ def run_search(
     config = config.with_overrides(trials=trials, device=device)
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    from frugal_search.proxy import resolve_device
+
+    resolve_device(config.proxy.device)  # a missing GPU fails here, not as failed trials in the storage
     study = open_study(config)
     target = config.study.trials
     done = count_finished_trials(study)

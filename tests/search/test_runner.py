@@ -342,6 +342,20 @@ def test_malformed_study_file_fails_before_storage(
     assert not (tmp_path / "existing.db-wal").exists()
 
 
+def test_device_this_machine_lacks_fails_before_any_trial(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = f"cuda:{count}"  # one past the last GPU: no machine has it
+    path = write_study(tmp_path, study_text(name="gpu", trials=2))
+    assert cli_main(["run", str(path), "--no-progress", "--device", missing]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: device '{missing}' asked for")
+    with pytest.raises(ValueError, match="asked for"):
+        run_search(load_study_config(path), device=missing, progress=False)
+    assert not (tmp_path / "gpu.db").exists()  # no study, no failed baselines to re-enqueue
+
+
 def test_journal_storage_runs_and_fails_dead_trials(tmp_path: Path) -> None:
     from frugal_search.search.storage import HEARTBEAT_ATTR, fail_stale_trials
 

@@ -71,7 +71,7 @@ def select_trial(
             raise ValueError(
                 f"no finished trial keeps its optimizer state under {format_bytes(budget or 0)} "
                 f"(max_memory={max_memory!r}); the lowest memory available is "
-                f"{format_bytes(smallest['state_bytes'])} ({smallest['state_mib']:.4g} MiB, "
+                f"{format_bytes(smallest['state_bytes'])} ({int(smallest['state_bytes'])} bytes, "
                 f"trial #{int(smallest['number'])}); raise --max-memory"
             )
         chosen = trials[int(row["number"])]

@@ -214,9 +214,33 @@ def normalize_storage(storage: str, *, base_dir: Path, where: str) -> str:
             return f"journal://{(base_dir / storage).resolve()}"
         raise StudyConfigError(
             f"{where}: [study] storage: {storage!r} is neither a URL nor a journal file; write e.g. "
-            f"'sqlite:///studies/tiny.db', 'postgresql+psycopg2://user@host/db' or 'studies/tiny.log'"
+            f"{_STORAGE_EXAMPLES}"
         )
+    _check_database_url(storage, where)
     return storage
+
+
+_STORAGE_EXAMPLES = "'sqlite:///studies/tiny.db', 'postgresql+psycopg2://user@host/db' or 'studies/tiny.log'"
+
+
+def _check_database_url(url: str, where: str) -> None:
+    """Fail now, in words, on a database URL SQLAlchemy cannot use: a malformed URL, an unknown
+    database kind, or a driver that is not installed (e.g. psycopg2 for PostgreSQL)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        dialect = make_url(url).get_dialect()
+    except Exception as error:  # malformed URL or unknown database kind
+        raise StudyConfigError(
+            f"{where}: [study] storage: cannot use {url!r} ({error}); write e.g. {_STORAGE_EXAMPLES}"
+        ) from error
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:
+        raise StudyConfigError(
+            f"{where}: [study] storage: the database driver for {url!r} is not installed ({error}); "
+            f"install it (PostgreSQL: pip install -e '.[postgres]')"
+        ) from error
 
 
 def _read_study(

@@ -123,6 +123,15 @@ def test_overrides_are_checked_and_applied(tmp_path: Path) -> None:
         (("min_fraction = 0.3", "min_fraction = 1.0"), r"min_fraction: expected a number in \(0, 1\)"),
         (('source = "tiny-llama"', "source = 7"), r"\[model\] source: expected a string, got 7"),
         (("[proxy]", "[data]\nsorce = 'stdlib'\n[proxy]"), r"\[data\] unknown key 'sorce'; allowed: source"),
+        (
+            ('[study]', '[study]\nstorage = "bogus://x"'),
+            r"storage: cannot use 'bogus://x' \(Can't load plugin.*write e.g. 'sqlite:///",
+        ),
+        (
+            ('[study]', '[study]\nstorage = "mysql+nosuchdriver://u@h/db"'),
+            r"storage: cannot use 'mysql\+nosuchdriver://u@h/db'",
+        ),
+        (('[study]', '[study]\nstorage = "studies/x.txt"'), r"storage: 'studies/x.txt' is neither a URL nor"),
     ],
 )
 def test_each_mistake_names_file_key_and_allowed_values(
@@ -134,6 +143,18 @@ def test_each_mistake_names_file_key_and_allowed_values(
     with pytest.raises(StudyConfigError, match=expected) as caught:
         load_study_config(path)
     assert str(caught.value).startswith(str(path))
+
+
+def test_storage_whose_driver_is_not_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
+
+    def missing() -> None:
+        raise ImportError("No module named 'psycopg2'")
+
+    monkeypatch.setattr(PGDialect_psycopg2, "import_dbapi", classmethod(lambda cls: missing()))
+    text = VALID.replace("[study]", '[study]\nstorage = "postgresql+psycopg2://u@h/db"', 1)
+    with pytest.raises(StudyConfigError, match=r"driver for .* is not installed \(No module named 'psycopg2'\)"):
+        load_study_config(write(tmp_path, text))
 
 
 def test_syntax_error_and_missing_file(tmp_path: Path) -> None:

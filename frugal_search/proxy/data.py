@@ -140,6 +140,8 @@ def _build_cached(spec: DataSpec) -> TokenData:
         files = sorted(Path(p) for p in glob.glob(os.path.expanduser(spec.source), recursive=True) if os.path.isfile(p))
         root = Path(os.path.commonpath([str(p.parent) for p in files])) if files else Path(".")
         return _read_text_files(root, files, spec, name=f"text files {spec.source}")
+    if path.suffix in (".npy", ".bin"):
+        raise ValueError(f"token file {spec.source!r} does not exist (or is not a file)")
     raise ValueError(
         f"unknown data source {spec.source!r}: use 'stdlib', a folder or glob of text files, or a .npy/.bin token file"
     )

@@ -118,6 +118,8 @@ def test_eval_batches_are_fixed_and_seed_free() -> None:
 def test_unknown_source_and_short_data_are_value_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown data source"):
         build_data(DataSpec(str(tmp_path / "missing.txt")))
+    with pytest.raises(ValueError, match=r"token file '.*missing\.bin' does not exist"):
+        build_data(DataSpec(str(tmp_path / "missing.bin")))
     path = tmp_path / "few.npy"
     np.save(path, np.arange(100, dtype=np.uint16))
     with pytest.raises(ValueError, match="seq_len"):

@@ -7,9 +7,9 @@ built-in Python-stdlib corpus, text files or token files.
 """
 
 from frugal_search.proxy.budget import DEFAULT_STEPS, ProxyBudget, lr_factor
-from frugal_search.proxy.data import DataSpec, TokenData, build_data, is_validation_file
+from frugal_search.proxy.data import DataSpec, TokenData, build_data, check_data, is_validation_file
 from frugal_search.proxy.loop import resolve_device, run_proxy
-from frugal_search.proxy.models import PRESETS, ModelSpec, build_model, causal_lm_loss
+from frugal_search.proxy.models import PRESETS, ModelSpec, build_model, causal_lm_loss, model_vocab_size
 from frugal_search.proxy.result import ProxyResult
 
 __all__ = [
@@ -23,8 +23,10 @@ __all__ = [
     "build_data",
     "build_model",
     "causal_lm_loss",
+    "check_data",
     "is_validation_file",
     "lr_factor",
+    "model_vocab_size",
     "resolve_device",
     "run_proxy",
 ]

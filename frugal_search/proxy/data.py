@@ -47,6 +47,7 @@ _BYTE_SEPARATOR = b"\x00"
 _EVAL_WINDOW_SEED = 20241112
 _FINGERPRINT_HEX = 12
 _MAX_SCAN_CHUNK = 1 << 26
+_MIN_TOKEN_FILE_LENGTH = 2  # one train and one validation token at least; check_seq_len asks for more
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,10 @@ def is_validation_file(relative_path: str, validation_fraction: float) -> bool:
 
 def _read_text_files(root: Path, files: list[Path], spec: DataSpec, *, name: str) -> TokenData:
     if not files:
-        raise ValueError(f"no files found for data source {spec.source!r}; check the folder or glob")
+        raise ValueError(
+            f"no files found for data source {spec.source!r}: the folder is empty or the glob matches nothing; "
+            "check the path"
+        )
     tokenizer = _load_tokenizer(spec.tokenizer) if spec.tokenizer else None
     parts: dict[bool, list[np.ndarray]] = {False: [], True: []}
     names: dict[bool, list[str]] = {False: [], True: []}
@@ -236,17 +240,12 @@ def _concatenate(chunks: list[np.ndarray], dtype: type) -> np.ndarray:
 
 
 def _read_token_file(path: Path, spec: DataSpec) -> TokenData:
-    if path.suffix == ".npy":
-        tokens = np.load(path, mmap_mode="r")
-        if tokens.dtype not in (np.uint16, np.uint32) or tokens.ndim != 1:
-            raise ValueError(
-                f"token file {str(path)!r} holds {tokens.dtype} of shape {tokens.shape}; save a 1-D uint16 or "
-                "uint32 array"
-            )
-    else:
-        if spec.dtype is None:
-            raise ValueError(f".bin token file {str(path)!r} needs dtype: 'uint16' or 'uint32'")
-        tokens = np.memmap(path, dtype=_TOKEN_DTYPES[spec.dtype], mode="r")
+    tokens = _open_npy(path) if path.suffix == ".npy" else _open_bin(path, spec.dtype)
+    if len(tokens) < _MIN_TOKEN_FILE_LENGTH:
+        raise ValueError(
+            f"token file {str(path)!r} holds {len(tokens)} tokens; a proxy run needs a train and a validation "
+            "part of at least one window each"
+        )
     split_at = len(tokens) - max(1, math.ceil(spec.validation_fraction * len(tokens)))
     vocab_size = spec.vocab_size if spec.vocab_size is not None else _scan_vocab_size(tokens)
     fingerprint = hashlib.sha256(
@@ -261,6 +260,62 @@ def _read_token_file(path: Path, spec: DataSpec) -> TokenData:
         fingerprint=fingerprint.hexdigest()[:_FINGERPRINT_HEX],
         description=f"token file {path.name}",
     )
+
+
+def _open_npy(path: Path) -> np.ndarray:
+    try:
+        tokens = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as error:  # not a .npy file, truncated, or a pickle
+        raise ValueError(f"token file {str(path)!r} is not a readable NumPy .npy array ({error})") from None
+    if tokens.dtype not in (np.uint16, np.uint32) or tokens.ndim != 1:
+        raise ValueError(
+            f"token file {str(path)!r} holds {tokens.dtype} of shape {tokens.shape}; save a 1-D uint16 or "
+            "uint32 array"
+        )
+    return tokens
+
+
+def _open_bin(path: Path, dtype: str | None) -> np.ndarray:
+    if dtype is None:
+        raise ValueError(f".bin token file {str(path)!r} needs dtype: 'uint16' or 'uint32'")
+    itemsize = np.dtype(_TOKEN_DTYPES[dtype]).itemsize
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError(f"token file {str(path)!r} is empty")
+    if size % itemsize:
+        raise ValueError(
+            f"token file {str(path)!r} has {size} bytes, not a whole number of {dtype} ids ({itemsize} bytes "
+            "each); is dtype right, or is the file truncated?"
+        )
+    return np.memmap(path, dtype=_TOKEN_DTYPES[dtype], mode="r")
+
+
+def check_vocab_fits(tokens: TokenData, vocab_size: int | None) -> None:
+    """Raise ``ValueError`` when ``tokens`` holds ids that an embedding of ``vocab_size`` rows cannot take.
+
+    ``vocab_size`` None (a model whose embedding cannot be found) checks nothing. A ``.bin`` file
+    read with the wrong dtype (uint16 ids read as uint32) shows up here as ids far above the vocabulary.
+    """
+    if vocab_size is not None and tokens.vocab_size > vocab_size:
+        raise ValueError(
+            f"{tokens.description} has token ids up to {tokens.vocab_size - 1} but the model's embedding has "
+            f"{vocab_size} rows; use a model with a vocabulary of at least {tokens.vocab_size}, matching data, "
+            "or (for a .bin file) the dtype it was written with"
+        )
+
+
+def check_data(data: DataLike, *, seq_len: int, vocab_size: int | None = None) -> TokenData:
+    """Open ``data`` and check that proxy runs can use it; return its ``TokenData``.
+
+    Meant to run once before a search starts any trial: a missing or empty source, a token file of
+    the wrong dtype, shape or size, too few tokens for ``seq_len``, or ids outside a vocabulary of
+    ``vocab_size`` raise one ``ValueError`` that names the source and what to change. The data is
+    cached in-process (``build_data``), so the trials that follow do not read it again.
+    """
+    tokens = build_data(data)
+    tokens.check_seq_len(seq_len)
+    check_vocab_fits(tokens, vocab_size)
+    return tokens
 
 
 def _scan_vocab_size(tokens: np.ndarray) -> int:

@@ -23,7 +23,7 @@ from torch import nn
 
 from frugal_search.optimizer import optimizer_state_bytes
 from frugal_search.proxy.budget import ProxyBudget, lr_factor
-from frugal_search.proxy.data import DataLike, TokenData, build_data
+from frugal_search.proxy.data import DataLike, TokenData, build_data, check_vocab_fits
 from frugal_search.proxy.models import (
     ModelLike,
     build_model,
@@ -122,7 +122,7 @@ class _ProxyLoop:
             torch.cuda.reset_peak_memory_stats(device)
         self.model_name = describe_model(model)
         self.net = build_model(model, seed=seed)
-        _check_vocab(self.net, tokens)
+        check_vocab_fits(tokens, model_vocab_size(self.net))
         self.net.to(device).train()
         self.optimizer = _build_optimizer(partition, self.net)
         if budget.lr is not None:
@@ -333,15 +333,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if resolved.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device {device!r} is not supported; use 'cpu', 'cuda', 'cuda:N' or 'mps'")
     return resolved
-
-
-def _check_vocab(model: nn.Module, tokens: TokenData) -> None:
-    rows = model_vocab_size(model)
-    if rows is not None and tokens.vocab_size > rows:
-        raise ValueError(
-            f"{tokens.description} has token ids up to {tokens.vocab_size - 1} but the model's embedding has "
-            f"{rows} rows; use a model with a vocabulary of at least {tokens.vocab_size} or matching data"
-        )
 
 
 def _build_optimizer(partition: Any, model: nn.Module) -> torch.optim.Optimizer:

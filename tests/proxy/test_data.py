@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from frugal_search.proxy import DataSpec, build_data, is_validation_file
+from frugal_search.proxy import DataSpec, build_data, check_data, is_validation_file
 
 
 def _held_out(relative: str, fraction: float) -> bool:
@@ -124,3 +124,61 @@ def test_unknown_source_and_short_data_are_value_errors(tmp_path: Path) -> None:
     np.save(path, np.arange(100, dtype=np.uint16))
     with pytest.raises(ValueError, match="seq_len"):
         build_data(DataSpec(str(path), validation_fraction=0.1)).check_seq_len(64)
+
+
+def _bad_sources(tmp_path: Path) -> dict[str, tuple[DataSpec, str]]:
+    """Each broken data set-up a user can make, with the words its error must contain."""
+    empty = tmp_path / "empty_folder"
+    empty.mkdir()
+    np.save(tmp_path / "float.npy", np.arange(1000, dtype=np.float32))
+    np.save(tmp_path / "int64.npy", np.arange(1000, dtype=np.int64))
+    np.save(tmp_path / "empty.npy", np.zeros(0, dtype=np.uint16))
+    (tmp_path / "not_numpy.npy").write_bytes(b"these are not the bytes of a .npy file")
+    (tmp_path / "odd.bin").write_bytes(np.arange(1001, dtype=np.uint16).tobytes()[:-1])
+    (tmp_path / "empty.bin").write_bytes(b"")
+    ids = (np.arange(4000) % 200 + 1).astype(np.uint16)  # byte-vocabulary ids written as uint16
+    (tmp_path / "ids16.bin").write_bytes(ids.tobytes())
+    return {
+        "empty folder": (DataSpec(str(empty)), "folder is empty"),
+        "float32 .npy": (DataSpec(str(tmp_path / "float.npy")), "holds float32"),
+        "int64 .npy": (DataSpec(str(tmp_path / "int64.npy")), "holds int64"),
+        "empty .npy": (DataSpec(str(tmp_path / "empty.npy")), "holds 0 tokens"),
+        "not a .npy": (DataSpec(str(tmp_path / "not_numpy.npy")), "not a readable NumPy"),
+        ".bin of odd size": (DataSpec(str(tmp_path / "odd.bin"), dtype="uint16"), "not a whole number of uint16"),
+        "empty .bin": (DataSpec(str(tmp_path / "empty.bin"), dtype="uint16"), "is empty"),
+        ".bin without dtype": (DataSpec(str(tmp_path / "ids16.bin")), "needs dtype"),
+        "uint16 read as uint32": (DataSpec(str(tmp_path / "ids16.bin"), dtype="uint32"), "embedding has 256 rows"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "empty folder",
+        "float32 .npy",
+        "int64 .npy",
+        "empty .npy",
+        "not a .npy",
+        ".bin of odd size",
+        "empty .bin",
+        ".bin without dtype",
+        "uint16 read as uint32",
+    ],
+)
+def test_check_data_names_each_broken_source_in_one_line(tmp_path: Path, case: str) -> None:
+    spec, words = _bad_sources(tmp_path)[case]
+    with pytest.raises(ValueError, match=words) as raised:
+        check_data(spec, seq_len=16, vocab_size=256)
+    assert "\n" not in str(raised.value)
+
+
+def test_check_data_passes_good_data_and_catches_short_windows(tmp_path: Path) -> None:
+    ids = (np.arange(4000) % 200 + 1).astype(np.uint16)
+    path = tmp_path / "ids16.bin"
+    path.write_bytes(ids.tobytes())
+    tokens = check_data(DataSpec(str(path), dtype="uint16"), seq_len=16, vocab_size=256)
+    assert tokens.vocab_size == 201 and len(tokens.train) + len(tokens.validation) == 4000
+    with pytest.raises(ValueError, match="too few for seq_len 1000"):
+        check_data(DataSpec(str(path), dtype="uint16"), seq_len=1000, vocab_size=256)
+    with pytest.raises(ValueError, match="at least 201"):
+        check_data(DataSpec(str(path), dtype="uint16"), seq_len=16, vocab_size=100)

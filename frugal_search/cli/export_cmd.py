@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from frugal_search.cli._output import ensure_output_file
 from frugal_search.cli.report_cmd import add_study_arguments
 
 
@@ -31,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from frugal_search.report import export_split, open_study
 
     try:
+        ensure_output_file(args.output)
         opened = open_study(args.study_file, storage=args.storage, name=args.name)
         path = export_split(
             opened.study,

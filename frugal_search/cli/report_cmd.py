@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from frugal_search.cli._output import ensure_output_dir
+
 
 def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the arguments that find a study: a study file, or --storage and --name."""
@@ -34,8 +36,10 @@ def run(args: argparse.Namespace) -> int:
     from frugal_search.report import open_study, write_report
 
     try:
+        if args.output:
+            ensure_output_dir(args.output)
         opened = open_study(args.study_file, storage=args.storage, name=args.name)
-        out_dir = Path(args.output) if args.output else Path("reports") / opened.study.study_name
+        out_dir = ensure_output_dir(args.output or Path("reports") / opened.study.study_name)
         report_path = write_report(
             opened.study,
             out_dir,

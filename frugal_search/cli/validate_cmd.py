@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from frugal_search.cli._output import ensure_output_dir
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``validate`` subcommand."""
@@ -46,8 +48,10 @@ def run(args: argparse.Namespace) -> int:
             top=args.top, factor=args.factor, seeds=tuple(range(args.seeds)), bands=args.bands, device=args.device,
             workers=args.workers,
         )
+        if args.output:
+            ensure_output_dir(args.output)
         name = args.name or load_study_config(args.study_file).study.name
-        out_dir = Path(args.output) if args.output else Path("reports") / name
+        out_dir = ensure_output_dir(args.output or Path("reports") / name)
 
         def show(key: str, result: dict) -> None:
             print(f"  {key}: eval loss {result['eval_loss']:.4f} ({result['reason']}, {result['wall_s']:.0f} s)")

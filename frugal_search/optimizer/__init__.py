@@ -1,11 +1,19 @@
-"""The FRUGAL optimizer, the paper's param groups, and optimizer-state accounting."""
+"""The FRUGAL optimizer, the schema of its settings, the paper's param groups, and optimizer-state accounting."""
 
 from frugal_search.optimizer._settings import (
     BLOCK_ORDERS,
+    DEFAULTS,
     FRUGAL_SETTINGS,
     MODES,
+    PROJECTION_MODES,
+    RANKED_MODES,
     ROLES,
+    SETTINGS,
     STATE_FREE_RULES,
+    Setting,
+    check_known_keys,
+    check_rank_applies,
+    check_setting,
 )
 from frugal_search.optimizer.frugal import FRUGAL
 from frugal_search.optimizer.memory import optimizer_state_bytes
@@ -16,11 +24,19 @@ from frugal_search.optimizer.param_groups import (
 
 __all__ = [
     "BLOCK_ORDERS",
+    "DEFAULTS",
     "FRUGAL",
     "FRUGAL_SETTINGS",
     "MODES",
+    "PROJECTION_MODES",
+    "RANKED_MODES",
     "ROLES",
+    "SETTINGS",
     "STATE_FREE_RULES",
+    "Setting",
+    "check_known_keys",
+    "check_rank_applies",
+    "check_setting",
     "find_transformer_blocks",
     "optimizer_state_bytes",
     "paper_param_groups",

@@ -1,9 +1,23 @@
-"""Names, defaults and validation of the FRUGAL optimizer's settings (one place for every check)."""
+"""The schema of the FRUGAL optimizer's settings: one place for names, types, ranges and checks.
+
+Every setting is a :class:`Setting` in :data:`SETTINGS` (name, type, allowed choices or range,
+default) with one :meth:`Setting.check` that raises ``ValueError`` naming the value and what is
+allowed. The optimizer, the partition's rules and settings, split files, study files and the
+search space all check through it, so one value gets one verdict everywhere.
+
+Decision (following ``torch.optim.AdamW``): ``lr``, ``eps``, ``weight_decay``, ``split_lr_scale``
+and ``state_free_lr_scale`` are finite numbers ``>= 0`` (0 is valid and meaningful: FRUGAL rho 0,
+a frozen-by-lr group); NaN and inf are rejected; ``rank`` is None or an int ``>= 0`` (the paper's
+fine-tuning uses rank 0); ``density`` is in ``[0, 1]``; ``update_gap`` is an int ``>= 1``; a bool
+is never taken as a number. A search-space *range* may be stricter where sampling needs it (a
+log-scale range needs ``low > 0``) and says so in its error.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 MODES: tuple[str, ...] = ("blocks", "svd", "random", "randperm", "columns", "rows", "randk")
@@ -16,7 +30,101 @@ STATE_FREE_RULES: tuple[str, ...] = ("signsgd", "sgd", "none")
 PROJECTION_MODES: tuple[str, ...] = ("svd", "random", "randperm")
 RANKED_MODES: tuple[str, ...] = ("svd", "random", "randperm", "columns", "rows")
 
-# Settings a param group may override; `seed` is optimizer-wide (one generator).
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its name, type, allowed choices or range, and default.
+
+    ``kind`` is ``"float"`` (a finite number in ``[low, high]``, ints accepted), ``"int"`` (an int
+    in ``[low, high]``), ``"choice"`` (one of ``choices``), ``"bool"`` or ``"betas"`` (a pair of
+    numbers in ``[0, 1)``). ``optional`` allows None as well. ``low``/``high`` None: unbounded.
+    """
+
+    name: str
+    kind: str
+    default: Any
+    choices: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    optional: bool = False
+    help: str = ""
+
+    def allowed(self) -> str:
+        """Words for the allowed values (``"a finite number >= 0"``, ``"one of 'blocks', ..."``)."""
+        if self.kind == "choice":
+            words = "one of " + ", ".join(repr(choice) for choice in self.choices)
+        elif self.kind == "bool":
+            words = "True or False"
+        elif self.kind == "betas":
+            words = "a pair (beta1, beta2) of numbers in [0, 1)"
+        else:
+            noun = "an int" if self.kind == "int" else "a finite number"
+            if self.low is not None and self.high is not None:
+                words = f"{noun} in [{self.low:g}, {self.high:g}]"
+            elif self.low is not None:
+                words = f"{noun} >= {self.low:g}"
+            elif self.high is not None:
+                words = f"{noun} <= {self.high:g}"
+            else:
+                words = noun
+        return f"None or {words}" if self.optional else words
+
+    def accepts(self, value: Any) -> bool:
+        """Return True when ``value`` is allowed for this setting."""
+        if value is None:
+            return self.optional
+        if self.kind == "choice":
+            # True == 1 in Python: a bool matches only bool choices, a number only numbers
+            return any(value == c and isinstance(value, bool) == isinstance(c, bool) for c in self.choices)
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        if self.kind == "betas":
+            return (
+                isinstance(value, (tuple, list))
+                and len(value) == 2
+                and all(_is_number(beta) and 0.0 <= beta < 1.0 for beta in value)
+            )
+        if self.kind == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
+            return False
+        if not _is_number(value) or not math.isfinite(value):
+            return False
+        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+    def check(self, value: Any) -> None:
+        """Raise ``ValueError`` naming ``value`` and what is allowed unless :meth:`accepts` it."""
+        if not self.accepts(value):
+            _fail(self.name, value, self.allowed())
+
+
+SETTINGS: dict[str, Setting] = {
+    setting.name: setting
+    for setting in (
+        Setting("lr", "float", 1e-3, low=0.0, help="base learning rate"),
+        Setting("betas", "betas", (0.9, 0.999), help="Adam's moment decays"),
+        Setting("eps", "float", 1e-8, low=0.0, help="Adam's denominator term"),
+        Setting("weight_decay", "float", 0.0, low=0.0, help="decoupled weight decay"),
+        Setting("mode", "choice", "blocks", choices=MODES, help="FRUGAL subspace mode"),
+        Setting("density", "float", 0.25, low=0.0, high=1.0, help="rho: share of split coordinates with state"),
+        Setting(
+            "rank", "int", None, low=0, optional=True, help="subspace rank instead of density (ranked modes only)"
+        ),
+        Setting("update_gap", "int", 200, low=1, help="T: steps between subspace re-selections"),
+        Setting("block_order", "choice", "descending", choices=BLOCK_ORDERS, help="order of blocks"),
+        Setting("state_free", "choice", "signsgd", choices=STATE_FREE_RULES, help="state-free update rule"),
+        Setting("state_free_lr_scale", "float", 1.0, low=0.0, help="lr multiplier of the state-free part"),
+        Setting("split_lr_scale", "float", 1.0, low=0.0, help="lr multiplier of the split parameters"),
+        Setting("reset_state", "bool", True, help="zero moments at re-selection"),
+        Setting("seed", "int", 0, low=0, help="seed of the optimizer's own generator"),
+    )
+}
+"""Every keyword setting of :class:`~frugal_search.optimizer.FRUGAL` (``seed`` is optimizer-wide)."""
+DEFAULTS: dict[str, Any] = {name: setting.default for name, setting in SETTINGS.items()}
+ROLE = Setting("role", "choice", "frugal", choices=ROLES, help="what the optimizer does with a group")
+
 # The settings that shape FRUGAL's split (as opposed to AdamW's own hyperparameters).
 FRUGAL_SETTINGS: tuple[str, ...] = (
     "mode",
@@ -29,6 +137,7 @@ FRUGAL_SETTINGS: tuple[str, ...] = (
     "split_lr_scale",
     "reset_state",
 )
+# Settings a param group may override; `seed` is optimizer-wide (one generator).
 GROUP_SETTINGS: tuple[str, ...] = ("lr", "betas", "eps", "weight_decay", *FRUGAL_SETTINGS)
 # `initial_lr` is written by torch LR schedulers and must survive a round trip.
 GROUP_KEYS: tuple[str, ...] = ("params", "role", "names", "initial_lr", *GROUP_SETTINGS)
@@ -41,67 +150,62 @@ def _fail(name: str, value: Any, allowed: str, remedy: str = "") -> None:
     raise ValueError(message)
 
 
-def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        _fail(name, value, "one of " + ", ".join(repr(a) for a in allowed))
+def check_setting(name: str, value: Any) -> None:
+    """Raise ``ValueError`` when ``value`` is not allowed for the FRUGAL setting ``name``."""
+    check_known_keys([name], SETTINGS, what="FRUGAL setting")
+    SETTINGS[name].check(value)
 
 
-def _check_nonnegative_float(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        math.isfinite(float(value)) and float(value) >= 0.0
-    ):
-        _fail(name, value, "a finite number >= 0")
+def check_known_keys(
+    keys: Iterable[Any],
+    allowed: Iterable[Any],
+    *,
+    what: str = "key",
+    where: str = "",
+    error: type[ValueError] = ValueError,
+) -> None:
+    """Raise ``error`` (a ``ValueError`` type) when some of ``keys`` are not in ``allowed``.
+
+    The message is ``"{where}unknown {what}(s) 'x', 'y'; allowed: a, b, c"``: ``where`` is a
+    prefix such as ``"study.toml: [proxy] "``. Every stage's "unknown keys" check is this one.
+    """
+    allowed = list(allowed)
+    unknown = sorted({str(key) for key in keys if key not in allowed})
+    if unknown:
+        plural = "s" if len(unknown) > 1 else ""
+        raise error(
+            f"{where}unknown {what}{plural} {', '.join(repr(key) for key in unknown)}; "
+            f"allowed: {', '.join(str(key) for key in allowed)}"
+        )
+
+
+def check_rank_applies(role: str, mode: str, rank: int | None) -> None:
+    """Raise ``ValueError`` when a ``frugal`` group sets ``rank`` for a mode that has no rank."""
+    if rank is not None and role == "frugal" and mode not in RANKED_MODES:
+        _fail(
+            "rank",
+            rank,
+            f"None for mode {mode!r} (rank applies to {', '.join(RANKED_MODES)})",
+            "Use density for blocks and randk.",
+        )
 
 
 def check_group_keys(group: Mapping[str, Any]) -> None:
     """Raise ValueError when a param group carries a key FRUGAL does not know."""
-    unknown = sorted(str(key) for key in group if key not in GROUP_KEYS)
-    if unknown:
-        raise ValueError(
-            f"Unknown param group key(s) {unknown}: allowed keys are {list(GROUP_KEYS)}. "
-            "Put FRUGAL settings under their own names (e.g. 'density', 'mode')."
-        )
+    check_known_keys(group, GROUP_KEYS, what="param group key")
 
 
 def validate_group(group: Mapping[str, Any]) -> None:
     """Check every setting of a fully resolved param group; raise ValueError on the first bad one."""
-    _check_choice("role", group["role"], ROLES)
+    ROLE.check(group["role"])
     lr = group["lr"]
-    if not hasattr(lr, "item"):  # a tensor lr (torch allows it) is checked by its value
-        _check_nonnegative_float("lr", lr)
-    elif float(lr) < 0:
-        _fail("lr", float(lr), "a number >= 0")
-    betas = group["betas"]
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        _fail("betas", betas, "a pair (beta1, beta2) with 0 <= beta < 1")
-    for index, beta in enumerate(betas):
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta < 1.0:
-            _fail(f"betas[{index}]", beta, "a number in [0, 1)")
-    _check_nonnegative_float("eps", group["eps"])
-    _check_nonnegative_float("weight_decay", group["weight_decay"])
-    _check_nonnegative_float("state_free_lr_scale", group["state_free_lr_scale"])
-    _check_nonnegative_float("split_lr_scale", group["split_lr_scale"])
-    _check_choice("mode", group["mode"], MODES)
-    _check_choice("block_order", group["block_order"], BLOCK_ORDERS)
-    _check_choice("state_free", group["state_free"], STATE_FREE_RULES)
-    density = group["density"]
-    if isinstance(density, bool) or not isinstance(density, (int, float)) or not 0.0 <= density <= 1.0:
-        _fail("density", density, "a number in [0, 1]")
-    rank = group["rank"]
-    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 0):
-        _fail("rank", rank, "None or an int >= 0")
-    if rank is not None and group["role"] == "frugal" and group["mode"] not in RANKED_MODES:
-        _fail(
-            "rank",
-            rank,
-            f"None for mode {group['mode']!r} (rank applies to {', '.join(RANKED_MODES)})",
-            "Use density for blocks and randk.",
-        )
-    gap = group["update_gap"]
-    if isinstance(gap, bool) or not isinstance(gap, int) or gap < 1:
-        _fail("update_gap", gap, "an int >= 1")
-    if not isinstance(group["reset_state"], bool):
-        _fail("reset_state", group["reset_state"], "True or False")
+    if hasattr(lr, "item"):  # a tensor lr (torch allows it) is checked by its value
+        lr = float(lr)
+    SETTINGS["lr"].check(lr)
+    for name in GROUP_SETTINGS:
+        if name != "lr":
+            SETTINGS[name].check(group[name])
+    check_rank_applies(group["role"], group["mode"], group["rank"])
     names = group.get("names")
     if names is not None and (len(names) != len(group["params"]) or not all(isinstance(n, str) for n in names)):
         raise ValueError(
@@ -109,7 +213,8 @@ def validate_group(group: Mapping[str, Any]) -> None:
             f"'params'; got {len(names)} entries."
         )
     if group["role"] == "frugal" and group["mode"] == "blocks" and group["block_order"] == "mirror":
-        k = blocks_k(group["density"], len(group["params"]))
+        density = group["density"]
+        k = blocks_k(density, len(group["params"]))
         if k % 2:
             _fail(
                 "block_order",

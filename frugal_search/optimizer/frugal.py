@@ -12,7 +12,9 @@ from torch.optim import Optimizer
 
 from frugal_search.optimizer import _math
 from frugal_search.optimizer._settings import (
+    DEFAULTS,
     GROUP_SETTINGS,
+    SETTINGS,
     blocks_k,
     check_group_keys,
     validate_group,
@@ -96,27 +98,25 @@ class FRUGAL(Optimizer):
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        mode: str = "blocks",
-        density: float = 0.25,
-        rank: int | None = None,
-        update_gap: int = 200,
-        block_order: str = "descending",
-        state_free: str = "signsgd",
-        state_free_lr_scale: float = 1.0,
-        split_lr_scale: float = 1.0,
-        reset_state: bool = True,
-        seed: int = 0,
+        lr: float = DEFAULTS["lr"],
+        betas: tuple[float, float] = DEFAULTS["betas"],
+        eps: float = DEFAULTS["eps"],
+        weight_decay: float = DEFAULTS["weight_decay"],
+        mode: str = DEFAULTS["mode"],
+        density: float = DEFAULTS["density"],
+        rank: int | None = DEFAULTS["rank"],
+        update_gap: int = DEFAULTS["update_gap"],
+        block_order: str = DEFAULTS["block_order"],
+        state_free: str = DEFAULTS["state_free"],
+        state_free_lr_scale: float = DEFAULTS["state_free_lr_scale"],
+        split_lr_scale: float = DEFAULTS["split_lr_scale"],
+        reset_state: bool = DEFAULTS["reset_state"],
+        seed: int = DEFAULTS["seed"],
         *,
         foreach: bool | None = None,
         fused: bool | None = None,
     ) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            # every bad setting is a ValueError (the optimizer's contract), types included
-            raise ValueError(f"Invalid FRUGAL setting seed={seed!r}: allowed an int.")  # noqa: TRY004
+        SETTINGS["seed"].check(seed)  # the group settings are checked per group, in add_param_group
         if fused and foreach is False:
             raise ValueError("fused=True needs the multi-tensor path; do not combine it with foreach=False.")
         defaults = {

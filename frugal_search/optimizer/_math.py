@@ -13,14 +13,58 @@ from itertools import chain
 
 import torch
 from torch.optim.adamw import adamw as torch_adamw
-from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
 from frugal_search.optimizer._subspace import SubspacePlan
+
+# torch's private fused-AdamW kernel and the list of devices it supports: used only through
+# `_fused_devices` and `fused_adamw_` below, which fall back on public APIs where a torch
+# release lacks them (tests force the fallback by setting these to None).
+try:
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+except ImportError:  # pragma: no cover - depends on the torch release
+    _get_fused_kernels_supported_devices = None
+_FUSED_ADAMW_KERNEL = getattr(torch, "_fused_adamw_", None)
 
 
 @functools.cache
 def _fused_devices() -> frozenset[str]:
+    """Device types of torch's fused AdamW kernel; torch's own list, or ("cuda",) without it."""
+    if _get_fused_kernels_supported_devices is None:
+        return frozenset({"cuda"})  # every torch release since fused AdamW runs it on CUDA
     return frozenset(_get_fused_kernels_supported_devices())
+
+
+def fused_adamw_(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    steps: list[torch.Tensor],
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+) -> None:
+    """Count a step and run torch's raw fused AdamW kernel on tensors of one device and dtype.
+
+    The one caller of the private ``torch._fused_adamw_``; where this torch has no such kernel,
+    the public ``torch.optim.adamw.adamw`` (single-tensor loop, which counts the step itself)
+    computes the same update.
+    """
+    if _FUSED_ADAMW_KERNEL is None:
+        torch_adamw(
+            params, grads, exp_avgs, exp_avg_sqs, [], steps,
+            foreach=False, fused=False, amsgrad=False, maximize=False,
+            beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps,
+        )
+        return
+    torch._foreach_add_(steps, 1)  # the raw kernel does not count steps; torch's wrapper does it so
+    _FUSED_ADAMW_KERNEL(
+        params, grads, exp_avgs, exp_avg_sqs, [], steps,
+        lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps, amsgrad=False, maximize=False,
+    )
 
 
 def cpu_tuned(device: torch.device) -> bool:
@@ -155,10 +199,8 @@ def adamw_multi(
         # torch's wrapper only groups by device and dtype, counts the steps and calls this
         # kernel; on the CPU its Python costs a tenth of a millisecond a call, so skip it there
         # (elsewhere the wrapper stays: unmeasured, and it handles device-side lr tensors)
-        torch._foreach_add_(steps, 1)
-        torch._fused_adamw_(
-            params, grads, exp_avgs, exp_avg_sqs, [], steps,
-            lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps, amsgrad=False, maximize=False,
+        fused_adamw_(
+            params, grads, exp_avgs, exp_avg_sqs, steps, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay
         )
         return
     torch_adamw(
@@ -203,11 +245,7 @@ def adam_delta(
     delta = torch.zeros_like(low)
     use_fused = fused_supported([low]) if fused is None else fused
     if use_fused:
-        step.add_(1)  # the raw kernel does not count steps; torch's wrapper does it the same way
-        torch._fused_adamw_(
-            [delta], [low], [exp_avg], [exp_avg_sq], [], [step],
-            lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps, amsgrad=False, maximize=False,
-        )
+        fused_adamw_([delta], [low], [exp_avg], [exp_avg_sq], [step], lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=0.0)
     else:
         adamw_multi([delta], [low], [exp_avg], [exp_avg_sq], [step], lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=0.0, fused=False)
     return delta

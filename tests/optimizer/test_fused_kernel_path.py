@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.optim.adamw import adamw as public_adamw
 
 from frugal_search.optimizer import FRUGAL
 
@@ -34,3 +35,54 @@ def test_stateful_group_equals_torch_fused_adamw_bit_for_bit(dtypes):
     for mine, other in zip(ours, theirs, strict=True):
         assert mine.dtype == other.dtype
         assert torch.equal(mine, other)
+
+
+def _train(optimizer_factory, start, grads):
+    params = [torch.nn.Parameter(t.clone()) for t in start]
+    optimizer = optimizer_factory(params)
+    for step_grads in grads:
+        for param, grad in zip(params, step_grads, strict=True):
+            param.grad = grad.clone()
+        optimizer.step()
+    return params
+
+
+def test_without_torchs_private_kernel_the_public_fallback_equals_torch_adamw(monkeypatch):
+    # stateful (whole-tensor) and svd (low-rank moments) groups both reach the fused kernel wrapper
+    from frugal_search.optimizer import _math
+
+    generator = torch.Generator().manual_seed(1)
+    start = [torch.randn(shape, generator=generator) for shape in ((6, 4), (5,), (8, 6))]
+    grads = [[torch.randn(t.shape, generator=generator) for t in start] for _ in range(4)]
+    settings = {"lr": 1e-2, "betas": (0.9, 0.99), "eps": 1e-8, "weight_decay": 0.1}
+
+    def frugal(params):
+        groups = [{"params": params[:2], "role": "stateful"}, {"params": params[2:], "mode": "svd", "rank": 2}]
+        return FRUGAL(groups, **settings, update_gap=2, fused=True)
+
+    fast = _train(frugal, start, grads)
+    calls = []
+    monkeypatch.setattr(_math, "_FUSED_ADAMW_KERNEL", None)
+    monkeypatch.setattr(_math, "torch_adamw", lambda *a, **k: calls.append(k["fused"]) or public_adamw(*a, **k))
+    fallback = _train(frugal, start, grads)
+    assert calls and not any(calls)  # the public single-tensor loop ran in place of the kernel
+    reference = _train(lambda params: torch.optim.AdamW(params[:2], foreach=False, **settings), start, grads)
+    for mine, theirs in zip(fallback[:2], reference[:2], strict=True):
+        assert torch.equal(mine, theirs)  # the same loop as torch.optim.AdamW's for-loop path
+    for mine, theirs in zip(fallback, fast, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-6, atol=1e-6)  # and as the fused kernel
+    assert not torch.equal(fast[2], start[2])
+
+
+def test_without_torchs_device_list_the_fused_kernel_is_taken_for_cuda_only(monkeypatch):
+    from frugal_search.optimizer import _math
+
+    monkeypatch.setattr(_math, "_get_fused_kernels_supported_devices", None)
+    _math._fused_devices.cache_clear()
+    try:
+        assert not _math.fused_supported([torch.zeros(2)])
+        assert _math._fused_devices() == frozenset({"cuda"})
+    finally:
+        monkeypatch.undo()
+        _math._fused_devices.cache_clear()
+    assert _math.fused_supported([torch.zeros(2)])  # torch 2.13's own list has the CPU

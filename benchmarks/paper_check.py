@@ -56,30 +56,25 @@ class Method:
 
 def methods(lr_grid: tuple[float, ...]) -> list[Method]:
     """Return the methods of the check; GaLore-like uses the grid times 10 (the paper's GaLore lr)."""
-    from frugal_search.partition.baselines import (
-        adamw_partition,
-        badam_partition,
-        galore_partition,
-        paper_partition,
-    )
+    from frugal_search.partition import Partition
 
     galore_grid = tuple(10 * lr for lr in lr_grid)
     return [
-        Method("adamw", "AdamW", lambda gap: adamw_partition(), lr_grid),
-        Method("frugal", "FRUGAL blocks rho .25", lambda gap: paper_partition(0.25, update_gap=gap), lr_grid),
-        Method("frugal-rho0", "FRUGAL rho 0", lambda gap: paper_partition(0.0, update_gap=gap), lr_grid),
-        Method("galore", "GaLore-like (svd, none)", lambda gap: galore_partition(0.25, update_gap=gap), galore_grid),
-        Method("badam", "BAdam-like (blocks, none)", lambda gap: badam_partition(0.25, update_gap=gap), lr_grid),
-        Method("frugal-svd", "FRUGAL svd rho .25", lambda gap: paper_partition(0.25, mode="svd", update_gap=gap), lr_grid),
+        Method("adamw", "AdamW", lambda gap: Partition.adamw(), lr_grid),
+        Method("frugal", "FRUGAL blocks rho .25", lambda gap: Partition.paper(0.25, update_gap=gap), lr_grid),
+        Method("frugal-rho0", "FRUGAL rho 0", lambda gap: Partition.paper(0.0, update_gap=gap), lr_grid),
+        Method("galore", "GaLore-like (svd, none)", lambda gap: Partition.galore(0.25, update_gap=gap), galore_grid),
+        Method("badam", "BAdam-like (blocks, none)", lambda gap: Partition.badam(0.25, update_gap=gap), lr_grid),
+        Method("frugal-svd", "FRUGAL svd rho .25", lambda gap: Partition.paper(0.25, mode="svd", update_gap=gap), lr_grid),
         Method(
-            "frugal-random", "FRUGAL random rho .25", lambda gap: paper_partition(0.25, mode="random", update_gap=gap), lr_grid
+            "frugal-random", "FRUGAL random rho .25", lambda gap: Partition.paper(0.25, mode="random", update_gap=gap), lr_grid
         ),
         # Control: FRUGAL with GaLore-like's lr structure (lr x10, split lr scale 0.25), so that the
         # comparison with GaLore-like isolates the state-free update from the per-group lrs.
         Method(
             "frugal-galore-lr",
             "FRUGAL rho .25, GaLore-like lrs",
-            lambda gap: paper_partition(0.25, update_gap=gap, split_lr_scale=0.25),
+            lambda gap: Partition.paper(0.25, update_gap=gap, split_lr_scale=0.25),
             galore_grid,
         ),
         # Control 2: GaLore-like with the state-free part switched on (signSGD on the residual) and
@@ -87,13 +82,13 @@ def methods(lr_grid: tuple[float, ...]) -> list[Method]:
         Method(
             "galore-signsgd",
             "GaLore-like + signSGD state-free",
-            lambda gap: galore_partition(0.25, update_gap=gap, state_free="signsgd"),
+            lambda gap: Partition.galore(0.25, update_gap=gap, state_free="signsgd"),
             galore_grid,
         ),
         Method(
             "frugal-columns",
             "FRUGAL columns rho .25",
-            lambda gap: paper_partition(0.25, mode="columns", update_gap=gap),
+            lambda gap: Partition.paper(0.25, mode="columns", update_gap=gap),
             lr_grid,
         ),
     ]

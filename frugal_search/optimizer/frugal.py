@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from frugal_search.optimizer import _math
+import frugal_search.optimizer._math as _math
 from frugal_search.optimizer._settings import (
     DEFAULTS,
     GROUP_SETTINGS,

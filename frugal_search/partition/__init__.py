@@ -1,33 +1,53 @@
 """Partitions: rules that give every parameter of any model a role, their exact memory, split files.
 
 Public names: :class:`Partition`, :class:`Rule`, :class:`FrugalSettings`, :func:`baseline_partition`,
-:data:`BASELINE_NAMES`, :func:`introspect` / :class:`ParamInfo` / :data:`KINDS`,
-:func:`selected_layers`, :func:`build_meta_model`, :func:`paper_llama_config`,
-:class:`TrainingMemory`, :data:`SPLIT_FORMAT`.
+the baseline registry (:data:`BASELINES` of :class:`Baseline`, :data:`BASELINE_NAMES`,
+:data:`BASELINE_ALIASES`, :func:`find_baseline`, :func:`accepted_baseline_names`),
+:func:`introspect` / :class:`ParamInfo` / :data:`KINDS`, :func:`selected_layers`,
+:func:`build_meta_model`, :func:`paper_llama_config`, :class:`TrainingMemory`, :data:`SPLIT_FORMAT`,
+:data:`UNMATCHED_RULE_LOGGER`.
+
+Modules, each importing only those above it: ``introspect``, ``layers``, ``meta``; ``rules``;
+``settings``; ``words``; ``memory``; ``split_file``; ``baselines`` (recipes only); ``partition``
+(the :class:`Partition`, which uses them all).
 """
 
-from frugal_search.partition.baselines import BASELINE_NAMES, baseline_partition
+from frugal_search.partition.baselines import (
+    BASELINE_ALIASES,
+    BASELINE_NAMES,
+    BASELINES,
+    Baseline,
+    accepted_baseline_names,
+    find_baseline,
+)
 from frugal_search.partition.introspect import KINDS, ParamInfo, introspect
 from frugal_search.partition.layers import selected_layers
 from frugal_search.partition.memory import TrainingMemory
 from frugal_search.partition.meta import PAPER_LLAMA_SHAPES, build_meta_model, load_config, paper_llama_config
-from frugal_search.partition.partition import FrugalSettings, Partition
+from frugal_search.partition.partition import UNMATCHED_RULE_LOGGER, Partition, baseline_partition
 from frugal_search.partition.rules import ROLES, Rule
+from frugal_search.partition.settings import FrugalSettings
 from frugal_search.partition.split_file import SPLIT_FORMAT
 
 __all__ = [
+    "BASELINES",
+    "BASELINE_ALIASES",
     "BASELINE_NAMES",
     "KINDS",
     "PAPER_LLAMA_SHAPES",
     "ROLES",
     "SPLIT_FORMAT",
+    "UNMATCHED_RULE_LOGGER",
+    "Baseline",
     "FrugalSettings",
     "ParamInfo",
     "Partition",
     "Rule",
     "TrainingMemory",
+    "accepted_baseline_names",
     "baseline_partition",
     "build_meta_model",
+    "find_baseline",
     "introspect",
     "load_config",
     "paper_llama_config",

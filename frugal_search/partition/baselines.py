@@ -1,91 +1,128 @@
-"""The partitions every study compares against (settings from docs/FRUGAL.md)."""
+"""The partitions every study compares against, in one registry (settings from docs/FRUGAL.md).
+
+Each :class:`Baseline` holds its name, aliases, a one-line description for reports and help
+texts, its rules and the settings it fixes. :class:`~frugal_search.partition.Partition` builds
+them (``Partition.baseline(name)``, ``Partition.adamw()``, ``Partition.paper(density)``, ...);
+this module holds only the recipes, so it does not import the partition it describes.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
-from frugal_search.partition.partition import Partition
 from frugal_search.partition.rules import Rule
 
-BASELINE_NAMES: tuple[str, ...] = ("adamw", "frugal", "frugal-rho0", "galore", "badam")
-"""Canonical baseline names; ``paper`` and ``paper-rho0`` are accepted as aliases."""
-_ALIASES = {"paper": "frugal", "paper-rho0": "frugal-rho0"}
+PAPER_UPDATE_GAP = 200
 
 # The paper's split set: the Linear weights inside the blocks. Biases, norms, embeddings and
 # the head stay stateful (FRUGAL.md, "Which parameters take part").
-_SPLIT_KINDS = ("attention", "mlp")
-PAPER_UPDATE_GAP = 200
+_SPLIT_RULES = (Rule("frugal", kinds=("attention", "mlp")), Rule("stateful"))
 
 
-def _split_rules() -> tuple[Rule, ...]:
-    return (Rule("frugal", kinds=_SPLIT_KINDS), Rule("stateful"))
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """One baseline partition: what it is called, what it is, and how to build it.
 
-
-def adamw_partition(**settings: Any) -> Partition:
-    """Every parameter stateful (plain AdamW)."""
-    return Partition((Rule("stateful"),), **{"name": "adamw", **settings})
-
-
-def paper_partition(density: float = 0.25, **settings: Any) -> Partition:
-    """FRUGAL as pre-trained in the paper: blocks, descending, T 200, signSGD, rest stateful."""
-    values: dict[str, Any] = dict(
-        name="frugal-rho0" if density == 0 else "frugal",
-        mode="blocks",
-        density=density,
-        update_gap=PAPER_UPDATE_GAP,
-        block_order="descending",
-        state_free="signsgd",
-    )
-    return Partition(_split_rules(), **{**values, **settings})
-
-
-def galore_partition(density: float = 0.25, **settings: Any) -> Partition:
-    """GaLore at equal memory: svd subspace, state-free none, reset off, lr 0.01 x split scale 0.25."""
-    values: dict[str, Any] = dict(
-        name="galore",
-        mode="svd",
-        density=density,
-        update_gap=PAPER_UPDATE_GAP,
-        state_free="none",
-        reset_state=False,
-        lr=0.01,
-        split_lr_scale=0.25,
-    )
-    return Partition(_split_rules(), **{**values, **settings})
-
-
-def badam_partition(density: float = 0.25, **settings: Any) -> Partition:
-    """BAdam at equal memory: a descending window of whole tensors, state-free none.
-
-    BAdam trains one whole layer at a time; our blocks are tensors, so a window of
-    ``round(density * tensors)`` consecutive tensors in model order stands for it.
+    ``density`` is the density it always has (``frugal-rho0``: 0), or None when the caller's
+    ``density`` applies (``adamw`` has no density at all: ``uses_density`` False).
     """
-    values: dict[str, Any] = dict(
-        name="badam",
-        mode="blocks",
-        density=density,
-        update_gap=PAPER_UPDATE_GAP,
-        block_order="descending",
-        state_free="none",
-    )
-    return Partition(_split_rules(), **{**values, **settings})
+
+    name: str
+    aliases: tuple[str, ...]
+    words: str
+    """One line for reports and help texts."""
+    rules: tuple[Rule, ...]
+    settings: Mapping[str, Any]
+    """The FRUGAL settings it fixes; the caller's settings take precedence."""
+    uses_density: bool = True
+    density: float | None = None
+
+    def partition_settings(self, density: float, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The keyword settings of its ``Partition``: ``name``, its own settings, ``density``, then ``settings``."""
+        values: dict[str, Any] = {"name": self.name, **self.settings}
+        if self.uses_density:
+            values["density"] = density if self.density is None else self.density
+        return {**values, **settings}
 
 
-def baseline_partition(name: str, /, *, density: float = 0.25, **settings: Any) -> Partition:
-    """Return the baseline called ``name`` (one of :data:`BASELINE_NAMES` or an alias).
+def _baseline(name: str, aliases: tuple[str, ...], words: str, rules: tuple[Rule, ...], **values: Any) -> Baseline:
+    fields = {key: values.pop(key) for key in ("uses_density", "density") if key in values}
+    return Baseline(name, aliases, words, rules, MappingProxyType(values), **fields)
 
-    ``density`` applies to frugal, galore and badam; ``frugal-rho0`` always has density 0.
-    """
-    canonical = _ALIASES.get(name, name)
-    if canonical == "adamw":
-        return adamw_partition(**settings)
-    if canonical == "frugal":
-        return paper_partition(density, **settings)
-    if canonical == "frugal-rho0":
-        return paper_partition(0.0, **settings)
-    if canonical == "galore":
-        return galore_partition(density, **settings)
-    if canonical == "badam":
-        return badam_partition(density, **settings)
-    allowed = ", ".join(list(BASELINE_NAMES) + list(_ALIASES))
-    raise ValueError(f"unknown baseline {name!r}; allowed: {allowed}")
+
+_PAPER = {"mode": "blocks", "update_gap": PAPER_UPDATE_GAP, "block_order": "descending", "state_free": "signsgd"}
+
+BASELINES: Mapping[str, Baseline] = MappingProxyType(
+    {
+        baseline.name: baseline
+        for baseline in (
+            _baseline("adamw", (), "AdamW: every parameter stateful", (Rule("stateful"),), uses_density=False),
+            _baseline(
+                "frugal",
+                ("paper",),
+                "FRUGAL as pre-trained in the paper: attention and mlp weights in blocks (descending, "
+                "T 200), state-free signSGD, the rest stateful",
+                _SPLIT_RULES,
+                **_PAPER,
+            ),
+            _baseline(
+                "frugal-rho0",
+                ("paper-rho0",),
+                "FRUGAL rho 0: attention and mlp weights state-free signSGD, the rest stateful",
+                _SPLIT_RULES,
+                **_PAPER,
+                density=0.0,
+            ),
+            _baseline(
+                "galore",
+                (),
+                "GaLore-like at equal memory: attention and mlp weights in an svd subspace, no state-free "
+                "update, no reset, lr 0.01 x split lr scale 0.25",
+                _SPLIT_RULES,
+                mode="svd",
+                update_gap=PAPER_UPDATE_GAP,
+                state_free="none",
+                reset_state=False,
+                lr=0.01,
+                split_lr_scale=0.25,
+            ),
+            # BAdam trains one whole layer at a time; our blocks are tensors, so a window of
+            # round(density * tensors) consecutive tensors in model order stands for it.
+            _baseline(
+                "badam",
+                (),
+                "BAdam-like at equal memory: a descending window of attention and mlp weight tensors, "
+                "no state-free update",
+                _SPLIT_RULES,
+                mode="blocks",
+                update_gap=PAPER_UPDATE_GAP,
+                block_order="descending",
+                state_free="none",
+            ),
+        )
+    }
+)
+"""Every baseline by its canonical name, in the order studies list them."""
+
+BASELINE_NAMES: tuple[str, ...] = tuple(BASELINES)
+"""Canonical baseline names; see :data:`BASELINE_ALIASES` for the other accepted names."""
+BASELINE_ALIASES: Mapping[str, str] = MappingProxyType(
+    {alias: baseline.name for baseline in BASELINES.values() for alias in baseline.aliases}
+)
+"""Other accepted names of baselines (``paper`` -> ``frugal``, ``paper-rho0`` -> ``frugal-rho0``)."""
+
+
+def find_baseline(name: str) -> Baseline:
+    """Return the baseline called ``name`` or one of its aliases; ``ValueError`` listing the names otherwise."""
+    canonical = BASELINE_ALIASES.get(name, name)
+    if canonical not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; allowed: {', '.join(accepted_baseline_names())}")
+    return BASELINES[canonical]
+
+
+def accepted_baseline_names() -> tuple[str, ...]:
+    """Every name :func:`find_baseline` accepts: the canonical names, then the aliases."""
+    return (*BASELINE_NAMES, *BASELINE_ALIASES)

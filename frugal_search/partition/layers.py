@@ -54,7 +54,7 @@ def _is_share(text: str) -> bool:
 def parse_layer_selector(selector: int | str) -> tuple[_Part, ...]:
     """Parse a selector into parts; raise ``ValueError`` naming the bad part and the grammar."""
     if isinstance(selector, bool) or not isinstance(selector, (int, str)):
-        raise TypeError(f"layer selector must be an int or a string, got {selector!r}; {_HELP}")
+        raise ValueError(f"layer selector must be an int or a string, got {selector!r}; {_HELP}")
     return _parse(selector)
 
 

@@ -11,19 +11,21 @@ enumerated together); random order counts its worst draw.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from frugal_search.partition.introspect import KINDS
+from frugal_search.optimizer import FRUGAL
+from frugal_search.partition.introspect import KINDS, ParamInfo
+from frugal_search.partition.rules import Rule
+from frugal_search.partition.settings import FrugalSettings
+from frugal_search.partition.words import rule_settings_words, selection_words
 from frugal_search.units import GIB, MIB
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from frugal_search.optimizer import FRUGAL
-    from frugal_search.partition.partition import Partition
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,16 +77,15 @@ def _meta_groups(groups: list[dict[str, Any]], param_dtype: torch.dtype | None) 
     return meta_groups
 
 
-def _meta_optimizer(partition: Partition, groups: list[dict[str, Any]], param_dtype: torch.dtype | None) -> FRUGAL:
-    from frugal_search.optimizer import FRUGAL
-
-    return FRUGAL(_meta_groups(groups, param_dtype), **partition.settings.to_kwargs())
+def _meta_optimizer(groups: list[dict[str, Any]], settings: FrugalSettings, param_dtype: torch.dtype | None) -> FRUGAL:
+    return FRUGAL(_meta_groups(groups, param_dtype), **settings.to_kwargs())
 
 
-def peak_state_bytes(partition: Partition, model: nn.Module, *, param_dtype: torch.dtype | None = None) -> int:
-    """Peak optimizer-state bytes of ``partition`` on ``model`` (see the module docstring)."""
-    groups = partition.param_groups(model)
-    return int(_meta_optimizer(partition, groups, param_dtype).peak_state_bytes())
+def peak_state_bytes(
+    groups: list[dict[str, Any]], settings: FrugalSettings, *, param_dtype: torch.dtype | None = None
+) -> int:
+    """Peak optimizer-state bytes of a partition's param ``groups`` and ``settings`` (see the module docstring)."""
+    return int(_meta_optimizer(groups, settings, param_dtype).peak_state_bytes())
 
 
 def _dtype_bytes(param: torch.Tensor, param_dtype: torch.dtype | None) -> int:
@@ -93,46 +94,53 @@ def _dtype_bytes(param: torch.Tensor, param_dtype: torch.dtype | None) -> int:
 
 
 def training_memory(
-    partition: Partition, model: nn.Module, *, param_dtype: torch.dtype | None = None
+    model: nn.Module,
+    groups: list[dict[str, Any]],
+    settings: FrugalSettings,
+    *,
+    param_dtype: torch.dtype | None = None,
 ) -> TrainingMemory:
-    """Weights, gradients and peak state of training ``model`` with ``partition``.
+    """Weights, gradients and peak state of training ``model`` with a partition's ``groups`` and ``settings``.
 
     ``param_dtype`` (default: each parameter's dtype) is the dtype of weights, gradients and
     moments alike: pure fp32 or pure bf16 training. Activations, temporary buffers and
     mixed-precision master copies are not included.
     """
-    groups = partition.param_groups(model)
     weights = sum(_dtype_bytes(p, param_dtype) for p in model.parameters())
     gradients = sum(_dtype_bytes(p, param_dtype) for g in groups if g["role"] != "frozen" for p in g["params"])
-    state = int(_meta_optimizer(partition, groups, param_dtype).peak_state_bytes())
+    state = peak_state_bytes(groups, settings, param_dtype=param_dtype)
     adamw = sum(2 * _dtype_bytes(p, param_dtype) for g in groups for p in g["params"])
     return TrainingMemory(weights_bytes=weights, gradient_bytes=gradients, state_bytes=state, adamw_state_bytes=adamw)
 
 
-def describe(partition: Partition, model: nn.Module, *, param_dtype: torch.dtype | None = None) -> pd.DataFrame:
+def describe_rules(
+    rules: Sequence[Rule],
+    settings: FrugalSettings,
+    matched: list[list[ParamInfo]],
+    groups: list[dict[str, Any]],
+    *,
+    param_dtype: torch.dtype | None = None,
+) -> pd.DataFrame:
     """One row per rule: role, kinds matched, selection, settings, tensors, parameters, state bytes.
 
-    ``state_bytes`` is each rule's own peak. blocks rules on different schedules may hold their
-    largest windows at different steps, so the partition's peak (:func:`peak_state_bytes`) can be
-    below the column's sum.
+    ``matched`` is what each rule decides (``Partition.match``) and ``groups`` the param groups
+    built from it. ``state_bytes`` is each rule's own peak. blocks rules on different schedules may
+    hold their largest windows at different steps, so the partition's peak
+    (:func:`peak_state_bytes`) can be below the column's sum.
     """
     import pandas as pd
 
-    from frugal_search.partition.words import rule_settings_words
-
-    matched = partition.match(model)
-    groups = partition.groups_from_matches(matched)
-    per_group = iter(_meta_optimizer(partition, groups, param_dtype).peak_state_bytes(by_group=True))
+    per_group = iter(_meta_optimizer(groups, settings, param_dtype).peak_state_bytes(by_group=True))
     rows = []
-    for index, (rule, infos) in enumerate(zip(partition.rules, matched)):
+    for index, (rule, infos) in enumerate(zip(rules, matched)):
         kinds = sorted({info.kind for info in infos}, key=lambda k: KINDS.index(k))
         rows.append(
             {
                 "rule": index,
                 "role": rule.role,
                 "kinds": ", ".join(kinds),
-                "selection": rule.selection_words() or ("all" if index == 0 else "rest"),
-                "settings": rule_settings_words(partition, rule),
+                "selection": selection_words(rules, index),
+                "settings": rule_settings_words(rule, settings),
                 "tensors": len(infos),
                 "parameters": sum(info.numel for info in infos),
                 "state_bytes": int(next(per_group)) if infos else 0,

@@ -2,82 +2,44 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from frugal_search.optimizer import FRUGAL, check_known_keys, check_rank_applies
+from frugal_search.partition.baselines import find_baseline
 from frugal_search.partition.introspect import ParamInfo, introspect
-from frugal_search.partition.rules import Rule, check_setting
+from frugal_search.partition.memory import TrainingMemory, describe_rules, peak_state_bytes, training_memory
+from frugal_search.partition.rules import Rule
+from frugal_search.partition.settings import SETTING_NAMES, FrugalSettings
+from frugal_search.partition.split_file import SplitContent, read_split, split_from_dict, split_to_dict, write_split
+from frugal_search.partition.words import summarize
 
 if TYPE_CHECKING:
     import pandas as pd
     import torch
 
-    from frugal_search.optimizer import FRUGAL
-    from frugal_search.partition.memory import TrainingMemory
-
-logger = logging.getLogger(__name__)
-
-_RANKED_MODES = ("svd", "random", "randperm", "columns", "rows")  # modes where rank replaces density
+UNMATCHED_RULE_LOGGER = "frugal_search.partition.unmatched"
+"""Name of the logger that warns of a rule matching no parameter: set its level to silence it."""
+_unmatched_logger = logging.getLogger(UNMATCHED_RULE_LOGGER)
 _MAX_LISTED_NAMES = 20  # unmatched-parameter errors list this many names, then a count
-
-
-@dataclasses.dataclass(frozen=True)
-class FrugalSettings:
-    """The partition-wide settings passed to :class:`~frugal_search.optimizer.FRUGAL`.
-
-    Defaults are the paper's LLaMA pre-training settings. A rule's overrides take precedence for
-    its parameters.
-    """
-
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    mode: str = "blocks"
-    """Subspace mode of ``frugal`` parameters: blocks, svd, random, randperm, columns, rows, randk."""
-    density: float = 0.25
-    """rho: share of a frugal group's coordinates (or tensors, in blocks mode) that keep state."""
-    rank: int | None = None
-    """Fixed rank for svd/random/randperm instead of ``density`` (None: use density)."""
-    update_gap: int = 200
-    """T: steps between re-selections of the state-full subspace."""
-    block_order: str = "descending"
-    state_free: str = "signsgd"
-    """Update of the state-free part: signsgd, sgd or none (none gives GaLore / BAdam)."""
-    state_free_lr_scale: float = 1.0
-    split_lr_scale: float = 1.0
-    reset_state: bool = True
-    seed: int = 0
-    """Seed of the optimizer's own generator (random subspaces)."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "betas", tuple(self.betas) if isinstance(self.betas, list) else self.betas)
-        for field in dataclasses.fields(self):
-            check_setting(field.name, getattr(self, field.name))
-
-    def to_kwargs(self) -> dict[str, Any]:
-        """Return the settings as keyword arguments of ``FRUGAL``."""
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-
-
-SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(FrugalSettings))
 
 
 class Partition:
     """Ordered rules that give every trainable parameter of a model a role, plus FRUGAL settings.
 
     ``Partition(rules, *, lr=..., mode=..., density=..., name=None, provenance=None)``: the
-    keyword settings are the fields of :class:`FrugalSettings` (unknown ones are a ``TypeError``).
+    keyword settings are the fields of :class:`FrugalSettings`; an unknown one or a bad value is a
+    ``ValueError``.
     The first rule that matches a parameter decides its role. Applying a partition to a model:
 
     * a trainable parameter that no rule matches is a ``ValueError`` listing the names (add a
       catch-all ``Rule("stateful")`` at the end);
-    * a rule that matches no parameter is logged as a warning (``strict=True`` makes it a
-      ``ValueError``): it usually means a typo, or a proxy-only rule;
+    * a rule that matches no parameter is logged as a warning on the logger named
+      :data:`UNMATCHED_RULE_LOGGER` (``strict=True`` makes it a ``ValueError``): it usually means a
+      typo, or a proxy-only rule;
     * parameters with ``requires_grad=False`` are left out of every group (nothing to update).
 
     ``name`` is a label for reports (baselines use theirs); ``provenance`` is free-form JSON-safe
@@ -98,24 +60,21 @@ class Partition:
             raise ValueError("a Partition needs at least one rule; end with Rule('stateful') to catch the rest")
         for index, rule in enumerate(rules):
             if not isinstance(rule, Rule):
-                raise TypeError(f"rules[{index}] must be a Rule, got {type(rule).__name__}: {rule!r}")
-        unknown = sorted(set(settings) - set(SETTING_NAMES))
-        if unknown:
-            raise TypeError(f"unknown Partition setting(s) {unknown}; allowed: {', '.join(SETTING_NAMES)}")
+                raise ValueError(f"rules[{index}] must be a Rule, got {type(rule).__name__}: {rule!r}")
+        check_known_keys(settings, SETTING_NAMES, what="Partition setting")
         if name is not None and not isinstance(name, str):
-            raise TypeError(f"Partition name must be a string or None, got {name!r}")
+            raise ValueError(f"Partition name must be a string or None, got {name!r}")
         if provenance is not None and not isinstance(provenance, dict):
-            raise TypeError(f"Partition provenance must be a dict or None, got {provenance!r}")
+            raise ValueError(f"Partition provenance must be a dict or None, got {provenance!r}")
         self.rules: tuple[Rule, ...] = rules
         self.settings: FrugalSettings = FrugalSettings(**settings)
         for index, rule in enumerate(rules):
             mode = rule.mode or self.settings.mode
             rank = rule.rank if rule.rank is not None else self.settings.rank
-            if rule.role == "frugal" and rank is not None and mode not in _RANKED_MODES:
-                raise ValueError(
-                    f"rules[{index}]: rank {rank} does not apply to mode {mode!r} (only to "
-                    f"{', '.join(_RANKED_MODES)}); use density for blocks and randk"
-                )
+            try:
+                check_rank_applies(rule.role, mode, rank)
+            except ValueError as error:
+                raise ValueError(f"rules[{index}]: {error}") from None
         self.name: str | None = name
         self.provenance: dict[str, Any] = dict(provenance or {})
 
@@ -166,7 +125,7 @@ class Partition:
             message = f"rule {index} ({self.rules[index].to_dict()}) matches no parameter of {type(model).__name__}"
             if strict:
                 raise ValueError(message + "; remove the rule or fix its kinds/layers/names")
-            logger.warning("%s", message)
+            _unmatched_logger.warning("%s", message)
         return matched
 
     def param_groups(self, model: nn.Module, *, strict: bool = False) -> list[dict[str, Any]]:
@@ -212,8 +171,6 @@ class Partition:
 
     def build_optimizer(self, model: nn.Module, *, strict: bool = False) -> FRUGAL:
         """Return a ``FRUGAL`` optimizer over ``model`` with this partition's groups and settings."""
-        from frugal_search.optimizer import FRUGAL
-
         return FRUGAL(self.param_groups(model, strict=strict), **self.settings.to_kwargs())
 
     def trainer_optimizers(self, model: nn.Module) -> tuple[FRUGAL, None]:
@@ -233,15 +190,11 @@ class Partition:
         on the meta device and nothing is allocated. ``param_dtype`` (default: each parameter's
         own dtype) is the dtype the parameters, and so the moments, are held in.
         """
-        from frugal_search.partition.memory import peak_state_bytes
-
-        return peak_state_bytes(self, model, param_dtype=param_dtype)
+        return peak_state_bytes(self.param_groups(model), self.settings, param_dtype=param_dtype)
 
     def training_memory(self, model: nn.Module, *, param_dtype: torch.dtype | None = None) -> TrainingMemory:
         """Return the static training memory: weights, gradients and peak optimizer state."""
-        from frugal_search.partition.memory import training_memory
-
-        return training_memory(self, model, param_dtype=param_dtype)
+        return training_memory(model, self.param_groups(model), self.settings, param_dtype=param_dtype)
 
     def describe(self, model: nn.Module, *, param_dtype: torch.dtype | None = None) -> pd.DataFrame:
         """Return a table with one row per rule: what it matched and the state it costs.
@@ -251,73 +204,75 @@ class Partition:
         ``parameters``, ``state_bytes`` (peak of that group alone). Rules that match nothing
         have a row with zeros.
         """
-        from frugal_search.partition.memory import describe
-
-        return describe(self, model, param_dtype=param_dtype)
+        matched = self.match(model)
+        groups = self.groups_from_matches(matched)
+        return describe_rules(self.rules, self.settings, matched, groups, param_dtype=param_dtype)
 
     # ---- words -------------------------------------------------------------------------------
     def summary(self) -> str:
         """Return the partition in one line of words, e.g. ``"attention, mlp frugal blocks rho
         0.25 every 200 steps (descending), state-free signSGD; rest stateful; lr 0.001"``."""
-        from frugal_search.partition.words import summarize
-
-        return summarize(self)
+        return summarize(self.rules, self.settings)
 
     # ---- split files -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Return the split config as a JSON-safe dict (``"format": "frugal-split/1"``)."""
-        from frugal_search.partition.split_file import partition_to_dict
-
-        return partition_to_dict(self)
+        content = SplitContent(rules=self.rules, settings=self.settings, name=self.name, provenance=self.provenance)
+        return split_to_dict(content)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "<dict>") -> Partition:
         """Build a partition from :meth:`to_dict` output; errors name ``source``, the key and the
         allowed values."""
-        from frugal_search.partition.split_file import partition_from_dict
-
-        return partition_from_dict(data, source=source)
+        content = split_from_dict(data, source=source)
+        try:
+            return cls(content.rules, name=content.name, provenance=content.provenance, **content.settings.to_kwargs())
+        except ValueError as error:  # what only the rules and settings together can break
+            raise ValueError(f"{source}: key 'rules': {error}") from None
 
     def to_json(self, path: str | Path) -> Path:
         """Write the split config to ``path`` (indent 2, rules in order); return the path."""
-        from frugal_search.partition.split_file import write_split
-
-        return write_split(self, path)
+        return write_split(self.to_dict(), path)
 
     @classmethod
     def from_json(cls, path: str | Path) -> Partition:
-        """Read a split config written by :meth:`to_json`."""
-        from frugal_search.partition.split_file import read_split
-
-        return read_split(path)
+        """Read a split config written by :meth:`to_json`; a bad file is a ``ValueError`` naming it."""
+        return cls.from_dict(read_split(path), source=str(path))
 
     # ---- baselines ---------------------------------------------------------------------------
     @classmethod
+    def baseline(cls, name: str, /, *, density: float = 0.25, **settings: Any) -> Partition:
+        """Return the baseline called ``name`` (see :data:`~frugal_search.partition.BASELINES`).
+
+        ``density`` applies to frugal, galore and badam; ``frugal-rho0`` always has density 0;
+        ``settings`` override the baseline's own.
+        """
+        recipe = find_baseline(name)
+        return cls(recipe.rules, **recipe.partition_settings(density, settings))
+
+    @classmethod
     def adamw(cls, **settings: Any) -> Partition:
         """AdamW: every parameter stateful."""
-        from frugal_search.partition.baselines import adamw_partition
-
-        return adamw_partition(**settings)
+        return cls.baseline("adamw", **settings)
 
     @classmethod
     def paper(cls, density: float = 0.25, **settings: Any) -> Partition:
         """The paper's FRUGAL: attention and mlp weights frugal (blocks, descending, T 200,
-        signSGD), everything else stateful. ``density=0.0`` is FRUGAL rho 0."""
-        from frugal_search.partition.baselines import paper_partition
-
-        return paper_partition(density, **settings)
+        signSGD), everything else stateful. ``density=0.0`` is FRUGAL rho 0 (named ``frugal-rho0``)."""
+        return cls.baseline("frugal-rho0" if density == 0 else "frugal", density=density, **settings)
 
     @classmethod
     def galore(cls, density: float = 0.25, **settings: Any) -> Partition:
         """GaLore-like: attention and mlp weights in an svd subspace, no state-free update, no reset,
         lr 0.01 with split lr scale 0.25."""
-        from frugal_search.partition.baselines import galore_partition
-
-        return galore_partition(density, **settings)
+        return cls.baseline("galore", density=density, **settings)
 
     @classmethod
     def badam(cls, density: float = 0.25, **settings: Any) -> Partition:
         """BAdam-like: attention and mlp weights in blocks (descending), no state-free update."""
-        from frugal_search.partition.baselines import badam_partition
+        return cls.baseline("badam", density=density, **settings)
 
-        return badam_partition(density, **settings)
+
+def baseline_partition(name: str, /, *, density: float = 0.25, **settings: Any) -> Partition:
+    """Return the baseline called ``name`` (one of :data:`BASELINE_NAMES` or an alias): ``Partition.baseline``."""
+    return Partition.baseline(name, density=density, **settings)

@@ -11,14 +11,18 @@ import dataclasses
 import fnmatch
 from typing import Any
 
-from frugal_search.optimizer import BLOCK_ORDERS, FRUGAL_SETTINGS, MODES, ROLES, STATE_FREE_RULES
+from frugal_search.optimizer import FRUGAL_SETTINGS, ROLE, ROLES, SETTINGS, Setting, check_known_keys
+
 from frugal_search.partition.introspect import KINDS, ParamInfo
 from frugal_search.partition.layers import parse_layer_selector, selects_layer
 
-__all__ = ["BLOCK_ORDERS", "MODES", "OVERRIDE_KEYS", "ROLES", "STATE_FREE_RULES", "Rule", "check_setting"]
+__all__ = ["LR_SCALE", "OVERRIDE_KEYS", "ROLES", "Rule"]
 
 OVERRIDE_KEYS: tuple[str, ...] = (*FRUGAL_SETTINGS, "weight_decay")
 """FRUGAL settings a rule may set for its own parameters (None: the partition's setting)."""
+
+LR_SCALE = Setting("lr_scale", "float", 1.0, low=0.0, help="multiplier of the partition's lr for a rule")
+"""A rule's ``lr_scale``: a finite number >= 0, like the lr it multiplies (see the optimizer's schema)."""
 
 
 def _as_tuple(value: str | list[str] | tuple[str, ...] | None, field: str) -> tuple[str, ...] | None:
@@ -28,45 +32,7 @@ def _as_tuple(value: str | list[str] | tuple[str, ...] | None, field: str) -> tu
         return (value,)
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return tuple(value)
-    raise TypeError(f"Rule {field} must be a string or a list of strings, got {value!r}")
-
-
-def check_setting(key: str, value: Any) -> None:
-    """Raise ``ValueError``/``TypeError`` when ``value`` is not allowed for FRUGAL setting ``key``.
-
-    Shared by rules (per-rule overrides) and partitions (global settings) so that a split file is
-    rejected when it is read, not when the optimizer first steps.
-    """
-    choices = {"mode": MODES, "block_order": BLOCK_ORDERS, "state_free": STATE_FREE_RULES}
-    if key in choices:
-        if value not in choices[key]:
-            raise ValueError(f"{key} must be one of {', '.join(choices[key])}; got {value!r}")
-    elif key == "reset_state":
-        if not isinstance(value, bool):
-            raise TypeError(f"reset_state must be true or false, got {value!r}")
-    elif key in ("rank", "update_gap", "seed"):
-        if key == "rank" and value is None:
-            return
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{key} must be an integer, got {value!r}")
-        minimum = 1 if key == "update_gap" else 0
-        if value < minimum:
-            raise ValueError(f"{key} must be >= {minimum}, got {value}")
-    elif key == "betas":
-        if not (isinstance(value, (tuple, list)) and len(value) == 2):
-            raise TypeError(f"betas must be a pair of numbers, got {value!r}")
-        for i, beta in enumerate(value):
-            if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta < 1.0:
-                raise ValueError(f"betas[{i}] must be a number in [0, 1), got {beta!r}")
-    else:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{key} must be a number, got {value!r}")
-        if key == "density" and not 0.0 <= value <= 1.0:
-            raise ValueError(f"density must be in [0, 1], got {value}")
-        if key in ("lr", "eps", "split_lr_scale", "lr_scale") and not value > 0:
-            raise ValueError(f"{key} must be > 0, got {value}")
-        if key in ("weight_decay", "state_free_lr_scale") and value < 0:
-            raise ValueError(f"{key} must be >= 0, got {value}")
+    raise ValueError(f"Rule {field} must be a string or a list of strings, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,8 +70,7 @@ class Rule:
     weight_decay: float | None = None
 
     def __post_init__(self) -> None:
-        if self.role not in ROLES:
-            raise ValueError(f"Rule role must be one of {', '.join(ROLES)}; got {self.role!r}")
+        ROLE.check(self.role)
         kinds = _as_tuple(self.kinds, "kinds")
         if kinds is not None:
             unknown = [k for k in kinds if k not in KINDS]
@@ -118,11 +83,11 @@ class Rule:
         object.__setattr__(self, "names", names)
         if self.layers is not None:
             parse_layer_selector(self.layers)
-        check_setting("lr_scale", self.lr_scale)
+        LR_SCALE.check(self.lr_scale)
         for key in OVERRIDE_KEYS:
             value = getattr(self, key)
             if value is not None:
-                check_setting(key, value)
+                SETTINGS[key].check(value)
 
     def overrides(self) -> dict[str, Any]:
         """Return the FRUGAL settings this rule sets (the non-None overrides)."""
@@ -168,11 +133,8 @@ class Rule:
     def from_dict(cls, data: dict[str, Any]) -> Rule:
         """Build a rule from :meth:`to_dict` output; unknown keys are a ``ValueError``."""
         if not isinstance(data, dict):
-            raise TypeError(f"a rule must be a JSON object, got {data!r}")
-        allowed = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise ValueError(f"unknown rule key(s) {unknown}; allowed keys: {', '.join(allowed)}")
+            raise ValueError(f"a rule must be a JSON object, got {data!r}")
+        check_known_keys(data, [f.name for f in dataclasses.fields(cls)], what="rule key")
         if "role" not in data:
             raise ValueError(f"a rule needs a 'role' (one of {', '.join(ROLES)})")
         return cls(**data)

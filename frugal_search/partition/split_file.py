@@ -21,38 +21,48 @@ the key and the allowed values.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
-from frugal_search.partition.partition import SETTING_NAMES, Partition
+from frugal_search.optimizer import check_known_keys
 from frugal_search.partition.rules import Rule
+from frugal_search.partition.settings import SETTING_NAMES, FrugalSettings
 
 SPLIT_FORMAT = "frugal-split/1"
 """The format tag written into every split file; the only version this code reads."""
 _TOP_KEYS = ("format", "name", "settings", "rules", "provenance")
 
 
-def partition_to_dict(partition: Partition) -> dict[str, Any]:
-    """Return ``partition`` as a JSON-safe dict in the ``frugal-split/1`` format."""
-    settings = partition.settings.to_kwargs()
+@dataclasses.dataclass(frozen=True)
+class SplitContent:
+    """What a split file holds, checked: the rules, the settings, the name and the provenance."""
+
+    rules: tuple[Rule, ...]
+    settings: FrugalSettings
+    name: str | None
+    provenance: dict[str, Any]
+
+
+def split_to_dict(content: SplitContent) -> dict[str, Any]:
+    """Return ``content`` as a JSON-safe dict in the ``frugal-split/1`` format."""
+    settings = content.settings.to_kwargs()
     settings["betas"] = list(settings["betas"])
     return {
         "format": SPLIT_FORMAT,
-        "name": partition.name,
+        "name": content.name,
         "settings": settings,
-        "rules": [rule.to_dict() for rule in partition.rules],
-        "provenance": partition.provenance,
+        "rules": [rule.to_dict() for rule in content.rules],
+        "provenance": content.provenance,
     }
 
 
-def partition_from_dict(data: Any, *, source: str = "<dict>") -> Partition:
-    """Build a partition from a ``frugal-split/1`` dict; ``source`` names the file in errors."""
+def split_from_dict(data: Any, *, source: str = "<dict>") -> SplitContent:
+    """Check a ``frugal-split/1`` dict and return its content; errors are ``ValueError`` naming ``source``."""
     if not isinstance(data, dict):
         raise ValueError(f"{source}: a split config must be a JSON object, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(_TOP_KEYS))
-    if unknown:
-        raise ValueError(f"{source}: unknown key(s) {unknown}; allowed keys: {', '.join(_TOP_KEYS)}")
+    check_known_keys(data, _TOP_KEYS, where=f"{source}: ")
     version = data.get("format")
     if version != SPLIT_FORMAT:
         raise ValueError(
@@ -61,9 +71,7 @@ def partition_from_dict(data: Any, *, source: str = "<dict>") -> Partition:
     settings = data.get("settings", {})
     if not isinstance(settings, dict):
         raise ValueError(f"{source}: key 'settings' must be an object of FRUGAL settings, got {settings!r}")
-    unknown = sorted(set(settings) - set(SETTING_NAMES))
-    if unknown:
-        raise ValueError(f"{source}: unknown key(s) {unknown} in 'settings'; allowed: {', '.join(SETTING_NAMES)}")
+    check_known_keys(settings, SETTING_NAMES, what="key", where=f"{source}: 'settings': ")
     rules_data = data.get("rules")
     if not isinstance(rules_data, list) or not rules_data:
         raise ValueError(f"{source}: key 'rules' must be a non-empty list of rule objects, got {rules_data!r}")
@@ -71,7 +79,7 @@ def partition_from_dict(data: Any, *, source: str = "<dict>") -> Partition:
     for index, rule_data in enumerate(rules_data):
         try:
             rules.append(Rule.from_dict(rule_data))
-        except (ValueError, TypeError) as error:
+        except ValueError as error:
             raise ValueError(f"{source}: key 'rules[{index}]': {error}") from None
     name = data.get("name")
     if name is not None and not isinstance(name, str):
@@ -80,9 +88,10 @@ def partition_from_dict(data: Any, *, source: str = "<dict>") -> Partition:
     if not isinstance(provenance, dict):
         raise ValueError(f"{source}: key 'provenance' must be an object, got {provenance!r}")
     try:
-        return Partition(rules, name=name, provenance=provenance, **settings)
-    except (ValueError, TypeError) as error:
+        checked = FrugalSettings(**settings)
+    except ValueError as error:
         raise ValueError(f"{source}: key 'settings': {error}") from None
+    return SplitContent(rules=tuple(rules), settings=checked, name=name, provenance=provenance)
 
 
 def _dumps(value: Any, depth: int = 0) -> str:
@@ -97,28 +106,26 @@ def _dumps(value: Any, depth: int = 0) -> str:
     return json.dumps(value, allow_nan=False)
 
 
-def split_to_json_text(partition: Partition) -> str:
-    """Return the split config of ``partition`` as the text :func:`write_split` writes."""
-    return _dumps(partition_to_dict(partition)) + "\n"
+def split_to_json_text(data: dict[str, Any]) -> str:
+    """Return a split dict (:func:`split_to_dict`) as the text :func:`write_split` writes."""
+    return _dumps(data) + "\n"
 
 
-def write_split(partition: Partition, path: str | Path) -> Path:
-    """Write ``partition`` to ``path`` as indented JSON; return the path."""
+def write_split(data: dict[str, Any], path: str | Path) -> Path:
+    """Write a split dict to ``path`` as indented JSON; return the path."""
     path = Path(path)
-    text = split_to_json_text(partition)
-    path.write_text(text, encoding="utf-8")
+    path.write_text(split_to_json_text(data), encoding="utf-8")
     return path
 
 
-def read_split(path: str | Path) -> Partition:
-    """Read a split config file; a missing, malformed or invalid file is a ``ValueError``."""
+def read_split(path: str | Path) -> Any:
+    """Read a split config file's JSON; a missing or malformed file is a ``ValueError`` naming it."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ValueError(f"cannot read split config {path}: {error.strerror or error}") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
-    return partition_from_dict(data, source=str(path))

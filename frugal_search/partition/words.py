@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
-if TYPE_CHECKING:
-    from frugal_search.partition.partition import Partition
-    from frugal_search.partition.rules import Rule
+from frugal_search.partition.rules import Rule
+from frugal_search.partition.settings import FrugalSettings
 
 _STATE_FREE_WORDS = {"signsgd": "signSGD", "sgd": "SGD", "none": "none"}
 
@@ -15,9 +14,9 @@ def _number(value: float) -> str:
     return f"{value:.3g}"  # words for people: three significant digits are enough
 
 
-def _frugal_words(partition: Partition, rule: Rule) -> str:
+def _frugal_words(rule: Rule, partition_settings: FrugalSettings) -> str:
     """Describe the FRUGAL settings in force for a ``frugal`` rule (its overrides applied)."""
-    settings = partition.settings.to_kwargs()
+    settings = partition_settings.to_kwargs()
     settings.update(rule.overrides())
     mode = settings["mode"]
     size = (
@@ -38,12 +37,13 @@ def _frugal_words(partition: Partition, rule: Rule) -> str:
     return words
 
 
-def rule_settings_words(partition: Partition, rule: Rule) -> str:
-    """Describe the role and settings a rule gives (``"frugal blocks rho 0.25 every 200 steps ..."``)."""
+def rule_settings_words(rule: Rule, settings: FrugalSettings) -> str:
+    """Describe the role and settings ``rule`` gives under the partition's ``settings``
+    (``"frugal blocks rho 0.25 every 200 steps ..."``)."""
     if rule.role == "frugal":
-        words = _frugal_words(partition, rule)
+        words = _frugal_words(rule, settings)
     elif rule.role == "state_free":
-        state_free = rule.state_free or partition.settings.state_free
+        state_free = rule.state_free or settings.state_free
         words = f"state-free {_STATE_FREE_WORDS[state_free]}"
     else:
         words = rule.role
@@ -54,14 +54,13 @@ def rule_settings_words(partition: Partition, rule: Rule) -> str:
     return words
 
 
-def summarize(partition: Partition) -> str:
-    """Return ``partition`` in one line: each rule's selection and role, then the lr.
+def selection_words(rules: Sequence[Rule], index: int) -> str:
+    """What ``rules[index]`` selects; one that selects everything is "all" when first, else "rest"."""
+    return rules[index].selection_words() or ("all" if index == 0 else "rest")
 
-    A rule that selects everything is called "all" when it is first and "rest" after others.
-    """
-    parts = []
-    for index, rule in enumerate(partition.rules):
-        selection = rule.selection_words() or ("all" if index == 0 else "rest")
-        parts.append(f"{selection} {rule_settings_words(partition, rule)}")
-    parts.append(f"lr {_number(partition.settings.lr)}")
+
+def summarize(rules: Sequence[Rule], settings: FrugalSettings) -> str:
+    """Return a partition's ``rules`` and ``settings`` in one line: each rule's selection and role, then the lr."""
+    parts = [f"{selection_words(rules, index)} {rule_settings_words(rule, settings)}" for index, rule in enumerate(rules)]
+    parts.append(f"lr {_number(settings.lr)}")
     return "; ".join(parts)

@@ -51,7 +51,7 @@ def test_bad_selector_names_the_part_and_the_grammar(bad: str) -> None:
 def test_negative_int_and_wrong_type() -> None:
     with pytest.raises(ValueError, match="last:1"):
         parse_layer_selector(-1)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError):
         parse_layer_selector(1.5)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="int or a string"):
+    with pytest.raises(ValueError, match="int or a string"):
         parse_layer_selector([0, 1])  # type: ignore[arg-type]

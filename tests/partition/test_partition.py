@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from frugal_search.optimizer import FRUGAL
-from frugal_search.partition import BASELINE_NAMES, Partition, Rule, baseline_partition
+from frugal_search.partition import BASELINE_NAMES, UNMATCHED_RULE_LOGGER, Partition, Rule, baseline_partition
 
 from .conftest import tiny_llama
 
@@ -83,6 +83,24 @@ def test_rule_matching_nothing_warns_or_fails_when_strict(llama: nn.Module, capl
         partition.param_groups(llama, strict=True)
 
 
+def test_the_unmatched_rule_warning_has_its_own_logger(llama: nn.Module, caplog: pytest.LogCaptureFixture) -> None:
+    partition = Partition([Rule("frugal", kinds="other"), Rule("stateful")])
+    with caplog.at_level(logging.WARNING):
+        partition.param_groups(llama)
+    assert [record.name for record in caplog.records] == [UNMATCHED_RULE_LOGGER]
+    assert UNMATCHED_RULE_LOGGER == "frugal_search.partition.unmatched"
+    caplog.clear()
+    quiet = logging.getLogger(UNMATCHED_RULE_LOGGER)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # what a caller (the search) does to silence it
+    try:
+        with caplog.at_level(logging.WARNING):
+            partition.param_groups(llama)
+    finally:
+        quiet.setLevel(level)
+    assert caplog.records == []
+
+
 def test_layer_rules_transfer_from_proxy_to_deeper_model() -> None:
     partition = Partition([Rule("frugal", kinds="mlp", layers="last:0.5"), Rule("stateful")])
     for layers in (2, 4):
@@ -94,14 +112,15 @@ def test_layer_rules_transfer_from_proxy_to_deeper_model() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        (dict(role="adam"), "stateful, frugal, state_free, frozen"),
+        (dict(role="adam"), "'stateful', 'frugal', 'state_free', 'frozen'"),
         (dict(role="frugal", kinds=["attn"]), "embedding, norm, head"),
         (dict(role="frugal", layers="top:2"), "first:K"),
-        (dict(role="frugal", mode="lowrank"), "blocks, svd"),
+        (dict(role="frugal", mode="lowrank"), "'blocks', 'svd'"),
         (dict(role="frugal", density=1.5), r"\[0, 1\]"),
-        (dict(role="frugal", state_free="adam"), "signsgd, sgd, none"),
+        (dict(role="frugal", state_free="adam"), "'signsgd', 'sgd', 'none'"),
         (dict(role="frugal", update_gap=0), ">= 1"),
-        (dict(role="frugal", lr_scale=0), "> 0"),
+        (dict(role="frugal", lr_scale=-1), "lr_scale=-1: allowed a finite number >= 0"),
+        (dict(role="frugal", kinds=3), "kinds must be a string or a list of strings"),
     ],
 )
 def test_bad_rules_name_the_allowed_values(kwargs: dict, match: str) -> None:
@@ -110,11 +129,11 @@ def test_bad_rules_name_the_allowed_values(kwargs: dict, match: str) -> None:
 
 
 def test_bad_partition_settings() -> None:
-    with pytest.raises(TypeError, match="unknown Partition setting"):
+    with pytest.raises(ValueError, match="unknown Partition setting 'learning_rate'; allowed: lr, betas"):
         Partition([Rule("stateful")], learning_rate=1e-3)
     with pytest.raises(ValueError, match="at least one rule"):
         Partition([])
-    with pytest.raises(ValueError, match="rank 4 does not apply to mode 'blocks'"):
+    with pytest.raises(ValueError, match=r"rules\[0\]: Invalid FRUGAL setting rank=4: allowed None for mode 'blocks'"):
         Partition([Rule("frugal", rank=4)])
 
 

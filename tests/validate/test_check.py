@@ -8,7 +8,7 @@ import math
 import optuna
 import pytest
 
-from frugal_search.partition.baselines import adamw_partition, badam_partition, paper_partition
+from frugal_search.partition import Partition
 from frugal_search.proxy import ProxyBudget, run_proxy
 from frugal_search.proxy.models import ModelSpec
 from frugal_search.validate.check import FidelityCheck, run_fidelity_check, scale_budget, write_fidelity_report
@@ -49,12 +49,12 @@ def mini_study(tmp_path):
     study_file.write_text(STUDY_TOML.format(db=db))
     study = optuna.create_study(study_name="mini", storage=f"sqlite:///{db}", directions=["minimize", "minimize"])
     partitions = [
-        adamw_partition(lr=3e-3),
-        paper_partition(0.25, lr=3e-3, update_gap=2),
-        paper_partition(0.0, lr=3e-3, update_gap=2),
-        badam_partition(0.5, lr=3e-3, update_gap=2),
-        paper_partition(0.5, lr=1e-2, update_gap=2),
-        adamw_partition(lr=1e-2),
+        Partition.adamw(lr=3e-3),
+        Partition.paper(0.25, lr=3e-3, update_gap=2),
+        Partition.paper(0.0, lr=3e-3, update_gap=2),
+        Partition.badam(0.5, lr=3e-3, update_gap=2),
+        Partition.paper(0.5, lr=1e-2, update_gap=2),
+        Partition.adamw(lr=1e-2),
     ]
     # proxy losses and memory made up for the selection: trials 0, 2, 4 form the front
     values = [(3.0, 6.0), (3.5, 4.0), (4.0, 1.0), (4.2, 5.0), (3.2, 3.0), (3.6, 6.5)]

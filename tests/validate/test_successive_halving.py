@@ -129,7 +129,7 @@ def test_make_early_stop_reads_the_config():
 
 def test_run_proxy_stops_at_the_rung_when_dominated():
     """The callable plugged into a real proxy run: a dominated trial stops at the first rung."""
-    from frugal_search.partition.baselines import paper_partition
+    from frugal_search.partition import Partition
     from frugal_search.proxy import ProxyBudget, run_proxy
     from frugal_search.proxy.models import ModelSpec
 
@@ -147,7 +147,7 @@ def test_run_proxy_stops_at_the_rung_when_dominated():
     model = ModelSpec("tiny-llama", overrides={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                                                "num_attention_heads": 2})
     budget = ProxyBudget(steps=8, batch_size=2, seq_len=16, eval_every=2, eval_batches=1)
-    result = run_proxy(model, "stdlib", paper_partition(0.25, update_gap=2), budget, on_eval=on_eval)
+    result = run_proxy(model, "stdlib", Partition.paper(0.25, update_gap=2), budget, on_eval=on_eval)
     assert on_eval.rungs == [2, 4]
     assert result.reason == "stopped by on_eval" and result.steps == 2 and on_eval.stopped_at == 2
     assert trial.user_attrs[rung_attr_name(2)] == [pytest.approx(result.eval_loss), pytest.approx(1.0)]

@@ -18,9 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "config on the meta device (no weights allocated) and print, per rule, the tensors, parameters "
         "and peak optimizer state, then the totals beside AdamW's.",
     )
-    parser.add_argument(
-        "split", help="split config JSON, or a baseline name: adamw, frugal, frugal-rho0, galore, badam"
-    )
+    # the registry's names are not listed here: building the parser must not import torch
+    parser.add_argument("split", help="split config JSON, or a baseline's name (an unknown name lists them all)")
     parser.add_argument(
         "--model-config",
         "--model",
@@ -41,17 +40,17 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
     import torch
 
-    from frugal_search.partition import BASELINE_NAMES, Partition, baseline_partition, build_meta_model
+    from frugal_search.partition import Partition, accepted_baseline_names, build_meta_model
     from frugal_search.units import GIB, MIB
 
     try:
         if Path(args.split).suffix == ".json" or Path(args.split).exists():
             partition = Partition.from_json(args.split)
-        elif args.split in BASELINE_NAMES or args.split in ("paper", "paper-rho0"):
-            partition = baseline_partition(args.split)
+        elif args.split in accepted_baseline_names():
+            partition = Partition.baseline(args.split)
         else:
             raise ValueError(
-                f"{args.split!r} is neither a split config file nor a baseline ({', '.join(BASELINE_NAMES)})"
+                f"{args.split!r} is neither a split config file nor a baseline ({', '.join(accepted_baseline_names())})"
             )
         model = build_meta_model(args.model_config)
         dtype = getattr(torch, args.dtype)

@@ -5,7 +5,7 @@ the baseline registry (:data:`BASELINES` of :class:`Baseline`, :data:`BASELINE_N
 :data:`BASELINE_ALIASES`, :func:`find_baseline`, :func:`accepted_baseline_names`),
 :func:`introspect` / :class:`ParamInfo` / :data:`KINDS`, :func:`selected_layers`,
 :func:`build_meta_model`, :func:`paper_llama_config`, :class:`TrainingMemory`, :data:`SPLIT_FORMAT`,
-:data:`UNMATCHED_RULE_LOGGER`.
+:data:`UNMATCHED_RULE_LOGGER`, :data:`LR_SCALE` (a rule's ``lr_scale`` setting).
 
 Modules, each importing only those above it: ``introspect``, ``layers``, ``meta``; ``rules``;
 ``settings``; ``words``; ``memory``; ``split_file``; ``baselines`` (recipes only); ``partition``
@@ -25,7 +25,7 @@ from frugal_search.partition.layers import selected_layers
 from frugal_search.partition.memory import TrainingMemory
 from frugal_search.partition.meta import PAPER_LLAMA_SHAPES, build_meta_model, load_config, paper_llama_config
 from frugal_search.partition.partition import UNMATCHED_RULE_LOGGER, Partition, baseline_partition
-from frugal_search.partition.rules import ROLES, Rule
+from frugal_search.partition.rules import LR_SCALE, ROLES, Rule
 from frugal_search.partition.settings import FrugalSettings
 from frugal_search.partition.split_file import SPLIT_FORMAT
 
@@ -34,6 +34,7 @@ __all__ = [
     "BASELINE_ALIASES",
     "BASELINE_NAMES",
     "KINDS",
+    "LR_SCALE",
     "PAPER_LLAMA_SHAPES",
     "ROLES",
     "SPLIT_FORMAT",

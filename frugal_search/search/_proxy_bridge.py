@@ -6,12 +6,11 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from frugal_search.optimizer import check_known_keys
+
 
 def _spec_from_table(spec_type: type, table: Mapping[str, Any]) -> Any:
-    allowed = [item.name for item in dataclasses.fields(spec_type)]
-    unknown = sorted(set(table) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
+    check_known_keys(table, [item.name for item in dataclasses.fields(spec_type)])
     for item in dataclasses.fields(spec_type):
         value = table.get(item.name)
         if item.name == "source" and value is not None and not isinstance(value, str):

@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from frugal_search.optimizer import check_known_keys
+from frugal_search.partition import accepted_baseline_names
 from frugal_search.search.space import SearchSpace, SpaceError, parse_space
 from frugal_search.units import parse_bytes
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 FIDELITIES = ("none", "successive-halving")
-BASELINE_NAMES = ("adamw", "frugal", "paper", "frugal-rho0", "paper-rho0", "galore", "badam")
+BASELINE_NAMES = accepted_baseline_names()
+"""Names ``[study] baselines`` accepts: the partition stage's baselines and their aliases."""
 
 
 class StudyConfigError(ValueError):
@@ -337,11 +340,10 @@ def _read_proxy(table: dict[str, Any], where: str) -> ProxySection:
         values["device"] = device
     proxy = ProxySection(**values)
     try:
-        proxy.budget()  # the proxy stage's own range checks, now rather than in the first trial
+        # the proxy stage's own range checks (its budget lr too), now rather than in the first trial
+        proxy.budget(lr=proxy.lr)
     except (TypeError, ValueError) as error:
         raise StudyConfigError(f"{where}: [proxy] {error}") from None
-    if proxy.lr is not None and not proxy.lr > 0:
-        raise StudyConfigError(f"{where}: [proxy] lr: expected a number above 0, got {proxy.lr!r}")
     return proxy
 
 
@@ -382,13 +384,9 @@ def _check_with_proxy_stage(model: Mapping[str, Any], data: Mapping[str, Any], w
 
 
 def _reject_unknown(table: Mapping[str, Any], allowed: Any, where: str, *, section: str | None) -> None:
-    unknown = sorted(set(table) - set(allowed))
-    if unknown:
-        place = f"[{section}] " if section else ""
-        kind = "key" if section else "section"
-        raise StudyConfigError(
-            f"{where}: {place}unknown {kind} {unknown[0]!r}; allowed: {', '.join(allowed)}"
-        )
+    place = f"[{section}] " if section else ""
+    what = "key" if section else "section"
+    check_known_keys(table, allowed, what=what, where=f"{where}: {place}", error=StudyConfigError)
 
 
 def _is_number(value: Any) -> bool:

@@ -6,8 +6,8 @@ Dimensions (Optuna parameter names; "fixed" is the value used when ``[space]`` d
 ===============================  ===========  ================================  ==============
 name                             type         allowed                           fixed
 ===============================  ===========  ================================  ==============
-``lr``                           float, log   > 0                               ``1e-3``
-``embedding_norm_head_lr_scale`` float, log   > 0                               ``1.0``
+``lr``                           float, log   >= 0                              ``1e-3``
+``embedding_norm_head_lr_scale`` float, log   >= 0                              ``1.0``
 ``head_role``                    choice       stateful|frugal|state_free|frozen ``stateful``
 ``embedding_role``               choice       stateful|frugal|state_free|frozen ``stateful``
 ``norm_role``                    choice       stateful|frugal|state_free|frozen ``stateful``
@@ -18,15 +18,20 @@ name                             type         allowed                           
 ``mode``                         choice       blocks|svd|random|randperm|       ``blocks``
                                               columns|rows|randk
 ``density``                      float        0..1                              ``0.25``
-``rank``                         int          >= 1 (only svd/random/randperm)   unset
+``rank``                         int, log     >= 0 (only svd/random/randperm)   unset
 ``update_gap``                   int, log     >= 1                              ``200``
 ``block_order``                  choice       random|ascending|descending|      ``descending``
                                               mirror (only for ``blocks``)
 ``state_free``                   choice       signsgd|sgd|none                  ``signsgd``
-``state_free_lr_scale``          float, log   > 0 (not for ``none``)            ``1.0``
-``split_lr_scale``               float, log   > 0                               ``1.0``
+``state_free_lr_scale``          float, log   >= 0 (not for ``none``)           ``1.0``
+``split_lr_scale``               float, log   >= 0                              ``1.0``
 ``reset_state``                  choice       true|false                        ``true``
 ===============================  ===========  ================================  ==============
+
+The FRUGAL settings' dimensions (``mode`` to ``reset_state``, and ``lr``) allow exactly what the
+optimizer's schema allows (:data:`frugal_search.optimizer.SETTINGS`: finite numbers, no bools as
+numbers, 0 valid for lr and the scales); a range sampled on a log scale is stricter, it needs
+``low > 0`` (write ``log = false`` to start a range at 0).
 
 How a dimension is written in ``[space]``:
 
@@ -57,51 +62,78 @@ The partition a trial gets (first matching rule wins):
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import optuna
 
-    from frugal_search.partition import Partition
+from frugal_search.optimizer import FRUGAL_SETTINGS, PROJECTION_MODES, ROLES, SETTINGS, Setting, check_known_keys
+from frugal_search.partition import LR_SCALE, Partition, Rule
 
-from frugal_search.optimizer import BLOCK_ORDERS, FRUGAL_SETTINGS, MODES, ROLES, STATE_FREE_RULES
-
-LOW_RANK_MODES = ("svd", "random", "randperm")
 ROLE_KINDS = ("head", "embedding", "norm", "attention", "mlp")
 
 
 @dataclass(frozen=True)
 class DimensionKind:
-    """What values one dimension of the space may take, and its value when it is not listed."""
+    """One dimension of the space: the :class:`~frugal_search.optimizer.Setting` that says its type,
+    allowed values, default (its value when ``[space]`` does not list it) and check, and whether a
+    range of it is sampled on a log scale unless the user says otherwise.
 
-    value_type: str  # "float" | "int" | "choice"
-    default: Any
-    choices: tuple[Any, ...] = ()  # the allowed values of a "choice" dimension
-    low: float | None = None  # smallest allowed value of a numeric dimension
-    high: float | None = None  # largest allowed value of a numeric dimension
-    low_exclusive: bool = False  # True when ``low`` itself is not allowed (lr > 0)
-    log: bool = False  # ranges are sampled on a log scale unless the user says otherwise
-    help: str = ""
+    The FRUGAL settings' dimensions are the optimizer schema's settings themselves, so a value the
+    space accepts is one the optimizer accepts. A range may be stricter where sampling needs it:
+    a log-scale range needs ``low > 0`` (the error says so and suggests ``log = false``).
+    """
+
+    setting: Setting
+    log: bool = False
+
+    @property
+    def value_type(self) -> str:
+        """``"float"``, ``"int"`` or ``"choice"`` (choices and bools)."""
+        return "choice" if self.setting.kind in ("choice", "bool") else self.setting.kind
+
+    @property
+    def default(self) -> Any:
+        """The value used when ``[space]`` does not list this dimension."""
+        return self.setting.default
+
+    @property
+    def choices(self) -> tuple[Any, ...]:
+        """The allowed values of a choice dimension (``(True, False)`` for a bool)."""
+        return (True, False) if self.setting.kind == "bool" else self.setting.choices
+
+    @property
+    def help(self) -> str:
+        """What the dimension is, in a few words."""
+        return self.setting.help
 
     def allowed(self) -> str:
         """Words describing the allowed values, for error messages."""
         if self.value_type == "choice":
             return " | ".join(_format_value(choice) for choice in self.choices)
-        low = "-inf" if self.low is None else _format_value(self.low)
-        high = "inf" if self.high is None else _format_value(self.high)
-        bracket = "(" if self.low_exclusive else "["
-        return f"{'an integer' if self.value_type == 'int' else 'a number'} in {bracket}{low}, {high}]"
+        return self.setting.allowed()
 
+
+def _share(name: str, help_text: str) -> Setting:
+    return Setting(name, "float", 0.0, low=0.0, high=1.0, help=help_text)
+
+
+_LOG_SCALE = ("lr", "update_gap", "rank", "state_free_lr_scale", "split_lr_scale")
 
 DIMENSIONS: dict[str, DimensionKind] = {
-    "lr": DimensionKind("float", 1e-3, low=0.0, low_exclusive=True, log=True, help="base learning rate"),
+    "lr": DimensionKind(SETTINGS["lr"], log=True),
     "embedding_norm_head_lr_scale": DimensionKind(
-        "float", 1.0, low=0.0, low_exclusive=True, log=True, help="lr multiplier of embedding, norm and head"
+        dataclasses.replace(
+            LR_SCALE, name="embedding_norm_head_lr_scale", help="lr multiplier of embedding, norm and head"
+        ),
+        log=True,
     ),
     **{
-        f"{kind}_role": DimensionKind("choice", default, choices=ROLES, help=f"role of the {kind} parameters")
+        f"{kind}_role": DimensionKind(
+            Setting(f"{kind}_role", "choice", default, choices=ROLES, help=f"role of the {kind} parameters")
+        )
         for kind, default in (
             ("head", "stateful"),
             ("embedding", "stateful"),
@@ -111,24 +143,12 @@ DIMENSIONS: dict[str, DimensionKind] = {
         )
     },
     "stateful_first_layers": DimensionKind(
-        "float", 0.0, low=0.0, high=1.0, help="fraction of the first layers whose blocks stay stateful"
+        _share("stateful_first_layers", "fraction of the first layers whose blocks stay stateful")
     ),
     "stateful_last_layers": DimensionKind(
-        "float", 0.0, low=0.0, high=1.0, help="fraction of the last layers whose blocks stay stateful"
+        _share("stateful_last_layers", "fraction of the last layers whose blocks stay stateful")
     ),
-    "mode": DimensionKind("choice", "blocks", choices=MODES, help="FRUGAL subspace mode"),
-    "density": DimensionKind("float", 0.25, low=0.0, high=1.0, help="share of split coordinates with state"),
-    "rank": DimensionKind("int", None, low=1, log=True, help="subspace rank (svd/random/randperm only)"),
-    "update_gap": DimensionKind("int", 200, low=1, log=True, help="steps between subspace re-selections"),
-    "block_order": DimensionKind("choice", "descending", choices=BLOCK_ORDERS, help="order of blocks"),
-    "state_free": DimensionKind("choice", "signsgd", choices=STATE_FREE_RULES, help="state-free update rule"),
-    "state_free_lr_scale": DimensionKind(
-        "float", 1.0, low=0.0, low_exclusive=True, log=True, help="lr multiplier of the state-free part"
-    ),
-    "split_lr_scale": DimensionKind(
-        "float", 1.0, low=0.0, low_exclusive=True, log=True, help="lr multiplier of the split parameters"
-    ),
-    "reset_state": DimensionKind("choice", True, choices=(True, False), help="zero moments at re-selection"),
+    **{name: DimensionKind(SETTINGS[name], log=name in _LOG_SCALE) for name in FRUGAL_SETTINGS},
 }
 
 
@@ -207,9 +227,7 @@ def parse_space(table: dict[str, Any], *, default_lr: float | None = None) -> Se
     ``default_lr`` (the ``[proxy]`` lr) replaces the built-in fixed lr when ``lr`` is not listed.
     Raises :class:`SpaceError` naming the key and the allowed values.
     """
-    unknown = sorted(set(table) - set(DIMENSIONS))
-    if unknown:
-        raise SpaceError(f"unknown key {unknown[0]!r}; allowed keys: {', '.join(DIMENSIONS)}")
+    check_known_keys(table, DIMENSIONS, error=SpaceError)
     dimensions = []
     for name, kind in DIMENSIONS.items():
         if name in table:
@@ -234,10 +252,8 @@ def _parse_dimension(name: str, kind: DimensionKind, raw: Any) -> Dimension:
 
 
 def _parse_table(name: str, kind: DimensionKind, raw: dict[str, Any]) -> Dimension:
-    allowed_keys = {"choices"} if kind.value_type == "choice" else {"choices", "low", "high", "log", "step"}
-    unknown = sorted(set(raw) - allowed_keys)
-    if unknown:
-        raise SpaceError(f"{name}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed_keys))}")
+    allowed_keys = ("choices",) if kind.value_type == "choice" else ("choices", "high", "log", "low", "step")
+    check_known_keys(raw, allowed_keys, where=f"{name}: ", error=SpaceError)
     if "choices" in raw:
         if len(raw) > 1:
             raise SpaceError(f"{name}: give either 'choices' or 'low'/'high', not both")
@@ -282,26 +298,18 @@ def _make_range(
 
 
 def _check_choice(name: str, kind: DimensionKind, value: Any) -> Any:
-    if value not in kind.choices or isinstance(value, bool) != isinstance(kind.choices[0], bool):
+    if not kind.setting.accepts(value):
         raise SpaceError(f"{name}: {value!r} is not allowed; allowed: {kind.allowed()}")
     return value
 
 
 def _check_number(name: str, kind: DimensionKind, value: Any) -> float | int:
-    if kind.value_type == "int":
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool):
+    if not kind.setting.accepts(value):
+        wrong_type = not _is_number(value) or (kind.value_type == "int" and not isinstance(value, int))
+        if wrong_type:
             raise SpaceError(f"{name}: expected {kind.allowed()}, got {value!r}")
-    elif not _is_number(value):
-        raise SpaceError(f"{name}: expected {kind.allowed()}, got {value!r}")
-    else:
-        value = float(value)
-    too_low = kind.low is not None and (value <= kind.low if kind.low_exclusive else value < kind.low)
-    too_high = kind.high is not None and value > kind.high
-    if too_low or too_high or (isinstance(value, float) and not math.isfinite(value)):
         raise SpaceError(f"{name}: {value!r} is out of range; allowed: {kind.allowed()}")
-    return value
+    return value if kind.value_type == "int" else float(value)
 
 
 def _is_number(value: Any) -> bool:
@@ -330,7 +338,7 @@ def sample_settings(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
         values["stateful_last_layers"] = space["stateful_last_layers"].sample(trial)
     if "frugal" in roles:
         values["mode"] = mode = space["mode"].sample(trial)
-        if mode in LOW_RANK_MODES and (space["rank"].varies or space["rank"].fixed is not None):
+        if mode in PROJECTION_MODES and (space["rank"].varies or space["rank"].fixed is not None):
             values["rank"] = space["rank"].sample(trial)
         else:
             values["density"] = space["density"].sample(trial)
@@ -356,8 +364,6 @@ def partition_from_settings(
     the share ``k / num_layers`` (so it transfers as the same share of a deeper model), and no rule
     at all when k is 0. Without it the raw share is used.
     """
-    from frugal_search.partition import Partition, Rule
-
     outer_scale = values.get("embedding_norm_head_lr_scale", 1.0)
     rules = []
     for kind in ("embedding", "norm", "head"):

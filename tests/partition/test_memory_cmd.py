@@ -33,14 +33,15 @@ def test_memory_of_a_split_file_on_the_1b_config(tmp_path: Path, capsys: pytest.
 
 
 def test_memory_of_a_baseline_by_name_in_bf16(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _run(["memory", "frugal-rho0", "--model", "llama-60m", "--dtype", "bfloat16"]) == 0
+    assert _run(["memory", "paper-rho0", "--model", "llama-60m", "--dtype", "bfloat16"]) == 0  # an alias
     out = capsys.readouterr().out
     assert "optimizer state 0.122 GiB vs AdamW 0.216 GiB" in out  # half of the fp32 0.244 / 0.433
 
 
 def test_bad_inputs_exit_2_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(["memory", "nosuch", "--model", "llama-60m"]) == 2
-    assert "neither a split config file nor a baseline" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "neither a split config file nor a baseline (adamw, frugal, frugal-rho0, galore, badam, paper, paper-rho0)" in err
     assert _run(["memory", "adamw", "--model", str(tmp_path / "missing.json")]) == 2
     assert "cannot read model config" in capsys.readouterr().err
 

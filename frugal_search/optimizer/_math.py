@@ -50,15 +50,12 @@ def fused_adamw_(
     """Count a step and run torch's raw fused AdamW kernel on tensors of one device and dtype.
 
     The one caller of the private ``torch._fused_adamw_``; where this torch has no such kernel,
-    the public ``torch.optim.adamw.adamw`` (single-tensor loop, which counts the step itself)
-    computes the same update.
+    the public ``torch.optim.adamw.adamw`` (foreach, which counts the step itself) computes the
+    same update.
     """
     if _FUSED_ADAMW_KERNEL is None:
-        torch_adamw(
-            params, grads, exp_avgs, exp_avg_sqs, [], steps,
-            foreach=False, fused=False, amsgrad=False, maximize=False,
-            beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps,
-        )
+        hyper = {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": weight_decay}
+        adamw_multi(params, grads, exp_avgs, exp_avg_sqs, steps, **hyper, fused=False)
         return
     torch._foreach_add_(steps, 1)  # the raw kernel does not count steps; torch's wrapper does it so
     _FUSED_ADAMW_KERNEL(

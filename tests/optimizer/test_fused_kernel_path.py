@@ -65,10 +65,10 @@ def test_without_torchs_private_kernel_the_public_fallback_equals_torch_adamw(mo
     monkeypatch.setattr(_math, "_FUSED_ADAMW_KERNEL", None)
     monkeypatch.setattr(_math, "torch_adamw", lambda *a, **k: calls.append(k["fused"]) or public_adamw(*a, **k))
     fallback = _train(frugal, start, grads)
-    assert calls and not any(calls)  # the public single-tensor loop ran in place of the kernel
-    reference = _train(lambda params: torch.optim.AdamW(params[:2], foreach=False, **settings), start, grads)
+    assert calls and not any(calls)  # the public foreach path ran in place of the kernel
+    reference = _train(lambda params: torch.optim.AdamW(params[:2], foreach=True, **settings), start, grads)
     for mine, theirs in zip(fallback[:2], reference[:2], strict=True):
-        assert torch.equal(mine, theirs)  # the same loop as torch.optim.AdamW's for-loop path
+        assert torch.equal(mine, theirs)  # the same as torch.optim.AdamW's foreach path
     for mine, theirs in zip(fallback, fast, strict=True):
         torch.testing.assert_close(mine, theirs, rtol=1e-6, atol=1e-6)  # and as the fused kernel
     assert not torch.equal(fast[2], start[2])

@@ -14,7 +14,6 @@ from frugal_search.optimizer._settings import (
     Setting,
     check_known_keys,
     check_rank_applies,
-    check_setting,
 )
 from frugal_search.optimizer.frugal import FRUGAL
 from frugal_search.optimizer.memory import optimizer_state_bytes
@@ -38,7 +37,6 @@ __all__ = [
     "Setting",
     "check_known_keys",
     "check_rank_applies",
-    "check_setting",
     "find_transformer_blocks",
     "optimizer_state_bytes",
     "paper_param_groups",

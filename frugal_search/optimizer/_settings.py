@@ -150,12 +150,6 @@ def _fail(name: str, value: Any, allowed: str, remedy: str = "") -> None:
     raise ValueError(message)
 
 
-def check_setting(name: str, value: Any) -> None:
-    """Raise ``ValueError`` when ``value`` is not allowed for the FRUGAL setting ``name``."""
-    check_known_keys([name], SETTINGS, what="FRUGAL setting")
-    SETTINGS[name].check(value)
-
-
 def check_known_keys(
     keys: Iterable[Any],
     allowed: Iterable[Any],

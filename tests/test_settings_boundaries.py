@@ -16,7 +16,7 @@ from frugal_search.optimizer import DEFAULTS, FRUGAL, SETTINGS
 from frugal_search.partition import SPLIT_FORMAT, FrugalSettings, Partition, Rule
 from frugal_search.partition.rules import OVERRIDE_KEYS
 from frugal_search.search.config import StudyConfigError, load_study_config
-from frugal_search.search.space import DIMENSIONS
+from frugal_search.search import DIMENSIONS
 
 NAN, INF = math.nan, math.inf
 OK, BAD = True, False

@@ -9,7 +9,16 @@ import torch
 from torch import nn
 
 from frugal_search.optimizer import FRUGAL
-from frugal_search.partition import BASELINE_NAMES, UNMATCHED_RULE_LOGGER, Partition, Rule, baseline_partition
+from frugal_search.partition import (
+    BASELINE_NAMES,
+    BASELINES,
+    UNMATCHED_RULE_LOGGER,
+    Partition,
+    Rule,
+    accepted_baseline_names,
+    baseline_partition,
+    find_baseline,
+)
 
 from .conftest import tiny_llama
 
@@ -216,3 +225,13 @@ def test_freeze_switches_off_gradients_of_frozen_rules_only(llama: nn.Module) ->
     assert names[0] == "model.embed_tokens.weight" and len(names) == 6  # embedding + 5 norms
     frozen = {n for n, p in llama.named_parameters() if not p.requires_grad}
     assert frozen == set(names)
+
+
+def test_the_baseline_registry_names_aliases_and_words() -> None:
+    assert find_baseline("paper") is BASELINES["frugal"] and find_baseline("paper-rho0") is BASELINES["frugal-rho0"]
+    assert accepted_baseline_names() == (*BASELINE_NAMES, "paper", "paper-rho0")
+    assert all(baseline.words for baseline in BASELINES.values())
+    assert Partition.baseline("frugal-rho0", density=0.5).settings.density == 0.0  # always rho 0
+    assert Partition.baseline("adamw", density=0.5) == Partition.adamw()  # no density to set
+    with pytest.raises(ValueError, match="unknown baseline 'adam'; allowed: adamw, frugal, .*, paper, paper-rho0"):
+        find_baseline("adam")

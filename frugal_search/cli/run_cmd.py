@@ -32,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Load the study file, apply the overrides, run the search and print where the results are."""
-    from frugal_search.search.config import StudyConfigError, load_study_config
+    from frugal_search.search import StudyConfigError, load_study_config
 
     try:
         config = load_study_config(args.study_file).with_overrides(
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    from frugal_search.search.runner import count_finished_trials, run_search
+    from frugal_search.search import count_finished_trials, run_search
 
     study = run_search(config, workers=args.workers, progress=not args.no_progress)
     finished = count_finished_trials(study)

@@ -7,12 +7,11 @@ both stay on the front.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
 from frugal_search.report._table import feasible_rows
+from frugal_search.search import pareto_front_indices
 
 # The two objectives as columns of `trials_table`, in the order the front is drawn (x, y).
 MEMORY_COLUMN = "state_mib"
@@ -25,22 +24,14 @@ REFERENCE_MARGIN = 0.1
 def pareto_front(table: pd.DataFrame) -> pd.DataFrame:
     """Return the non-dominated rows of the finished feasible (COMPLETE) trials of ``table``.
 
-    Objectives: ``state_mib`` and ``eval_loss``, both minimized. Rows are sorted by memory, then
-    loss, then trial number. Runs in O(n log n): after sorting by memory, a row is on the front
-    when its loss is the lowest among rows of the same memory and strictly below every loss seen
-    at a smaller memory.
+    Objectives: ``state_mib`` and ``eval_loss``, both minimized (the search stage's
+    ``pareto_front_indices``). Rows are sorted by memory, then loss, then trial number.
     """
     candidates = feasible_rows(table).sort_values(
         [MEMORY_COLUMN, LOSS_COLUMN, "number"], kind="stable"
     )
-    keep: list[int] = []
-    best_loss_at_smaller_memory = math.inf
-    for _, group in candidates.groupby(MEMORY_COLUMN, sort=True):
-        group_best = float(group[LOSS_COLUMN].min())
-        if group_best < best_loss_at_smaller_memory:
-            keep.extend(group.index[group[LOSS_COLUMN] == group_best])
-            best_loss_at_smaller_memory = group_best
-    return candidates.loc[keep].reset_index(drop=True)
+    points = list(zip(candidates[MEMORY_COLUMN], candidates[LOSS_COLUMN]))
+    return candidates.iloc[pareto_front_indices(points)].reset_index(drop=True)
 
 
 def hypervolume_reference_point(table: pd.DataFrame) -> tuple[float, float] | None:

@@ -39,14 +39,11 @@ def open_study(
     """
     import optuna
 
-    from frugal_search.search.config import normalize_storage
-    from frugal_search.search.storage import journal_path, open_storage, sqlite_path
+    from frugal_search.search import journal_path, load_study_config, normalize_storage, open_storage, sqlite_path
 
     config = None
     heartbeat_interval, grace_period = _DEFAULT_HEARTBEAT_INTERVAL, _DEFAULT_GRACE_PERIOD
     if study_file is not None:
-        from frugal_search.search import load_study_config
-
         config = load_study_config(study_file).with_overrides(storage=storage, name=name)
         storage, name = config.study.storage, config.study.name
         heartbeat_interval, grace_period = config.study.heartbeat_interval, config.study.grace_period

@@ -21,8 +21,14 @@ _EXPORTS: dict[str, str] = {
     "sample_partition": "frugal_search.search.space",
     "partition_from_settings": "frugal_search.search.space",
     "open_storage": "frugal_search.search.storage",
+    "open_study": "frugal_search.search.study",
+    "count_finished_trials": "frugal_search.search.study",
+    "journal_path": "frugal_search.search.storage",
+    "sqlite_path": "frugal_search.search.storage",
+    "normalize_storage": "frugal_search.search.config",
+    "non_dominated_ranks": "frugal_search.search.pareto",
+    "pareto_front_indices": "frugal_search.search.pareto",
     "run_search": "frugal_search.search.runner",
-    "count_finished_trials": "frugal_search.search.runner",
 }
 
 __all__ = sorted(_EXPORTS)

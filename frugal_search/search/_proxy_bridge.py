@@ -20,7 +20,7 @@ def _spec_from_table(spec_type: type, table: Mapping[str, Any]) -> Any:
 
 def model_spec_from_table(table: Mapping[str, Any]) -> Any:
     """Return the ``ModelSpec`` that ``[model]`` describes (``source``, ``overrides``)."""
-    from frugal_search.proxy.models import ModelSpec
+    from frugal_search.proxy import ModelSpec
 
     overrides = table.get("overrides", {})
     if not isinstance(overrides, Mapping):
@@ -33,7 +33,7 @@ def model_spec_from_table(table: Mapping[str, Any]) -> Any:
 
 def data_spec_from_table(table: Mapping[str, Any]) -> Any:
     """Return the ``DataSpec`` that ``[data]`` describes (``source``, ``tokenizer``, ``dtype``, ...)."""
-    from frugal_search.proxy.data import DataSpec
+    from frugal_search.proxy import DataSpec
 
     for key in ("validation_fraction",):
         if key in table and (not isinstance(table[key], (int, float)) or isinstance(table[key], bool)):

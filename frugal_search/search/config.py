@@ -66,7 +66,7 @@ class ProxySection:
 
     def budget(self, *, lr: float | None = None) -> Any:
         """Return the proxy stage's ``ProxyBudget`` (``lr`` None keeps the partition's lr)."""
-        from frugal_search.proxy.budget import ProxyBudget
+        from frugal_search.proxy import ProxyBudget
 
         values = {
             item.name: getattr(self, item.name)

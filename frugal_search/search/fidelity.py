@@ -31,6 +31,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from frugal_search.search.pareto import non_dominated_ranks
+
 if TYPE_CHECKING:  # pragma: no cover - imports for type checkers only
     import optuna
 
@@ -68,40 +70,6 @@ def rung_steps(*, total_steps: int, min_fraction: float, reduction_factor: float
             steps.append(step)
         fraction *= reduction_factor
     return steps
-
-
-def _finite_or_inf(value: float) -> float:
-    # A NaN loss is worse than any number; comparisons with NaN would otherwise say "not worse".
-    return value if math.isfinite(value) else math.inf
-
-
-def non_dominated_ranks(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Return the non-dominated rank of every point (both coordinates minimised).
-
-    Rank 0 is the Pareto front; rank 1 the front of what is left once rank 0 is removed; and so on.
-    A point dominates another when it is no worse in both coordinates and better in at least one;
-    equal points share a rank. Non-finite coordinates count as +inf.
-    """
-    cleaned = [(_finite_or_inf(float(a)), _finite_or_inf(float(b))) for a, b in points]
-    ranks = [-1] * len(cleaned)
-    remaining = set(range(len(cleaned)))
-    rank = 0
-    while remaining:
-        front = []
-        for i in remaining:
-            a_i, b_i = cleaned[i]
-            dominated = any(
-                cleaned[j][0] <= a_i and cleaned[j][1] <= b_i and (cleaned[j][0] < a_i or cleaned[j][1] < b_i)
-                for j in remaining
-                if j != i
-            )
-            if not dominated:
-                front.append(i)
-        for i in front:
-            ranks[i] = rank
-            remaining.discard(i)
-        rank += 1
-    return ranks
 
 
 def should_continue(
@@ -227,7 +195,7 @@ def make_early_stop(
         )
     total_steps = config.proxy.steps
     if total_steps is None:
-        from frugal_search.proxy.budget import DEFAULT_STEPS  # the proxy's own default length
+        from frugal_search.proxy import DEFAULT_STEPS  # the proxy's own default length
 
         total_steps = DEFAULT_STEPS
     rungs = rung_steps(

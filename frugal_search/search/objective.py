@@ -21,6 +21,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from frugal_search.search.storage import WORKER_LOST_REASON
+from frugal_search.search.study import counts_towards_target
 from frugal_search.units import MIB, format_bytes
 
 if TYPE_CHECKING:
@@ -83,6 +84,9 @@ class TrialObjective:
             with journal_heartbeat(trial, interval=self.config.study.heartbeat_interval):
                 return self._evaluate(trial)
         except optuna.TrialPruned:
+            raise
+        except (SurplusTrialError, DuplicateBaselineError) as error:
+            trial.set_user_attr("reason", str(error))  # expected races: the words suffice, no traceback
             raise
         except Exception as error:
             trial.set_user_attr("outcome", "error")
@@ -179,9 +183,24 @@ class TrialObjective:
         )
 
 
+def build_memory_model(config: StudyConfig) -> nn.Module:
+    """The model ``Partition.state_bytes`` measures: built on ``meta`` (no memory) when possible."""
+    import torch
+
+    from frugal_search.proxy import build_model
+
+    spec = config.model_spec()
+    try:
+        with torch.device("meta"):
+            return build_model(spec, seed=config.study.seed)
+    except Exception as error:  # some factories or checkpoints cannot be built on meta
+        logger.info("building the model on the meta device failed (%s); measuring a CPU copy", error)
+        return build_model(spec, seed=config.study.seed)
+
+
 def _depth(model: nn.Module) -> int | None:
     """The number of layers of the model's deepest block stack, None when it has none."""
-    from frugal_search.partition.introspect import introspect
+    from frugal_search.partition import introspect
 
     depths = [info.num_layers for info in introspect(model) if info.num_layers]
     return max(depths) if depths else None
@@ -206,8 +225,6 @@ def _check_not_surplus(trial: optuna.Trial, target: int) -> None:
     does not count as finished) and the study ends with exactly ``target`` finished trials.
     """
     from optuna.trial import TrialState
-
-    from frugal_search.search.runner import counts_towards_target
 
     claimed = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     earlier = [

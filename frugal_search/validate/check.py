@@ -63,11 +63,6 @@ def scale_budget(budget: Any, factor: int) -> Any:
     )
 
 
-def proxy_budget_of(config: Any) -> Any:
-    """Return the ``ProxyBudget`` the study's trials ran with (the lr comes from each trial's split)."""
-    return config.proxy.budget()
-
-
 def candidates_of(study: Any) -> list[Candidate]:
     """Return the finished feasible (COMPLETE, finite loss) trials of ``study`` as candidates."""
     import optuna
@@ -110,7 +105,7 @@ def run_fidelity_check(
         )
     best, others = select_for_fidelity(candidates, top=check.top)
     by_number = {c.number: c for c in candidates}
-    proxy_budget = proxy_budget_of(config)
+    proxy_budget = config.proxy.budget()
     long_budget = scale_budget(proxy_budget, check.factor)
     model = config.model_spec()
     data = config.data_spec()

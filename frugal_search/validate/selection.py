@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from frugal_search.search.fidelity import non_dominated_ranks
+from frugal_search.search import non_dominated_ranks
 
 
 @dataclass(frozen=True)

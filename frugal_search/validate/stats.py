@@ -1,88 +1,51 @@
 """Pure statistics for the fidelity check: rank correlations, memory bands, front survival.
 
-Plain Python on lists, no scipy at run time: the tests compare each function with ``scipy.stats``
-or a brute force, so the formulas here are an independent implementation.
+Rank correlations are ``scipy.stats``' (``spearmanr``, and ``kendalltau``'s default tau-b, both
+with ties given their average rank); the Pareto front is the search stage's.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from frugal_search.search.fidelity import non_dominated_ranks
+from frugal_search.search import pareto_front_indices
 
-
-def average_ranks(values: Sequence[float]) -> list[float]:
-    """Return 1-based ranks of ``values``, ties getting the mean of the ranks they span."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        mean_rank = (start + end) / 2.0 + 1.0
-        for position in range(start, end + 1):
-            ranks[order[position]] = mean_rank
-        start = end + 1
-    return ranks
+_MIN_POINTS = 2  # a rank correlation of fewer points is undefined
 
 
 def _check_pairs(x: Sequence[float], y: Sequence[float]) -> None:
     if len(x) != len(y):
-        raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
+        raise ValueError(
+            f"x and y must have the same length, got {len(x)} and {len(y)}: pass one value of each per partition"
+        )
 
 
-def pearson(x: Sequence[float], y: Sequence[float]) -> float:
-    """Return Pearson's correlation of ``x`` and ``y``; NaN with fewer than 2 points or a constant input."""
+def _statistic(test, x: Sequence[float], y: Sequence[float]) -> float:
+    """``test(x, y).statistic`` as a float; NaN below two points or for a constant input."""
     _check_pairs(x, y)
-    count = len(x)
-    if count < 2:
+    if len(x) < _MIN_POINTS:
         return math.nan
-    mean_x = sum(x) / count
-    mean_y = sum(y) / count
-    cov = sum((a - mean_x) * (b - mean_y) for a, b in zip(x, y))
-    var_x = sum((a - mean_x) ** 2 for a in x)
-    var_y = sum((b - mean_y) ** 2 for b in y)
-    if var_x == 0.0 or var_y == 0.0:
-        return math.nan
-    return max(-1.0, min(1.0, cov / math.sqrt(var_x * var_y)))
+    with warnings.catch_warnings():
+        # scipy warns on a constant input and returns NaN; NaN is the documented answer here
+        warnings.simplefilter("ignore")
+        return float(test(x, y).statistic)
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Return Spearman's rank correlation (Pearson on average ranks), as ``scipy.stats.spearmanr``."""
-    _check_pairs(x, y)
-    return pearson(average_ranks(x), average_ranks(y))
+    """Return Spearman's rank correlation (``scipy.stats.spearmanr``); NaN when undefined."""
+    from scipy.stats import spearmanr
+
+    return _statistic(spearmanr, x, y)
 
 
 def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
-    """Return Kendall's tau-b (ties corrected), as ``scipy.stats.kendalltau``'s default.
+    """Return Kendall's tau-b, ties corrected (``scipy.stats.kendalltau``'s default); NaN when undefined."""
+    from scipy.stats import kendalltau
 
-    ``tau_b = (concordant - discordant) / sqrt((n0 - ties_x) * (n0 - ties_y))`` over all pairs,
-    where ``n0`` is the number of pairs and ``ties_x`` the pairs tied in x. NaN when undefined.
-    """
-    _check_pairs(x, y)
-    concordant = discordant = ties_x = ties_y = pairs = 0
-    for i in range(len(x)):
-        for j in range(i + 1, len(x)):
-            pairs += 1
-            dx = x[i] - x[j]
-            dy = y[i] - y[j]
-            if dx == 0:
-                ties_x += 1
-            if dy == 0:
-                ties_y += 1
-            if dx == 0 or dy == 0:
-                continue
-            if (dx > 0) == (dy > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    denominator = math.sqrt((pairs - ties_x) * (pairs - ties_y))
-    if denominator == 0.0:
-        return math.nan
-    return (concordant - discordant) / denominator
+    return _statistic(kendalltau, x, y)
 
 
 @dataclass(frozen=True)
@@ -99,14 +62,11 @@ def correlate(x: Sequence[float], y: Sequence[float]) -> Correlation:
 
     A NaN or +inf loss (a diverged run) counts as worse than every finite loss and ties with the
     other diverged ones: dropping it would hide exactly the disagreement the check is looking for.
-    Kendall's tau is computed on the ranks, which gives the same value as on the losses.
     """
     _check_pairs(x, y)
     xs = [_worst_if_not_finite(a) for a in x]
     ys = [_worst_if_not_finite(b) for b in y]
-    rank_x = average_ranks(xs)
-    rank_y = average_ranks(ys)
-    return Correlation(count=len(xs), spearman=pearson(rank_x, rank_y), kendall=kendall_tau_b(rank_x, rank_y))
+    return Correlation(count=len(xs), spearman=spearman(xs, ys), kendall=kendall_tau_b(xs, ys))
 
 
 def _worst_if_not_finite(value: float) -> float:
@@ -132,12 +92,6 @@ def memory_bands(memory: Sequence[float], *, bands: int) -> list[int]:
     return labels
 
 
-def pareto_members(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Return the indices of the non-dominated points (both coordinates minimised), in input order."""
-    ranks = non_dominated_ranks(points)
-    return [i for i, rank in enumerate(ranks) if rank == 0]
-
-
 @dataclass(frozen=True)
 class FrontSurvival:
     """How the proxy's front among the re-run partitions compares with the long-run front."""
@@ -159,8 +113,8 @@ def front_survival(
     """
     if not len(keys) == len(proxy_loss) == len(long_loss) == len(memory):
         raise ValueError("keys, proxy_loss, long_loss and memory must have the same length")
-    proxy = {keys[i] for i in pareto_members(list(zip(proxy_loss, memory)))}
-    long_run = {keys[i] for i in pareto_members(list(zip(long_loss, memory)))}
+    proxy = {keys[i] for i in pareto_front_indices(list(zip(proxy_loss, memory)))}
+    long_run = {keys[i] for i in pareto_front_indices(list(zip(long_loss, memory)))}
     return FrontSurvival(
         proxy_front=sorted(proxy),
         long_front=sorted(long_run),

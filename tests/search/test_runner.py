@@ -23,7 +23,7 @@ from frugal_search.partition import Partition, baseline_partition
 from frugal_search.proxy import ModelSpec, build_model
 from frugal_search.search.config import load_study_config
 from frugal_search.search.objective import SURPLUS_REASON
-from frugal_search.search.runner import open_study, run_search
+from frugal_search.search import open_study, run_search
 from frugal_search.search.storage import WORKER_LOST_REASON, open_storage
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

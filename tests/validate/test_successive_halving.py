@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import types
 
 import optuna
@@ -11,7 +10,6 @@ import pytest
 from frugal_search.search.fidelity import (
     SuccessiveHalvingStop,
     make_early_stop,
-    non_dominated_ranks,
     rung_attr_name,
     rung_steps,
     should_continue,
@@ -29,12 +27,6 @@ def test_rung_steps():
         rung_steps(total_steps=100, min_fraction=0.5, reduction_factor=1)
     with pytest.raises(ValueError, match="min_fraction"):
         rung_steps(total_steps=100, min_fraction=1.5, reduction_factor=3)
-
-
-def test_non_dominated_ranks_peel_fronts():
-    # loss, MiB: (1,3) (2,2) (3,1) are the front; (2,3) is behind (1,3)/(2,2); (3,3) behind all.
-    points = [(1, 3), (2, 2), (3, 1), (2, 3), (3, 3), (math.nan, 0.5)]
-    assert non_dominated_ranks(points) == [0, 0, 0, 1, 2, 0]
 
 
 def test_should_continue_counts_strictly_better_ranks():

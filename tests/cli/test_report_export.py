@@ -18,7 +18,7 @@ MIB = 2**20
 def study_file(tmp_path, add_trial_to):
     """A study file, its study opened by the search stage, and hand-made trials in it."""
     from frugal_search.search import load_study_config
-    from frugal_search.search.runner import open_study
+    from frugal_search.search import open_study
 
     path = tmp_path / "cli.toml"
     path.write_text(

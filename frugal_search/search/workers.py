@@ -1,0 +1,229 @@
+"""Workers: the loop that adds trials to a study until it holds its target, and worker processes.
+
+Each worker checks the count before it starts a trial and waits while the running trials of other
+workers could complete the count, so K workers on one storage do not overshoot the target; a
+trial that still races past it is dropped by the objective (``SurplusTrialError``).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from frugal_search.search.objective import TrialObjective, build_memory_model
+from frugal_search.search.sampler import make_sampler
+from frugal_search.search.storage import fail_stale_trials
+from frugal_search.search.study import count_finished_and_running, open_study, record_adamw_state_bytes
+from frugal_search.units import format_bytes
+
+if TYPE_CHECKING:
+    from frugal_search.search.config import StudyConfig
+
+logger = logging.getLogger(__name__)
+
+MAX_FAILURES_IN_A_ROW = 5  # a worker whose trials keep failing stops instead of looping
+MAX_INFEASIBLE_IN_A_ROW = 200  # a space that (almost) never fits the memory budget stops the worker
+# The partition stage logs a rule that matches no parameter on this logger. Sampled partitions end
+# with catch-all rules (biases, a head rule) so that they transfer to models that have such
+# parameters; on a proxy without them the warning would repeat in every trial and say nothing.
+UNMATCHED_RULE_LOGGER = "frugal_search.partition.unmatched"
+_POLL_S = 1.0  # seconds between checks of the storage while waiting on other workers' trials
+_WORKER_STOP_GRACE_S = 10.0  # seconds workers get to finish their bookkeeping after Ctrl-C
+_LAST_TRIAL_JITTER_S = 2.0  # longest random pause of a worker before it starts the study's last trial
+
+
+@dataclass(frozen=True)
+class WorkerExit:
+    """How one worker process ended: its name, exit code and, when it failed, why."""
+
+    name: str
+    exitcode: int | None
+    reason: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Whether the process ended with an error or a signal."""
+        return self.exitcode not in (0, None)
+
+
+def worker_device(device: str, index: int) -> str:
+    """The device of worker ``index``: ``cuda`` spreads workers over the visible GPUs."""
+    if device != "cuda":
+        return device
+    import torch
+
+    count = torch.cuda.device_count()
+    return f"cuda:{index % count}" if count > 1 else device
+
+
+def run_worker_processes(
+    config: StudyConfig, *, workers: int, threads: int, on_poll: Callable[[], None] | None = None
+) -> list[WorkerExit]:
+    """Run ``workers`` spawned worker processes of ``threads`` torch threads each until all end.
+
+    ``on_poll`` is called about once a second while they run (the progress bar). Returns how each
+    process ended; a worker that raised says what, one killed by a signal names the signal.
+    """
+    context = multiprocessing.get_context("spawn")  # fork would copy torch/optuna threads and locks
+    errors = context.SimpleQueue()
+    processes = []
+    for index in range(workers):
+        process = context.Process(
+            target=_worker_main,
+            args=(config, index, worker_device(config.proxy.device, index), threads, errors),
+            name=f"frugal-search-worker-{index}",
+        )
+        process.start()
+        processes.append(process)
+    try:
+        while any(process.is_alive() for process in processes):
+            for process in processes:
+                process.join(timeout=_POLL_S / len(processes))
+            if on_poll is not None:
+                on_poll()
+    except BaseException:
+        # Ctrl-C reaches the workers too; give them a moment to record their trials as failed.
+        deadline = time.monotonic() + _WORKER_STOP_GRACE_S
+        for process in processes:
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.terminate()
+        raise
+    raised: dict[int, str] = {}
+    while not errors.empty():
+        index, message = errors.get()
+        raised[index] = message
+    return [_exit_of(process, raised.get(index)) for index, process in enumerate(processes)]
+
+
+def _exit_of(process: Any, raised: str | None) -> WorkerExit:
+    code = process.exitcode
+    reason = None
+    if code is not None and code < 0:
+        try:
+            reason = f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            reason = f"killed by signal {-code}"
+    elif code not in (0, None):
+        reason = raised or f"exited with status {code}"
+    return WorkerExit(name=process.name, exitcode=code, reason=reason)
+
+
+def _worker_main(config: StudyConfig, index: int, device: str, threads: int, errors: Any) -> None:
+    import torch
+
+    logging.basicConfig(level=logging.INFO, format=f"%(levelname)s worker-{index} %(name)s: %(message)s")
+    torch.set_num_threads(threads)
+    try:
+        run_worker(config, worker_index=index, device=device, several_workers=True)
+    except Exception as error:
+        errors.put((index, f"{type(error).__name__}: {error}"))
+        raise
+
+
+def run_worker(
+    config: StudyConfig,
+    *,
+    worker_index: int,
+    device: str,
+    several_workers: bool = False,
+    on_trial: Callable[[], None] | None = None,
+) -> int:
+    """Add trials to the study until it holds ``[study] trials`` finished ones; return how many ran.
+
+    Before each trial the worker fails trials of dead workers, then counts: it stops when enough
+    trials are finished, waits while finished plus running trials reach the count (a running one
+    may still fail), and starts a trial otherwise. ``on_trial`` is called after each trial.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own log lines say what happened
+    logging.getLogger(UNMATCHED_RULE_LOGGER).setLevel(logging.ERROR)
+    study = open_study(config)
+    study.sampler = make_sampler(
+        config, worker_index=worker_index, seed_offset=len(study.get_trials(deepcopy=False))
+    )
+    memory_model = build_memory_model(config)
+    record_adamw_state_bytes(study, memory_model)
+    objective = TrialObjective(config, device=device, memory_model=memory_model)
+    target = config.study.trials
+    ran = 0
+    failures_in_a_row = 0
+    infeasible_in_a_row = 0
+    waiting = False
+    while True:
+        fail_stale_trials(study, grace_period=config.study.grace_period)
+        finished, running = count_finished_and_running(study)
+        if finished >= target:
+            return ran
+        if finished + running >= target:
+            if not waiting:
+                logger.info(
+                    "worker %d waits: %d of %d trials finished and %d running elsewhere (a running "
+                    "trial whose worker died is failed after grace_period = %d s)",
+                    worker_index,
+                    finished,
+                    target,
+                    running,
+                    config.study.grace_period,
+                )
+            waiting = True
+            time.sleep(_POLL_S * (0.5 + random.random()))  # jitter: workers do not wake in step
+            continue
+        waiting = False
+        if several_workers and finished + running + 1 == target:
+            # The last trial: workers that finished at the same moment would all start one. A random
+            # pause and a second look let one of them take it; the objective drops any that still race.
+            time.sleep(_LAST_TRIAL_JITTER_S * random.random())
+            finished, running = count_finished_and_running(study)
+            if finished + running >= target:
+                continue
+        finished_here: list[Any] = []
+        study.optimize(
+            objective,
+            n_trials=1,
+            catch=(Exception,),
+            callbacks=[lambda _, frozen: finished_here.append(frozen)],
+        )
+        ran += 1
+        last = finished_here[-1] if finished_here else None
+        failures_in_a_row = failures_in_a_row + 1 if last is not None and last.state == TrialState.FAIL else 0
+        infeasible = last is not None and last.user_attrs.get("outcome") == "infeasible"
+        infeasible_in_a_row = infeasible_in_a_row + 1 if infeasible else 0
+        if infeasible_in_a_row >= MAX_INFEASIBLE_IN_A_ROW:
+            logger.error(
+                "worker %d stops: %d sampled partitions in a row were over the memory budget %s; "
+                "raise [study] memory_budget or narrow [space] (e.g. fewer stateful roles or layers)",
+                worker_index,
+                infeasible_in_a_row,
+                format_bytes(config.study.memory_budget or 0),
+            )
+            return ran
+        if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
+            # Every trial failing means the set-up is broken (data, model, device), not the partitions.
+            logger.error(
+                "worker %d stops: %d trials in a row failed; the last one said: %s",
+                worker_index,
+                failures_in_a_row,
+                last.user_attrs.get("reason") if last else "?",
+            )
+            return ran
+        if on_trial is not None:
+            on_trial()
+
+
+__all__ = [
+    "MAX_FAILURES_IN_A_ROW",
+    "MAX_INFEASIBLE_IN_A_ROW",
+    "WorkerExit",
+    "run_worker",
+    "run_worker_processes",
+    "worker_device",
+]

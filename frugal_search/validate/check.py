@@ -174,21 +174,13 @@ def run_fidelity_check(
     return summarize_fidelity(rows, bands=check.bands, settings=settings)
 
 
-class _NoUnmatchedRuleWarnings(logging.Filter):
-    """Drops "rule ... matches no parameter": sampled partitions carry rules a proxy may not need."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "matches no parameter" not in record.getMessage()
-
-
 def _long_run(model: Any, data: Any, split: dict[str, Any], budget: Any, device: str, seed: int) -> dict[str, Any]:
     """One long run of the partition in ``split``; the figures the report keeps."""
-    from frugal_search.partition import Partition
+    from frugal_search.partition import UNMATCHED_RULE_LOGGER, Partition
     from frugal_search.proxy import run_proxy
 
-    partition_logger = logging.getLogger("frugal_search.partition.partition")
-    if not any(isinstance(item, _NoUnmatchedRuleWarnings) for item in partition_logger.filters):
-        partition_logger.addFilter(_NoUnmatchedRuleWarnings())
+    # sampled partitions carry rules (a catch-all, a tied head) that a model may not need
+    logging.getLogger(UNMATCHED_RULE_LOGGER).setLevel(logging.ERROR)
     result = run_proxy(model, data, Partition.from_dict(split), budget, device=device, seed=seed)
     return {
         "eval_loss": result.eval_loss,

@@ -63,14 +63,15 @@ The partition a trial gets (first matching rule wins):
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import optuna
 
-from frugal_search.optimizer import FRUGAL_SETTINGS, PROJECTION_MODES, ROLES, SETTINGS, Setting, check_known_keys
-from frugal_search.partition import LR_SCALE, Partition, Rule
+from frugal_search.optimizer import DEFAULTS, FRUGAL_SETTINGS, PROJECTION_MODES, ROLES, SETTINGS, Setting, check_known_keys
+from frugal_search.partition import LR_SCALE, Partition, Rule, find_baseline
 
 ROLE_KINDS = ("head", "embedding", "norm", "attention", "mlp")
 
@@ -174,6 +175,14 @@ class Dimension:
         if self.choices is not None:
             return len(self.choices) > 1
         return self.low is not None and self.low != self.high
+
+    def holds(self, value: Any) -> bool:
+        """Whether ``value`` is one this dimension can give (a choice, inside the range, the fixed value)."""
+        if self.choices is not None:
+            return value in self.choices
+        if self.low is None:
+            return value == self.fixed
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and self.low <= value <= self.high
 
     def sample(self, trial: optuna.Trial) -> Any:
         """Return this dimension's value for ``trial`` (fixed values are not sent to Optuna)."""
@@ -328,30 +337,60 @@ def sample_settings(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
     Dimensions that do not apply (see the module docstring) are left out of the result and are
     never suggested to Optuna, so the samplers see a proper conditional space.
     """
-    values: dict[str, Any] = {"lr": space["lr"].sample(trial)}
-    values["embedding_norm_head_lr_scale"] = space["embedding_norm_head_lr_scale"].sample(trial)
+    return choose_settings(lambda name: space[name].sample(trial))
+
+
+def choose_settings(value_of: Callable[[str], Any]) -> dict[str, Any]:
+    """The conditional structure of the space: ask ``value_of(name)`` for each dimension that applies.
+
+    Sampling asks the trial (:func:`sample_settings`); a baseline's point asks its settings
+    (:func:`baseline_point`), so both follow the same rules of which dimension applies when.
+    """
+    values: dict[str, Any] = {"lr": value_of("lr")}
+    values["embedding_norm_head_lr_scale"] = value_of("embedding_norm_head_lr_scale")
     for kind in ROLE_KINDS:
-        values[f"{kind}_role"] = space[f"{kind}_role"].sample(trial)
+        values[f"{kind}_role"] = value_of(f"{kind}_role")
     roles = {values[f"{kind}_role"] for kind in ROLE_KINDS}
     if values["attention_role"] != "stateful" or values["mlp_role"] != "stateful":
-        values["stateful_first_layers"] = space["stateful_first_layers"].sample(trial)
-        values["stateful_last_layers"] = space["stateful_last_layers"].sample(trial)
+        values["stateful_first_layers"] = value_of("stateful_first_layers")
+        values["stateful_last_layers"] = value_of("stateful_last_layers")
     if "frugal" in roles:
-        values["mode"] = mode = space["mode"].sample(trial)
-        if mode in PROJECTION_MODES and (space["rank"].varies or space["rank"].fixed is not None):
-            values["rank"] = space["rank"].sample(trial)
+        values["mode"] = mode = value_of("mode")
+        rank = value_of("rank") if mode in PROJECTION_MODES else None
+        if rank is not None:
+            values["rank"] = rank
         else:
-            values["density"] = space["density"].sample(trial)
-        values["update_gap"] = space["update_gap"].sample(trial)
+            values["density"] = value_of("density")
+        values["update_gap"] = value_of("update_gap")
         if mode == "blocks":
-            values["block_order"] = space["block_order"].sample(trial)
-        values["reset_state"] = space["reset_state"].sample(trial)
+            values["block_order"] = value_of("block_order")
+        values["reset_state"] = value_of("reset_state")
     if roles & {"frugal", "state_free"}:
-        values["state_free"] = space["state_free"].sample(trial)
+        values["state_free"] = value_of("state_free")
         if values["state_free"] != "none":
-            values["state_free_lr_scale"] = space["state_free_lr_scale"].sample(trial)
-        values["split_lr_scale"] = space["split_lr_scale"].sample(trial)
+            values["state_free_lr_scale"] = value_of("state_free_lr_scale")
+        values["split_lr_scale"] = value_of("split_lr_scale")
     return values
+
+
+def baseline_point(name: str, *, density: float = 0.25, lr: float | None = None) -> dict[str, Any]:
+    """The space's values that rebuild baseline ``name`` (``partition_from_settings`` of them is it).
+
+    The baselines' rules are whole kinds (the paper's split set, or everything stateful), so each
+    is a point of the space: enqueued with these values, a baseline is an observation the sampler
+    learns from, and the search can refine it. ``lr`` replaces the baseline's own lr (an lr grid).
+    Raises ``ValueError`` for a baseline whose rules are not whole kinds.
+    """
+    baseline = find_baseline(name)
+    settings = {**DEFAULTS, **baseline.partition_settings(density, {} if lr is None else {"lr": lr})}
+    roles = {}
+    for kind in ROLE_KINDS:
+        rule = next((rule for rule in baseline.rules if rule.kinds is None or kind in rule.kinds), None)
+        if rule is None or rule.layers is not None or rule.names is not None or rule.lr_scale != 1.0:
+            raise ValueError(f"baseline {name!r} gives {kind} no whole-kind rule; it is not a point of the space")
+        roles[f"{kind}_role"] = rule.role
+    fixed = {**roles, "embedding_norm_head_lr_scale": 1.0, "stateful_first_layers": 0.0, "stateful_last_layers": 0.0}
+    return choose_settings(lambda key: fixed[key] if key in fixed else settings.get(key))
 
 
 def partition_from_settings(
@@ -377,8 +416,12 @@ def partition_from_settings(
     last = _snap_share(values.get("stateful_last_layers", 0.0), num_layers)
     if last > 0:
         rules.append(Rule("stateful", kinds=("attention", "mlp"), layers=f"{1.0 - last:.4g}-1"))
-    rules.append(Rule(values["attention_role"], kinds=("attention",)))
-    rules.append(Rule(values["mlp_role"], kinds=("mlp",)))
+    if values["attention_role"] == values["mlp_role"]:
+        # one group, as the paper's split set: blocks mode schedules one window over a group
+        rules.append(Rule(values["attention_role"], kinds=("attention", "mlp")))
+    else:
+        rules.append(Rule(values["attention_role"], kinds=("attention",)))
+        rules.append(Rule(values["mlp_role"], kinds=("mlp",)))
     rules.append(Rule("stateful"))  # biases and anything else
     settings = {key: values[key] for key in FRUGAL_SETTINGS if key in values}
     return Partition(rules, lr=values["lr"], **settings, name=name, provenance=provenance)

@@ -10,6 +10,7 @@ gradients of the trainable parameters only, and AdamW's two moments of those par
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -72,7 +73,9 @@ class LoraSpec:
             target_modules=list(self.target_modules) if self.target_modules is not None else None,
         )
         try:
-            return peft.get_peft_model(model, config)
+            with warnings.catch_warnings():  # peft reads an attribute transformers 5 deprecates
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+                return peft.get_peft_model(model, config)
         except ValueError as error:  # e.g. no default target modules for this model type
             raise ValueError(
                 f"cannot put LoRA adapters on {type(model).__name__}: {error}; give target_modules"

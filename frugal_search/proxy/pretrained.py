@@ -62,7 +62,11 @@ class PretrainRecipe:
     def budget(self) -> ProxyBudget:
         """The proxy budget of the pre-training run."""
         return ProxyBudget(
-            steps=self.steps, batch_size=self.batch_size, seq_len=self.seq_len, lr=self.lr, eval_every=max(1, self.steps // 3)
+            steps=self.steps,
+            batch_size=self.batch_size,
+            seq_len=self.seq_len,
+            lr=self.lr,
+            eval_every=max(1, self.steps // 3),
         )
 
 
@@ -102,7 +106,9 @@ def pretrained_tiny_llama(
     with _locked(root / f"{name}.lock"):
         if _is_current(target, fingerprint):  # another worker built it while this one waited
             return target
-        logger.info("pre-training %s on %s for %d steps (once; cached in %s)", recipe.preset, recipe.data, recipe.steps, target)
+        logger.info(
+            "pre-training %s on %s for %d steps (once; cached in %s)", recipe.preset, recipe.data, recipe.steps, target
+        )
         staging = root / f"{name}.building-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         record = _pretrain(recipe, staging, device=device)

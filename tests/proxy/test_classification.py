@@ -103,7 +103,9 @@ def test_a_bert_config_with_its_tokenizer_and_text_pairs(tmp_path: Path) -> None
     pd.DataFrame(rows).to_csv(tmp_path / "pairs.csv", index=False)
     from frugal_search.proxy import LabelledDataSpec
 
-    data = LabelledDataSpec(str(tmp_path / "pairs.csv"), text_column="a", text_pair_column="b", label_column="match", validation_fraction=0.5)
+    data = LabelledDataSpec(
+        str(tmp_path / "pairs.csv"), text_column="a", text_pair_column="b", label_column="match", validation_fraction=0.5
+    )
     budget = ProxyBudget(steps=2, batch_size=4, seq_len=8, eval_every=2, eval_batches=2)
     result = run_proxy(str(model_dir), data, "adamw", budget)
     assert result.task == "sequence-classification" and result.details["model"] == str(model_dir)

@@ -195,9 +195,22 @@ def _build_from_directory(path: Path, overrides: Mapping[str, Any], num_labels: 
         return _build_from_config_file(path / "config.json", overrides, None)
     if overrides:
         raise ValueError(f"overrides cannot change the pretrained model in {str(path)!r}; edit its config instead")
-    # a classifier's head is new (or re-initialised when its class count differs), its backbone loaded
-    classes = {} if num_labels is None else {"num_labels": num_labels, "ignore_mismatched_sizes": True}
-    return _auto_class(num_labels).from_pretrained(str(path), local_files_only=True, dtype=torch.float32, **classes)
+    if num_labels is None:
+        return _auto_class(None).from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
+    # a classifier's head is new (or re-initialised when its class count differs), its backbone
+    # loaded; transformers' table of the dropped LM head and the new head is expected, so quiet
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = _auto_class(num_labels).from_pretrained(
+            str(path), local_files_only=True, dtype=torch.float32, num_labels=num_labels, ignore_mismatched_sizes=True
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    logger.info("loaded the backbone of %s with a new head of %d classes", path, num_labels)
+    return model
 
 
 def has_weights(directory: str | Path) -> bool:

@@ -35,7 +35,8 @@ class ProxyResult:
     state_bytes: int  # optimizer state (every tensor it holds), max over the run, exact
     peak_memory_bytes: int | None  # torch.cuda.max_memory_allocated over the run; None off CUDA
     state_memory_bytes: int | None  # the part of the CUDA memory that is optimizer state; None off CUDA
-    tokens_per_s: float  # train tokens per second of training (evaluation time excluded)
+    tokens_per_s: float  # train tokens per second of training (evaluation time excluded); classification
+    # counts the budget's tokens, batch_size x seq_len per micro-batch, padding included
     wall_s: float  # the whole run: model build, training and evaluation
     steps: int  # optimizer steps taken
     diverged: bool

@@ -137,3 +137,16 @@ def test_task_and_data_must_agree(tiny_budget: ProxyBudget) -> None:
     with pytest.raises(ValueError, match="unknown task kind 'regression'"):
         TaskSpec("regression")
     assert TaskSpec("sequence-classification").metrics == ("eval_loss", "accuracy", "macro_f1")
+
+
+def test_a_config_file_builds_a_fresh_classifier_and_the_causal_model_is_unchanged(tmp_path: Path) -> None:
+    causal = build_model(ModelSpec("tiny-llama", overrides=SMALL), seed=3)
+    causal.config.save_pretrained(tmp_path)
+    classifier = build_model(str(tmp_path / "config.json"), num_labels=4, seed=3)
+    assert type(classifier).__name__ == "LlamaForSequenceClassification" and classifier.config.num_labels == 4
+    assert classifier.score.weight.shape == (4, 32)
+    # the same seed draws the same backbone as the causal LM (only the head differs)
+    torch.testing.assert_close(classifier.model.embed_tokens.weight, causal.model.embed_tokens.weight)
+    assert type(build_model(str(tmp_path / "config.json"))).__name__ == "LlamaForCausalLM"
+    with pytest.raises(ValueError, match="num_labels must be an integer >= 2"):
+        build_model(str(tmp_path / "config.json"), num_labels=1)

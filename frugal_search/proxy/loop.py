@@ -109,21 +109,23 @@ def run_proxy(
     device = resolve_device(device)
     started = time.perf_counter()
     task = _infer_task(task, data)
-    if task.kind == CAUSAL_LM:
-        objective = _CausalLM(check_data(data, seq_len=budget.seq_len), budget, device=device)
-    else:
-        objective = SequenceClassification(build_labelled_data(data), model, budget, device=device)
+    # the data is opened (and bad data raised) before any model is built
+    source = check_data(data, seq_len=budget.seq_len) if task.kind == CAUSAL_LM else build_labelled_data(data)
     rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
         torch.manual_seed(seed)
         try:
+            if isinstance(source, TokenData):
+                objective = _CausalLM(source, budget, device=device)
+            else:
+                objective = SequenceClassification(source, model, budget, device=device)
             loop = _ProxyLoop(model, objective, partition, budget, device=device, seed=seed, on_eval=on_eval)
             return loop.run(started=started, progress=progress)
         except torch.cuda.OutOfMemoryError as error:
             message = str(error)
     # Raised again out here, without the original traceback: its frames hold the model, the
     # optimizer and the activations, which must be freed before the caller's next run.
-    loop = None
+    loop = objective = None
     gc.collect()
     torch.cuda.empty_cache()
     raise torch.cuda.OutOfMemoryError(f"proxy run out of CUDA memory on {device}: {message}")

@@ -150,3 +150,23 @@ def test_a_config_file_builds_a_fresh_classifier_and_the_causal_model_is_unchang
     assert type(build_model(str(tmp_path / "config.json"))).__name__ == "LlamaForCausalLM"
     with pytest.raises(ValueError, match="num_labels must be an integer >= 2"):
         build_model(str(tmp_path / "config.json"), num_labels=1)
+
+
+def test_a_padded_row_is_scored_as_the_same_row_alone(tiny_budget: ProxyBudget) -> None:
+    # right padding with id 0 and the attention mask: the head reads the last real token of each row
+    from frugal_search.proxy.classification import SequenceClassification
+
+    data = build_labelled_data("stdlib-packages")
+    task = SequenceClassification(data, "tiny-llama", tiny_budget, device=torch.device("cpu"))
+    net = task.build_model(ModelSpec("tiny-llama", overrides=SMALL), seed=0).eval()
+    assert net.config.pad_token_id == 0
+    ids = torch.tensor([[104, 105, 33, 0, 0, 0], [120, 121, 122, 123, 124, 125]])
+    mask = (torch.arange(6) < torch.tensor([[3], [6]])).long()
+    with torch.no_grad():
+        batch = net(input_ids=ids, attention_mask=mask).logits
+        alone = net(input_ids=ids[:1, :3]).logits
+    torch.testing.assert_close(batch[:1], alone)
+    # and the bytes of a text are its ids, cut to seq_len and padded after it
+    first = task.train_rows[0][0]
+    expected = list(data.train.texts[0].encode("utf-8")[: tiny_budget.seq_len])
+    assert first[: len(expected)].tolist() == expected and first[len(expected) :].eq(0).all()

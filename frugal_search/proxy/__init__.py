@@ -4,29 +4,74 @@
 partition's optimizer and returns a ``ProxyResult``. Models come from presets (``tiny-llama``,
 ``llama-60m`` ... ``llama-1b``), Hugging Face configs or directories, or factories; data from the
 built-in Python-stdlib corpus, text files or token files.
+
+Fine-tuning proxies: ``run_proxy(..., task="sequence-classification")`` trains a classifier on
+labelled rows (``LabelledDataSpec``: the built-in ``stdlib-packages`` task or a CSV / JSONL /
+Parquet file) and reports accuracy and macro-F1; ``pretrained_tiny_llama()`` gives a pretrained
+starting point; a ``LoraSpec`` (through ``peft``) runs where a partition runs, and
+``training_memory(method, model)`` gives the memory either holds.
 """
 
 from frugal_search.proxy.budget import DEFAULT_STEPS, ProxyBudget, lr_factor
+from frugal_search.proxy.classification import classification_scores
 from frugal_search.proxy.data import DataSpec, TokenData, build_data, check_data, is_validation_file
+from frugal_search.proxy.labelled_data import (
+    BUILTIN_TASK,
+    LabelledData,
+    LabelledDataSpec,
+    LabelledRows,
+    build_labelled_data,
+    is_labelled_source,
+)
 from frugal_search.proxy.loop import resolve_device, run_proxy
-from frugal_search.proxy.models import PRESETS, ModelSpec, build_model, causal_lm_loss, model_vocab_size
+from frugal_search.proxy.lora import LoraSpec, peft_available
+from frugal_search.proxy.memory import training_memory
+from frugal_search.proxy.models import PRESETS, ModelSpec, build_model, causal_lm_loss, has_weights
+from frugal_search.proxy.pretrained import (
+    PRETRAINED_TINY_LLAMA,
+    PretrainRecipe,
+    cache_directory,
+    pretrained_tiny_llama,
+    resolve_pretrained,
+)
 from frugal_search.proxy.result import ProxyResult
+from frugal_search.proxy.tasks import CAUSAL_LM, METRIC_DIRECTIONS, SEQUENCE_CLASSIFICATION, TASK_KINDS, TaskSpec
 
 __all__ = [
+    "BUILTIN_TASK",
+    "CAUSAL_LM",
     "DEFAULT_STEPS",
+    "METRIC_DIRECTIONS",
     "PRESETS",
+    "PRETRAINED_TINY_LLAMA",
+    "SEQUENCE_CLASSIFICATION",
+    "TASK_KINDS",
     "DataSpec",
+    "LabelledData",
+    "LabelledDataSpec",
+    "LabelledRows",
+    "LoraSpec",
     "ModelSpec",
+    "PretrainRecipe",
     "ProxyBudget",
     "ProxyResult",
+    "TaskSpec",
     "TokenData",
     "build_data",
+    "build_labelled_data",
     "build_model",
+    "cache_directory",
     "causal_lm_loss",
     "check_data",
+    "classification_scores",
+    "has_weights",
+    "is_labelled_source",
     "is_validation_file",
     "lr_factor",
-    "model_vocab_size",
+    "peft_available",
+    "pretrained_tiny_llama",
     "resolve_device",
+    "resolve_pretrained",
     "run_proxy",
+    "training_memory",
 ]

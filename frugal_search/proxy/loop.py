@@ -4,6 +4,16 @@ The loop reads top to bottom: build data, model and optimizer; evaluate at step 
 sample ``grad_accum`` micro-batches, clip, step, schedule; check for divergence; log the train
 loss; evaluate every ``eval_every`` steps. Losses stay on the device between log points, so on a
 GPU the loop syncs with the host only there (and at evaluations), not every step.
+
+What a micro-batch is, its loss and the evaluation belong to the task: ``_CausalLM`` here
+(windows of token data), :class:`~frugal_search.proxy.classification.SequenceClassification`
+for labelled rows. Both offer ``build_model(model, seed=)``, ``train_loss(net, generator)`` and
+``evaluate(net) -> (eval_loss, scores)``.
+
+Before the optimizer is built, the method may change the model: a partition's ``frozen``
+parameters get ``requires_grad=False`` (:meth:`Partition.freeze`: no gradients, left out of
+clipping), and a method with ``prepare_model(model)`` (LoRA, :class:`~frugal_search.proxy.lora.LoraSpec`)
+returns the model to train (the adapter-wrapped one).
 """
 
 from __future__ import annotations
@@ -23,7 +33,15 @@ from torch import nn
 
 from frugal_search.optimizer import optimizer_state_bytes
 from frugal_search.proxy.budget import ProxyBudget, lr_factor
-from frugal_search.proxy.data import DataLike, TokenData, build_data, check_vocab_fits
+from frugal_search.proxy.classification import SequenceClassification
+from frugal_search.proxy.data import DataLike, DataSpec, TokenData, check_data, check_vocab_fits
+from frugal_search.proxy.labelled_data import (
+    LabelledData,
+    LabelledDataLike,
+    LabelledDataSpec,
+    build_labelled_data,
+    is_labelled_source,
+)
 from frugal_search.proxy.models import (
     ModelLike,
     build_model,
@@ -32,6 +50,7 @@ from frugal_search.proxy.models import (
     model_vocab_size,
 )
 from frugal_search.proxy.result import REASON_COMPLETED, REASON_STOPPED, ProxyResult
+from frugal_search.proxy.tasks import CAUSAL_LM, TaskSpec, as_task
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +59,11 @@ OnEval = Callable[[int, float], "bool | None"]
 
 def run_proxy(
     model: ModelLike,
-    data: DataLike,
+    data: DataLike | LabelledDataLike,
     partition: Any,
     budget: ProxyBudget | None = None,
     *,
+    task: TaskSpec | str | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
     progress: bool = False,
@@ -55,11 +75,19 @@ def run_proxy(
         model: a ``ModelSpec``, a model source string (``"tiny-llama"``, a config path, a model
             directory, ``"package.module:function"``), a zero-argument factory, or a built module
             (deep-copied, never trained in place). Built afresh for each run, weights seeded by ``seed``.
-        data: a ``DataSpec``, a data source string (``"stdlib"``, a folder, a glob, a token file)
-            or a ``TokenData`` from ``build_data``.
+        data: causal-lm: a ``DataSpec``, a data source string (``"stdlib"``, a folder, a glob, a
+            token file) or a ``TokenData`` from ``build_data``. sequence-classification: a
+            ``LabelledDataSpec``, a source string (``"stdlib-packages"``, a .csv/.jsonl/.parquet
+            file) or a ``LabelledData`` from ``build_labelled_data``.
         partition: a ``Partition`` (anything with ``build_optimizer(model)``), a baseline name
-            (``"adamw"``, ``"frugal"``, ...), or a callable ``model -> torch.optim.Optimizer``.
+            (``"adamw"``, ``"frugal"``, ...), a ``LoraSpec`` (anything with ``prepare_model`` and
+            ``build_optimizer``), or a callable ``model -> torch.optim.Optimizer``.
         budget: steps or tokens, batch shape, schedule and stopping rules (default ``ProxyBudget()``).
+            For classification a micro-batch is ``batch_size`` rows cut to ``seq_len`` tokens, and
+            an evaluation scores ``eval_batches * batch_size`` fixed validation rows (or all).
+        task: ``"causal-lm"``, ``"sequence-classification"`` or a ``TaskSpec``; None reads
+            sequence-classification from labelled ``data`` (a labelled spec or record,
+            ``"stdlib-packages"``, a .csv/.jsonl/.parquet path) and causal-lm otherwise.
         device: where to train (``"cpu"``, ``"cuda"``, ``"cuda:1"``); CUDA runs use bf16 autocast.
         seed: seeds the weights, the train batches and the global RNG inside the run (restored
             afterwards). The evaluation batches do not depend on it.
@@ -80,19 +108,24 @@ def run_proxy(
         raise TypeError(f"budget must be a ProxyBudget, got {type(budget).__name__}")
     device = resolve_device(device)
     started = time.perf_counter()
-    tokens = build_data(data)
-    tokens.check_seq_len(budget.seq_len)
+    task = _infer_task(task, data)
+    # the data is opened (and bad data raised) before any model is built
+    source = check_data(data, seq_len=budget.seq_len) if task.kind == CAUSAL_LM else build_labelled_data(data)
     rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
         torch.manual_seed(seed)
         try:
-            loop = _ProxyLoop(model, tokens, partition, budget, device=device, seed=seed, on_eval=on_eval)
+            if isinstance(source, TokenData):
+                objective = _CausalLM(source, budget, device=device)
+            else:
+                objective = SequenceClassification(source, model, budget, device=device)
+            loop = _ProxyLoop(model, objective, partition, budget, device=device, seed=seed, on_eval=on_eval)
             return loop.run(started=started, progress=progress)
         except torch.cuda.OutOfMemoryError as error:
             message = str(error)
     # Raised again out here, without the original traceback: its frames hold the model, the
     # optimizer and the activations, which must be freed before the caller's next run.
-    loop = None
+    loop = objective = None
     gc.collect()
     torch.cuda.empty_cache()
     raise torch.cuda.OutOfMemoryError(f"proxy run out of CUDA memory on {device}: {message}")
@@ -104,7 +137,7 @@ class _ProxyLoop:
     def __init__(
         self,
         model: ModelLike,
-        tokens: TokenData,
+        objective: _CausalLM | SequenceClassification,
         partition: Any,
         budget: ProxyBudget,
         *,
@@ -113,7 +146,7 @@ class _ProxyLoop:
         on_eval: OnEval | None,
     ) -> None:
         self.budget = budget
-        self.tokens = tokens
+        self.objective = objective
         self.device = device
         self.seed = seed
         self.on_eval = on_eval
@@ -121,8 +154,8 @@ class _ProxyLoop:
         if self.on_cuda:
             torch.cuda.reset_peak_memory_stats(device)
         self.model_name = describe_model(model)
-        self.net = build_model(model, seed=seed)
-        check_vocab_fits(tokens, model_vocab_size(self.net))
+        partition = _resolve_partition(partition)
+        self.net = _prepare_model(partition, objective.build_model(model, seed=seed))
         self.net.to(device).train()
         self.optimizer = _build_optimizer(partition, self.net)
         if budget.lr is not None:
@@ -138,12 +171,6 @@ class _ProxyLoop:
             ),
         )
         self.trainable = [p for p in self.net.parameters() if p.requires_grad]
-        self.eval_set = [
-            batch.to(device)
-            for batch in tokens.eval_batches(
-                num_batches=budget.eval_batches, batch_size=budget.batch_size, seq_len=budget.seq_len
-            )
-        ]
         self.generator = torch.Generator().manual_seed(seed)
         # bf16 autocast on CUDA (fp32 master weights, as the paper); plain fp32 on the CPU
         self.autocast = (
@@ -151,6 +178,8 @@ class _ProxyLoop:
         )
         self.state_bytes = 0
         self.state_device_bytes = 0
+        self.gradient_bytes = 0
+        self.scores_curve: list[tuple[int, dict[str, float]]] = []
 
     # ---- the loop ----------------------------------------------------------------------------
 
@@ -160,7 +189,7 @@ class _ProxyLoop:
         check_every = budget.log_every if self.on_cuda else 1
         train_curve: list[list[float]] = []
         eval_curve: list[list[float]] = []
-        first_eval = self._evaluate()
+        first_eval = self._evaluate(0)
         eval_curve.append([0, first_eval])
         loss_limit = budget.diverge_factor * first_eval
         reason, diverged, step = REASON_COMPLETED, False, 0
@@ -202,7 +231,7 @@ class _ProxyLoop:
                 break
             if is_eval:
                 train_seconds += self._elapsed_since(clock)
-                eval_loss = self._evaluate()
+                eval_loss = self._evaluate(step)
                 eval_curve.append([step, eval_loss])
                 if not math.isfinite(eval_loss):
                     diverged, reason = True, f"eval loss {eval_loss} at step {step}"
@@ -228,29 +257,29 @@ class _ProxyLoop:
         budget = self.budget
         step_loss = torch.zeros((), device=self.device)
         for _ in range(budget.grad_accum):
-            batch = self.tokens.sample_train_batch(self.generator, batch_size=budget.batch_size, seq_len=budget.seq_len)
-            batch = batch.to(self.device, non_blocking=True)
             with self.autocast():
-                loss = causal_lm_loss(self.net, batch[:, :-1], batch[:, 1:])
+                loss = self.objective.train_loss(self.net, self.generator)
             (loss / budget.grad_accum).backward()
             step_loss += loss.detach()
         if budget.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.trainable, budget.grad_clip)
+        # what the run holds in gradients (frozen weights have none), before they are released
+        self.gradient_bytes = max(self.gradient_bytes, _tensor_bytes(p.grad for p in self.net.parameters()))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return step_loss / budget.grad_accum
 
     @torch.no_grad()
-    def _evaluate(self) -> float:
-        """Mean loss over the fixed held-out batches."""
+    def _evaluate(self, step: int) -> float:
+        """Mean loss over the fixed held-out data; the task's other scores go to ``scores_curve``."""
         self.net.eval()
-        total = torch.zeros((), device=self.device)
-        for batch in self.eval_set:
-            with self.autocast():
-                total += causal_lm_loss(self.net, batch[:, :-1], batch[:, 1:])
+        with self.autocast():
+            eval_loss, scores = self.objective.evaluate(self.net)
         self.net.train()
-        return (total / len(self.eval_set)).item()
+        if scores:
+            self.scores_curve.append((step, scores))
+        return eval_loss
 
     def _stop_requested(self, step: int, eval_loss: float) -> bool:
         return self.on_eval is not None and self.on_eval(step, eval_loss) is True
@@ -285,6 +314,10 @@ class _ProxyLoop:
         train_tokens = steps * self.budget.tokens_per_step
         if diverged:
             logger.info("proxy run diverged: %s", reason)
+        # the scores of the weights the run ended with; none for a diverged run, as its eval loss
+        final_scores = self.scores_curve[-1][1] if self.scores_curve and not diverged else {}
+        curve = lambda name: [[step, scores[name]] for step, scores in self.scores_curve]  # noqa: E731
+        weights_bytes = _tensor_bytes(self.net.parameters())
         return ProxyResult(
             eval_loss=math.nan if diverged else eval_curve[-1][1],
             best_eval_loss=min(eval_losses) if eval_losses else math.nan,
@@ -299,18 +332,65 @@ class _ProxyLoop:
             steps=steps,
             diverged=diverged,
             reason=reason,
-            corpus_fingerprint=self.tokens.fingerprint,
+            corpus_fingerprint=self.objective.fingerprint,
             device=str(self.device),
             seed=self.seed,
             details={
                 "model": self.model_name,
                 "parameters": sum(p.numel() for p in self.net.parameters()),
-                "data": self.tokens.description,
+                "data": self.objective.description,
                 "optimizer": type(self.optimizer).__name__,
                 "train_tokens": train_tokens,
                 "budget": asdict(self.budget),
             },
+            task=self.objective.kind,
+            accuracy=final_scores.get("accuracy"),
+            macro_f1=final_scores.get("macro_f1"),
+            best_accuracy=max((s["accuracy"] for _, s in self.scores_curve), default=None),
+            accuracy_curve=curve("accuracy") if self.scores_curve else [],
+            macro_f1_curve=curve("macro_f1") if self.scores_curve else [],
+            training_memory={
+                "weights_bytes": weights_bytes,
+                "gradient_bytes": self.gradient_bytes,
+                "state_bytes": self.state_bytes,
+                "total_bytes": weights_bytes + self.gradient_bytes + self.state_bytes,
+            },
         )
+
+
+class _CausalLM:
+    """Next-token prediction on token windows: the task of pre-training proxies."""
+
+    kind = CAUSAL_LM
+
+    def __init__(self, tokens: TokenData, budget: ProxyBudget, *, device: torch.device) -> None:
+        self.tokens = tokens
+        self.budget = budget
+        self.device = device
+        self.fingerprint = tokens.fingerprint
+        self.description = tokens.description
+        self.eval_set = [
+            batch.to(device)
+            for batch in tokens.eval_batches(
+                num_batches=budget.eval_batches, batch_size=budget.batch_size, seq_len=budget.seq_len
+            )
+        ]
+
+    def build_model(self, model: ModelLike, *, seed: int) -> nn.Module:
+        net = build_model(model, seed=seed)
+        check_vocab_fits(self.tokens, model_vocab_size(net))
+        return net
+
+    def train_loss(self, net: nn.Module, generator: torch.Generator) -> torch.Tensor:
+        batch = self.tokens.sample_train_batch(generator, batch_size=self.budget.batch_size, seq_len=self.budget.seq_len)
+        batch = batch.to(self.device, non_blocking=True)
+        return causal_lm_loss(net, batch[:, :-1], batch[:, 1:])
+
+    def evaluate(self, net: nn.Module) -> tuple[float, dict[str, float]]:
+        total = torch.zeros((), device=self.device)
+        for batch in self.eval_set:
+            total += causal_lm_loss(net, batch[:, :-1], batch[:, 1:])
+        return (total / len(self.eval_set)).item(), {}
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -335,11 +415,43 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
-def _build_optimizer(partition: Any, model: nn.Module) -> torch.optim.Optimizer:
+def _infer_task(task: TaskSpec | str | None, data: Any) -> TaskSpec:
+    labelled = isinstance(data, (LabelledDataSpec, LabelledData)) or isinstance(data, str) and is_labelled_source(data)
+    if task is None:
+        return TaskSpec("sequence-classification" if labelled else CAUSAL_LM)
+    task = as_task(task)
+    if isinstance(data, (DataSpec, TokenData)) and task.kind != CAUSAL_LM or labelled and task.kind == CAUSAL_LM:
+        raise TypeError(
+            f"task {task.kind!r} does not read {type(data).__name__}: causal-lm reads a DataSpec or TokenData, "
+            "sequence-classification a LabelledDataSpec or LabelledData"
+        )
+    return task
+
+
+def _resolve_partition(partition: Any) -> Any:
     if isinstance(partition, str):
         from frugal_search.partition import baseline_partition
 
-        partition = baseline_partition(partition)
+        return baseline_partition(partition)
+    return partition
+
+
+def _prepare_model(method: Any, net: nn.Module) -> nn.Module:
+    """The model to train: LoRA wraps it in its adapters; a partition freezes its frozen parameters."""
+    prepare = getattr(method, "prepare_model", None)
+    if callable(prepare):
+        return prepare(net)
+    freeze = getattr(method, "freeze", None)
+    if callable(freeze):
+        freeze(net)
+    return net
+
+
+def _tensor_bytes(tensors: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def _build_optimizer(partition: Any, model: nn.Module) -> torch.optim.Optimizer:
     build = getattr(partition, "build_optimizer", None)
     if callable(build):
         optimizer = build(model)

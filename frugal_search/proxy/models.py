@@ -75,12 +75,18 @@ class ModelSpec:
 ModelLike = ModelSpec | str | nn.Module | Callable[[], nn.Module]
 
 
-def build_model(model: ModelLike, *, seed: int = 0) -> nn.Module:
+def build_model(model: ModelLike, *, seed: int = 0, num_labels: int | None = None) -> nn.Module:
     """Return a freshly built fp32 ``nn.Module`` on the CPU, its weights initialised from ``seed``.
 
     ``model`` may be a ``ModelSpec``, a string (read as ``ModelSpec(source)``), a zero-argument
     factory returning a module, or a built module (deep-copied, so the caller's weights are never
     trained; ``seed`` then does not change the weights).
+
+    ``num_labels`` asks for a sequence classifier instead of a causal LM: presets, config files and
+    model directories are built with ``AutoModelForSequenceClassification`` and that many classes
+    (a directory's backbone weights are loaded, its head is new unless it already has
+    ``num_labels`` outputs). A directory must then hold weights: fine-tuning from fresh weights is
+    a mistake, so it is a ``ValueError``. Factories and modules are used as they are.
     """
     if isinstance(model, nn.Module):
         return copy.deepcopy(model)
@@ -89,7 +95,7 @@ def build_model(model: ModelLike, *, seed: int = 0) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if isinstance(model, ModelSpec):
-            built = _build_from_spec(model)
+            built = _build_from_spec(model, num_labels)
         elif callable(model):
             built = model()
         else:
@@ -113,17 +119,19 @@ def describe_model(model: ModelLike) -> str:
     return getattr(model, "__qualname__", type(model).__name__)
 
 
-def _build_from_spec(spec: ModelSpec) -> nn.Module:
+def _build_from_spec(spec: ModelSpec, num_labels: int | None) -> nn.Module:
+    if num_labels is not None and (not isinstance(num_labels, int) or num_labels < 2):
+        raise ValueError(f"num_labels must be an integer >= 2 (classes of the task), got {num_labels!r}")
     source = spec.source
     if source in PRESETS:
-        return _build_preset(source, spec.overrides)
+        return _build_preset(source, spec.overrides, num_labels)
     path = Path(source).expanduser()
     if path.is_dir():
-        return _build_from_directory(path, spec.overrides)
+        return _build_from_directory(path, spec.overrides, num_labels)
     if path.is_file():
         if path.suffix != ".json":
             raise ValueError(f"model file {source!r} is not a JSON config; give a Hugging Face config.json")
-        return _build_from_config_file(path, spec.overrides)
+        return _build_from_config_file(path, spec.overrides, num_labels)
     if ":" in source:
         if spec.overrides:
             raise ValueError(f"overrides apply to presets and config files, not to the factory {source!r}")
@@ -134,8 +142,14 @@ def _build_from_spec(spec: ModelSpec) -> nn.Module:
     )
 
 
-def _build_preset(name: str, overrides: Mapping[str, Any]) -> nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
+def _auto_class(num_labels: int | None):  # -> a transformers auto-model class
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    return AutoModelForCausalLM if num_labels is None else AutoModelForSequenceClassification
+
+
+def _build_preset(name: str, overrides: Mapping[str, Any], num_labels: int | None) -> nn.Module:
+    from transformers import LlamaConfig
 
     fields: dict[str, Any] = {
         **PRESETS[name],
@@ -145,12 +159,13 @@ def _build_preset(name: str, overrides: Mapping[str, Any]) -> nn.Module:
     }
     # multi-head attention (as the paper) unless the overrides ask for grouped key/value heads
     fields.setdefault("num_key_value_heads", fields["num_attention_heads"])
-    config = LlamaConfig(**fields)
-    return LlamaForCausalLM(config)
+    if num_labels is not None:
+        fields["num_labels"] = num_labels
+    return _auto_class(num_labels).from_config(LlamaConfig(**fields), dtype=torch.float32)
 
 
-def _build_from_config_file(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
-    from transformers import AutoConfig, AutoModelForCausalLM
+def _build_from_config_file(path: Path, overrides: Mapping[str, Any], num_labels: int | None) -> nn.Module:
+    from transformers import AutoConfig
 
     try:
         fields = json.loads(path.read_text())
@@ -161,21 +176,47 @@ def _build_from_config_file(path: Path, overrides: Mapping[str, Any]) -> nn.Modu
         raise ValueError(
             f"model config {str(path)!r} has no 'model_type'; give a Hugging Face config.json (e.g. model_type 'llama')"
         )
-    config = AutoConfig.for_model(model_type, **{**fields, **overrides})
-    return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    classes = {} if num_labels is None else {"num_labels": num_labels}
+    config = AutoConfig.for_model(model_type, **{**fields, **overrides, **classes})
+    return _auto_class(num_labels).from_config(config, dtype=torch.float32)
 
 
-def _build_from_directory(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
-    from transformers import AutoModelForCausalLM
-
-    if not any((path / name).exists() for name in _WEIGHT_FILES):
+def _build_from_directory(path: Path, overrides: Mapping[str, Any], num_labels: int | None) -> nn.Module:
+    if not has_weights(path):
+        if num_labels is not None:
+            raise ValueError(
+                f"model directory {str(path)!r} has no weights ({', '.join(_WEIGHT_FILES)}): a fine-tuning starts from "
+                "pretrained weights; save them there with model.save_pretrained(dir), or give its config.json to "
+                "start from fresh weights"
+            )
         if not (path / "config.json").is_file():
             raise ValueError(f"model directory {str(path)!r} has neither weights nor a config.json")
         logger.info("model directory %s has no weights: building fresh weights from its config.json", path)
-        return _build_from_config_file(path / "config.json", overrides)
+        return _build_from_config_file(path / "config.json", overrides, None)
     if overrides:
         raise ValueError(f"overrides cannot change the pretrained model in {str(path)!r}; edit its config instead")
-    return AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
+    if num_labels is None:
+        return _auto_class(None).from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
+    # a classifier's head is new (or re-initialised when its class count differs), its backbone
+    # loaded; transformers' table of the dropped LM head and the new head is expected, so quiet
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = _auto_class(num_labels).from_pretrained(
+            str(path), local_files_only=True, dtype=torch.float32, num_labels=num_labels, ignore_mismatched_sizes=True
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    logger.info("loaded the backbone of %s with a new head of %d classes", path, num_labels)
+    return model
+
+
+def has_weights(directory: str | Path) -> bool:
+    """Return whether a local model directory holds Hugging Face weight files."""
+    path = Path(directory).expanduser()
+    return any((path / name).exists() for name in _WEIGHT_FILES)
 
 
 def _call_factory(source: str) -> nn.Module:

@@ -14,9 +14,10 @@ REASON_STOPPED = "stopped by on_eval"
 class ProxyResult:
     """The figures of one proxy run.
 
-    Losses are mean next-token cross-entropies (nats per token). ``eval_loss`` is the mean over a
-    fixed set of held-out batches that does not depend on the seed, measured at the step where the
-    run ended; it is NaN for a diverged run (the weights at that point are not a model).
+    Losses are mean cross-entropies in nats: per next token (``causal-lm``) or per row
+    (``sequence-classification``). ``eval_loss`` is the mean over a fixed set of held-out batches
+    (or rows) that does not depend on the seed, measured at the step where the run ended; it is
+    NaN for a diverged run (the weights at that point are not a model).
 
     Divergence never raises: a NaN/inf train loss, or one above ``diverge_factor`` times the first
     eval loss, ends the run with ``diverged=True`` and a ``reason`` naming the step and the value.
@@ -34,7 +35,8 @@ class ProxyResult:
     state_bytes: int  # optimizer state (every tensor it holds), max over the run, exact
     peak_memory_bytes: int | None  # torch.cuda.max_memory_allocated over the run; None off CUDA
     state_memory_bytes: int | None  # the part of the CUDA memory that is optimizer state; None off CUDA
-    tokens_per_s: float  # train tokens per second of training (evaluation time excluded)
+    tokens_per_s: float  # train tokens per second of training (evaluation time excluded); classification
+    # counts the budget's tokens, batch_size x seq_len per micro-batch, padding included
     wall_s: float  # the whole run: model build, training and evaluation
     steps: int  # optimizer steps taken
     diverged: bool
@@ -43,6 +45,16 @@ class ProxyResult:
     device: str
     seed: int
     details: dict[str, Any] = field(default_factory=dict)  # model, data, budget, parameter count
+    task: str = "causal-lm"  # the task kind: "causal-lm" or "sequence-classification"
+    # sequence-classification only (None / empty otherwise), on the same validation rows as eval_loss:
+    accuracy: float | None = None  # final accuracy (None when diverged)
+    macro_f1: float | None = None  # final macro-F1, the figure to read when classes are unbalanced
+    best_accuracy: float | None = None  # highest accuracy seen
+    accuracy_curve: list[list[float]] = field(default_factory=list)  # [step, accuracy], step 0 first
+    macro_f1_curve: list[list[float]] = field(default_factory=list)  # [step, macro-F1], step 0 first
+    # what the run held, measured: every weight, the gradients present after a backward (frozen
+    # weights have none), the optimizer state (as state_bytes) and their total, in bytes
+    training_memory: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as plain JSON-safe values (NaN and inf become None)."""

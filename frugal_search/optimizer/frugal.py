@@ -19,7 +19,9 @@ from frugal_search.optimizer._settings import (
     check_group_keys,
     validate_group,
 )
+from frugal_search.optimizer._sharding import Shard0, chunk_bounds, is_dtensor, local_part, shard_of
 from frugal_search.optimizer._subspace import (
+    INDEX_BYTES,
     SubspacePlan,
     block_window,
     blocks_peak_bytes,
@@ -31,7 +33,12 @@ from frugal_search.optimizer._subspace import (
 
 logger = logging.getLogger(__name__)
 
-# Key of FRUGAL's optimizer-wide entries (global step, generator, active blocks) in state_dict().
+# Key of FRUGAL's own entries in each ``state_dict()["param_groups"]`` entry: the global step and
+# the generator (optimizer-wide, repeated in every group) and a blocks group's window and moments.
+# They sit in the param groups because torch.distributed.checkpoint keeps only "state" and
+# "param_groups" and copies every key of a group through.
+GROUP_STATE_KEY = "frugal_state"
+# Key of the optimizer-wide entries in state_dict()s of earlier versions (still loaded).
 STATE_DICT_KEY = "frugal"
 
 
@@ -141,6 +148,7 @@ class FRUGAL(Optimizer):
         self._generator.manual_seed(seed)
         self._global_step = 0
         self._active_blocks: list[list[int]] = []  # per param group, indices into its params
+        self._shards: dict[torch.Tensor, Shard0] = {}  # DTensor params (FSDP2) -> their local rows
         super().__init__(params, defaults)
 
     # ------------------------------------------------------------------ groups
@@ -161,8 +169,31 @@ class FRUGAL(Optimizer):
         if "names" in group:
             group["names"] = list(group["names"])
         validate_group(group)
+        self._check_sharding(group)
         super().add_param_group(group)
         self._active_blocks.append([])
+
+    def _check_sharding(self, group: dict[str, Any]) -> None:
+        """Record the shard layout of DTensor params; ValueError for one a mode cannot run on."""
+        for position, param in enumerate(group["params"]):
+            shard = shard_of(param)
+            if shard is None:
+                continue
+            if (
+                shard.sharded
+                and param.dim() < 2
+                and group["role"] == "frugal"
+                and group["mode"] != "blocks"
+                and self._plan(group, param).kind != "none"
+            ):
+                name = group["names"][position] if "names" in group else f"#{position}"
+                raise ValueError(
+                    f"FRUGAL mode {group['mode']!r} cannot run on parameter {name} of shape {tuple(param.shape)} "
+                    "sharded on its only dimension (its subspace is a set of columns of one row); "
+                    "put 1-D parameters in a stateful, state_free or blocks group (the paper's split has only "
+                    "2-D Linear weights), or do not shard them."
+                )
+            self._shards[param] = shard
 
     # ------------------------------------------------------------------ memory
 
@@ -183,16 +214,16 @@ class FRUGAL(Optimizer):
             role = group["role"]
             params = group["params"]
             if role == "stateful":
-                total = sum(2 * p.numel() * p.element_size() for p in params)
+                total = sum(2 * self._local_numel(p) * p.element_size() for p in params)
             elif role == "frugal" and group["mode"] == "blocks":
-                sizes = [2 * p.numel() * p.element_size() for p in params]
+                sizes = [2 * self._local_numel(p) * p.element_size() for p in params]
                 total = blocks_peak_bytes(group["block_order"], sizes, group["density"])
                 if group["block_order"] != "random":
                     schedules.append(
                         (group["update_gap"], blocks_window_bytes(group["block_order"], sizes, group["density"]))
                     )
             elif role == "frugal":
-                total = sum(self._plan(group, p).state_bytes(p.element_size()) for p in params)
+                total = sum(self._local_plan_bytes(group, p) for p in params)
             else:
                 total = 0
             per_group.append(total)
@@ -203,43 +234,253 @@ class FRUGAL(Optimizer):
             return sum(per_group)
         return sum(per_group) - sum(max(window_bytes) for _, window_bytes in schedules) + joint
 
+    def _local_numel(self, param: torch.Tensor) -> int:
+        """Elements of this rank's shard of ``param`` (all of them when it is not sharded)."""
+        shard = self._shards.get(param)
+        if shard is None or not shard.sharded:
+            return param.numel()
+        return (shard.stop - shard.start) * (param.numel() // param.shape[0])
+
+    def _local_plan_bytes(self, group: dict[str, Any], param: torch.Tensor) -> int:
+        """Bytes of one per-tensor-mode tensor's state on this rank (see ``_sharding``): moments
+        of the local rows; a right basis and the indices whole; a left basis by rows and its
+        moments by columns; rows/randk the chosen ones among the local rows, counted as an even
+        share of the count (what a uniform draw gives on average)."""
+        plan = self._plan(group, param)
+        itemsize = param.element_size()
+        shard = self._shards.get(param)
+        if shard is None or not shard.sharded or plan.kind == "none":
+            return plan.state_bytes(itemsize)
+        rows = shard.stop - shard.start
+        if plan.kind == "right":
+            return (2 * rows * plan.count + plan.count * plan.cols) * itemsize
+        if plan.kind == "columns":
+            return 2 * rows * plan.count * itemsize + plan.count * INDEX_BYTES
+        if plan.kind == "left":
+            start, stop = shard.bounds(plan.cols)
+            return (2 * plan.count * (stop - start) + rows * plan.count) * itemsize
+        start, stop = shard.bounds(plan.count)
+        per_entry = plan.cols if plan.kind == "rows" else 1
+        return 2 * (stop - start) * per_entry * itemsize + plan.count * INDEX_BYTES
+
     # ------------------------------------------------------------------ state_dict
 
     def state_dict(self) -> dict[str, Any]:
-        """torch's state_dict plus ``"frugal"``: global step, generator state, active blocks."""
-        state = super().state_dict()
-        state[STATE_DICT_KEY] = {
+        """torch's layout, with every tensor's state in a shape fixed by the settings alone.
+
+        So a fresh optimizer's state_dict is a template that ``torch.distributed.checkpoint``
+        (``get_optimizer_state_dict`` / ``dcp.load`` / ``set_optimizer_state_dict``) loads into:
+        every parameter has an entry (empty when it keeps no state); a per-tensor mode's state is
+        there before the first selection (zeros, ``period`` -1); a blocks group's moments are in its
+        ``param_groups`` entry under ``GROUP_STATE_KEY`` as two flat buffers of the group's peak
+        window (with the window and the Adam steps); the global step and the generator state are
+        in every group's entry. State of a sharded (DTensor) parameter is a DTensor sharded like
+        it: the moments by rows (a left projection's by columns; rows/randk re-chunked evenly),
+        bases and indices whole. Blocks buffers are per rank, so resume on the same world size.
+        """
+        packed = super().state_dict()
+        optimizer_wide = {
             "global_step": torch.tensor(self._global_step, dtype=torch.int64),
             "generator_state": self._generator.get_state(),
-            "active_blocks": [torch.tensor(window, dtype=torch.int64) for window in self._active_blocks],
         }
-        return state
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        ids = chain.from_iterable(g["params"] for g in packed["param_groups"])
+        for index, (group, packed_group) in enumerate(zip(self.param_groups, packed["param_groups"], strict=True)):
+            blocks = group["role"] == "frugal" and group["mode"] == "blocks"
+            for param in group["params"]:
+                state[next(ids)] = {} if blocks else self._packed_param_state(group, param)
+            packed_group[GROUP_STATE_KEY] = {**optimizer_wide, **(self._packed_blocks(index, group) if blocks else {})}
+        packed["state"] = state
+        return packed
+
+    def _packed_param_state(self, group: dict[str, Any], param: torch.Tensor) -> dict[str, torch.Tensor]:
+        role, state = group["role"], self.state.get(param, {})
+        shard = self._shards.get(param)
+        sharded = shard is not None and shard.sharded
+        if role == "stateful":
+            local = local_part(param)
+            packed = {
+                "exp_avg": state.get("exp_avg", torch.zeros_like(local)),
+                "exp_avg_sq": state.get("exp_avg_sq", torch.zeros_like(local)),
+                "step": state.get("step", torch.zeros((), dtype=torch.float32, device=local.device)),
+            }
+            if sharded:
+                for key in ("exp_avg", "exp_avg_sq"):
+                    packed[key] = shard.to_dtensor(packed[key], tuple(param.shape))
+            return packed
+        if role != "frugal":
+            return {}
+        plan = self._plan(group, param)
+        if plan.kind == "none":
+            return {}
+        if "selection" not in state:
+            return self._zero_split_state(plan, param)
+        packed = {"step": state["step"], "period": state["period"]}
+        selection, exp_avg, exp_avg_sq = state["selection"], state["exp_avg"], state["exp_avg_sq"]
+        if not sharded:
+            return {**packed, "selection": selection, "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
+        if plan.kind == "left":  # A by rows, moments (r, n) by columns
+            packed["selection"] = shard.to_dtensor(selection, plan.basis_shape)
+            moments = [shard.to_dtensor(m, plan.moment_shape, dim=1) for m in (exp_avg, exp_avg_sq)]
+        elif plan.kind in ("right", "columns"):  # moments by rows like the parameter
+            packed["selection"] = selection
+            moments = [shard.to_dtensor(m, plan.moment_shape) for m in (exp_avg, exp_avg_sq)]
+        else:  # rows / randk: uneven pieces, gathered and re-chunked evenly
+            packed["selection"] = selection
+            _, _, offset = shard.localize(plan, selection)
+            moments = [
+                shard.to_dtensor(shard.piece(shard.assemble(m, offset, plan.moment_shape)).clone(), plan.moment_shape)
+                for m in (exp_avg, exp_avg_sq)
+            ]
+        return {**packed, "exp_avg": moments[0], "exp_avg_sq": moments[1]}
+
+    def _zero_split_state(self, plan: SubspacePlan, param: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The packed layout of a tensor not selected yet: zeros, ``period`` -1."""
+        local = local_part(param)
+        shard = self._shards.get(param)
+        sharded = shard is not None and shard.sharded
+        basis = plan.basis_shape
+        if basis is None:
+            selection = torch.zeros(plan.count, dtype=torch.int64, device=local.device)
+        else:
+            rows = (shard.stop - shard.start) if sharded and plan.kind == "left" else basis[0]
+            selection = local.new_zeros((rows, basis[1]))
+        moment_dim = 1 if plan.kind == "left" else 0
+        moment_shape = list(plan.moment_shape)
+        if sharded:
+            start, stop = shard.bounds(moment_shape[moment_dim])
+            moment_shape[moment_dim] = stop - start
+        packed = {
+            "step": torch.zeros((), dtype=torch.float32, device=local.device),
+            "period": torch.tensor(-1, dtype=torch.int64),
+            "selection": selection,
+            "exp_avg": local.new_zeros(moment_shape),
+            "exp_avg_sq": local.new_zeros(moment_shape),
+        }
+        if sharded:
+            if plan.kind == "left":
+                packed["selection"] = shard.to_dtensor(selection, basis)
+            for key in ("exp_avg", "exp_avg_sq"):
+                packed[key] = shard.to_dtensor(packed[key], plan.moment_shape, dim=moment_dim)
+        return packed
+
+    def _blocks_capacity(self, group: dict[str, Any]) -> tuple[int, Shard0 | None]:
+        """Elements of a blocks group's flat moment buffer on each rank (its peak window, the
+        largest over ranks) and a sharded layout of the group, if any."""
+        params = group["params"]
+        shard = next((s for p in params if (s := self._shards.get(p)) is not None and s.sharded), None)
+        world = shard.world if shard is not None else 1
+        capacity = 0
+        for rank in range(world):
+            sizes = [self._rows_on(param, rank) * (param.numel() // max(1, param.shape[0] if param.dim() else 1)) for param in params]
+            capacity = max(capacity, blocks_peak_bytes(group["block_order"], sizes, group["density"]))
+        return capacity, shard
+
+    def _rows_on(self, param: torch.Tensor, rank: int) -> int:
+        """Rows of dim 0 of ``param`` that ``rank`` holds (all when it is not sharded)."""
+        shard = self._shards.get(param)
+        rows = int(param.shape[0]) if param.dim() else 1
+        if shard is None or not shard.sharded:
+            return rows
+        start, stop = chunk_bounds(rows, shard.world, rank)
+        return stop - start
+
+    def _packed_blocks(self, index: int, group: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """A blocks group's window, Adam steps and moments, the moments as flat buffers."""
+        params = group["params"]
+        k = blocks_k(group["density"], len(params))
+        capacity, shard = self._blocks_capacity(group)
+        first = local_part(params[0])
+        active = torch.full((k,), -1, dtype=torch.int64)
+        steps = torch.zeros(k, dtype=torch.float32, device=first.device)
+        exp_avg = torch.zeros(capacity, dtype=first.dtype, device=first.device)
+        exp_avg_sq = torch.zeros_like(exp_avg)
+        offset = 0
+        for slot, i in enumerate(self._active_blocks[index]):
+            state = self.state[params[i]]
+            size = state["exp_avg"].numel()
+            exp_avg[offset : offset + size].copy_(state["exp_avg"].reshape(-1))
+            exp_avg_sq[offset : offset + size].copy_(state["exp_avg_sq"].reshape(-1))
+            steps[slot], active[slot] = state["step"], i
+            offset += size
+        if shard is not None:
+            exp_avg, exp_avg_sq = (shard.to_dtensor(t, (shard.world * capacity,)) for t in (exp_avg, exp_avg_sq))
+        return {"active_blocks": active, "block_steps": steps, "block_exp_avg": exp_avg, "block_exp_avg_sq": exp_avg_sq}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state_dict from ``state_dict()`` (also after torch.load(weights_only=True)).
+        """Load a state_dict from ``state_dict()`` (also after torch.load(weights_only=True), and
+        what ``set_optimizer_state_dict`` passes after ``dcp.load``; earlier versions' too).
 
         Tensors are copied; floating state takes the parameter's dtype and device, index tensors
         keep int64, ``step`` is float32 on the parameter's device and ``period`` stays on the CPU.
         """
         state_dict = dict(state_dict)
-        extra = state_dict.pop(STATE_DICT_KEY, None)
+        legacy = state_dict.pop(STATE_DICT_KEY, None)
+        saved_groups = [dict(g) for g in state_dict["param_groups"]]
+        extras = [g.pop(GROUP_STATE_KEY, None) for g in saved_groups]
         saved_state = state_dict.get("state", {})
         # torch checks and restores the groups; the per-tensor state is restored below with dtypes
         # kept (torch would cast integer index tensors to the parameter's float dtype).
-        super().load_state_dict({**state_dict, "state": {}})
-        saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
-        params = chain.from_iterable(g["params"] for g in self.param_groups)
-        for saved_id, param in zip(saved_ids, params, strict=True):
-            if saved_id in saved_state:
-                self.state[param] = {
-                    key: _restore_state_value(key, value, param) for key, value in saved_state[saved_id].items()
-                }
-        if extra is not None:
-            self._global_step = int(extra["global_step"])
-            self._generator.set_state(extra["generator_state"].to(device="cpu", dtype=torch.uint8))
-            self._active_blocks = [[int(i) for i in window.tolist()] for window in extra["active_blocks"]]
+        super().load_state_dict({**state_dict, "param_groups": saved_groups, "state": {}})
+        for group, saved_group in zip(self.param_groups, saved_groups, strict=True):
+            for saved_id, param in zip(saved_group["params"], group["params"], strict=True):
+                restored = self._unpacked_param_state(group, param, saved_state.get(saved_id) or {})
+                if restored:
+                    self.state[param] = restored
+        for index, (group, extra) in enumerate(zip(self.param_groups, extras, strict=True)):
+            if extra is not None and "active_blocks" in extra:
+                self._load_blocks(index, group, extra)
+        wide = next((extra for extra in extras if extra is not None), legacy)
+        if wide is None:
+            logger.warning("state_dict has no %r entries: global step and generator restart", GROUP_STATE_KEY)
+            return
+        self._global_step = int(wide["global_step"])
+        self._generator.set_state(wide["generator_state"].to(device="cpu", dtype=torch.uint8))
+        if wide is legacy:
+            self._active_blocks = [[int(i) for i in window.tolist()] for window in legacy["active_blocks"]]
+
+    def _unpacked_param_state(self, group: dict[str, Any], param: torch.Tensor, saved: dict[str, Any]) -> dict[str, Any]:
+        if "period" in saved and int(saved["period"]) < 0:
+            return {}  # packed before its first selection
+        if group["role"] == "stateful" and "step" in saved and float(saved["step"]) == 0:
+            return {}  # packed before its first step
+        shard = self._shards.get(param)
+        if shard is None or not shard.sharded or not saved:
+            local = local_part(param)
+            return {key: _restore_state_value(key, local_part(value), local) for key, value in saved.items()}
+        local = local_part(param)
+        pieces = dict(saved)
+        if group["role"] == "stateful" or "selection" not in saved:
+            pieces.update({key: shard.piece(saved[key]) for key in ("exp_avg", "exp_avg_sq") if key in saved})
         else:
-            logger.warning("state_dict has no %r entry: global step and generator restart", STATE_DICT_KEY)
+            plan = self._plan(group, param)
+            if plan.kind == "left":
+                pieces["selection"] = shard.piece(saved["selection"])
+                pieces.update({key: shard.piece(saved[key], dim=1) for key in ("exp_avg", "exp_avg_sq")})
+            elif plan.kind in ("right", "columns"):
+                pieces.update({key: shard.piece(saved[key]) for key in ("exp_avg", "exp_avg_sq")})
+            else:
+                local_plan, _, offset = shard.localize(plan, saved["selection"])
+                for key in ("exp_avg", "exp_avg_sq"):
+                    whole = saved[key].full_tensor() if is_dtensor(saved[key]) else saved[key]
+                    pieces[key] = whole.narrow(0, offset, local_plan.count)
+        return {key: _restore_state_value(key, value, local) for key, value in pieces.items()}
+
+    def _load_blocks(self, index: int, group: dict[str, Any], extra: dict[str, Any]) -> None:
+        params = group["params"]
+        window = [int(i) for i in extra["active_blocks"].tolist() if int(i) >= 0]
+        buffers = [local_part(extra[key]) for key in ("block_exp_avg", "block_exp_avg_sq")]
+        offset = 0
+        for slot, i in enumerate(window):
+            local = local_part(params[i])
+            size = local.numel()
+            exp_avg, exp_avg_sq = (
+                _restore_state_value("exp_avg", buffer[offset : offset + size].view(local.shape), local) for buffer in buffers
+            )
+            step = _restore_state_value("step", extra["block_steps"][slot], local)
+            self.state[params[i]] = {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq, "step": step}
+            offset += size
+        self._active_blocks[index] = window
 
     # ------------------------------------------------------------------ step
 
@@ -250,6 +491,12 @@ class FRUGAL(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if not self.state and self._is_state_initialisation():
+            # torch.distributed.checkpoint (_init_optim_state) steps an optimizer that has no state
+            # with zero grads and lr 0 to create it; FRUGAL's state_dict() needs no step, and taking
+            # one would advance the schedule and the generator
+            logger.debug("zero-lr step on zero grads with no state: state initialisation, nothing done")
+            return loss
         self._global_step += 1
         for index, group in enumerate(self.param_groups):
             role = group["role"]
@@ -264,6 +511,13 @@ class FRUGAL(Optimizer):
             else:
                 self._step_group_single(index, group)
         return loss
+
+    def _is_state_initialisation(self) -> bool:
+        """Whether this step is torch's state initialisation: every lr 0, every grad None or 0."""
+        groups = [group for group in self.param_groups if group["role"] != "frozen"]
+        if any(float(group["lr"]) != 0.0 for group in groups):
+            return False
+        return all(p.grad is None or not local_part(p.grad).any() for group in groups for p in group["params"])
 
     def _period(self, group: dict[str, Any]) -> int:
         return (self._global_step - 1) // group["update_gap"]
@@ -280,17 +534,20 @@ class FRUGAL(Optimizer):
         for param in params:  # free every moment: blocks always resets
             self.state.pop(param, None)
         for i in window:
-            param = params[i]
-            self.state[param] = {
-                "exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
-                "exp_avg_sq": torch.zeros_like(param, memory_format=torch.preserve_format),
-                "step": torch.zeros((), dtype=torch.float32, device=param.device),
+            local = local_part(params[i])
+            self.state[params[i]] = {
+                "exp_avg": torch.zeros_like(local, memory_format=torch.preserve_format),
+                "exp_avg_sq": torch.zeros_like(local, memory_format=torch.preserve_format),
+                "step": torch.zeros((), dtype=torch.float32, device=local.device),
             }
         self._active_blocks[index] = window
         logger.debug("step %d: active blocks %s", self._global_step, _describe(group, window))
 
     def _reselect_subspaces(self, group: dict[str, Any]) -> None:
-        """Choose a tensor's subspace at its first step with a grad in each period."""
+        """Choose a tensor's subspace at its first step with a grad in each period.
+
+        A sharded tensor's subspace is drawn on its global shape (the same on every rank: the
+        generators agree); svd gathers the whole gradient once for it."""
         period = self._period(group)
         for param in group["params"]:
             if param.grad is None:
@@ -304,12 +561,46 @@ class FRUGAL(Optimizer):
                 for key in ("exp_avg", "exp_avg_sq", "step", "selection"):
                     state.pop(key, None)
                 continue
-            grad_matrix = param.grad.reshape(plan.rows, plan.cols)
+            shard = self._shards.get(param)
+            if shard is not None and shard.sharded:
+                self._reselect_sharded(group, plan, param, state, shard)
+                continue
+            grad_matrix = local_part(param.grad).reshape(plan.rows, plan.cols)
             state["selection"] = draw_subspace(group["mode"], plan, grad_matrix, self._generator)
             if group["reset_state"] or "exp_avg" not in state:
-                state["exp_avg"] = param.new_zeros(plan.moment_shape)
-                state["exp_avg_sq"] = param.new_zeros(plan.moment_shape)
-                state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+                local = local_part(param)
+                state["exp_avg"] = local.new_zeros(plan.moment_shape)
+                state["exp_avg_sq"] = local.new_zeros(plan.moment_shape)
+                state["step"] = torch.zeros((), dtype=torch.float32, device=local.device)
+
+    def _reselect_sharded(
+        self, group: dict[str, Any], plan: SubspacePlan, param: torch.Tensor, state: dict[str, Any], shard: Shard0
+    ) -> None:
+        local, grad = local_part(param), param.grad
+        if group["mode"] == "svd":
+            drawn_from = grad.full_tensor().reshape(plan.rows, plan.cols)  # the one gather per period
+        else:  # only the device and dtype are read
+            drawn_from = local_part(grad).reshape(-1, plan.cols)
+        selection = draw_subspace(group["mode"], plan, drawn_from, self._generator)
+        carried = None
+        if not group["reset_state"] and "exp_avg" in state and plan.kind in ("rows", "flat"):
+            # the carried moments' rows move between ranks with the new selection
+            _, _, offset = shard.localize(plan, state["selection"])
+            carried = [shard.assemble(state[key], offset, plan.moment_shape) for key in ("exp_avg", "exp_avg_sq")]
+        if plan.kind == "left":
+            selection = selection[shard.start : shard.stop].contiguous()  # A's local rows
+        state["selection"] = selection
+        local_plan, _, offset = shard.localize(plan, selection)
+        if carried is not None:
+            state["exp_avg"], state["exp_avg_sq"] = (m.narrow(0, offset, local_plan.count).clone() for m in carried)
+        elif group["reset_state"] or "exp_avg" not in state:
+            shape = list(local_plan.moment_shape)
+            if plan.kind == "left":  # the moments of A^T G by columns
+                start, stop = shard.bounds(plan.cols)
+                shape = [plan.count, stop - start]
+            state["exp_avg"] = local.new_zeros(shape)
+            state["exp_avg_sq"] = local.new_zeros(shape)
+            state["step"] = torch.zeros((), dtype=torch.float32, device=local.device)
 
     def _whole_adam_indices(self, group: dict[str, Any], index: int) -> set[int]:
         """Positions in ``group`` that take plain AdamW on the whole tensor this step: every tensor
@@ -330,48 +621,71 @@ class FRUGAL(Optimizer):
         lr_sf = lr * group["split_lr_scale"]
         return lr, lr_sf, lr_sf * group["state_free_lr_scale"]
 
-    def _ensure_full_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _ensure_full_state(self, param: torch.Tensor, local: torch.Tensor) -> dict[str, torch.Tensor]:
         state = self.state[param]
         if "exp_avg" not in state:
-            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+            state["exp_avg"] = torch.zeros_like(local, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(local, memory_format=torch.preserve_format)
+            state["step"] = torch.zeros((), dtype=torch.float32, device=local.device)
         return state
+
+    def _routed(self, group: dict[str, Any], index: int):
+        """Per tensor with a grad: ``(position, local param, local grad, state, split)`` where
+        ``split`` is None (whole tensor) or ``(plan, param matrix, grad matrix, selection,
+        reduce)`` of its local rows; ``reduce`` is the shard layout when the low-rank gradient is
+        a sum over ranks (a left projection of a sharded tensor), else None."""
+        whole_adam = self._whole_adam_indices(group, index)
+        shards = self._shards
+        for i, param in enumerate(group["params"]):
+            grad = param.grad
+            if grad is None:
+                continue
+            shard = shards.get(param) if shards else None
+            local = param
+            if shard is not None:
+                local, grad = local_part(param), local_part(grad)
+            if i in whole_adam:
+                yield i, local, grad, self._ensure_full_state(param, local), None, True
+                continue
+            state = self.state.get(param, {})
+            if group["role"] == "state_free" or "selection" not in state:
+                yield i, local, grad, state, None, False
+                continue
+            plan = self._plan(group, param)
+            selection = state["selection"]
+            reduce = None
+            if shard is not None and shard.sharded:
+                plan, selection, _ = shard.localize(plan, selection)
+                reduce = shard if plan.kind == "left" else None
+            split = (plan, local.view(plan.rows, plan.cols), grad.reshape(plan.rows, plan.cols), selection, reduce)
+            yield i, local, grad, state, split, False
 
     def _step_group_single(self, index: int, group: dict[str, Any]) -> None:
         """Reference path: one tensor at a time, the formulas as written."""
         lr, lr_sf, lr_free = self._rates(group)
         beta1, beta2 = group["betas"]
-        eps, weight_decay, role, rule = group["eps"], group["weight_decay"], group["role"], group["state_free"]
+        eps, weight_decay, rule = group["eps"], group["weight_decay"], group["state_free"]
         adam = {"beta1": beta1, "beta2": beta2, "eps": eps}
-        whole_adam = self._whole_adam_indices(group, index)
-        for i, param in enumerate(group["params"]):
-            grad = param.grad
-            if grad is None:
-                continue
-            if i in whole_adam:
-                state = self._ensure_full_state(param)
-                if weight_decay:
-                    param.mul_(1 - lr * weight_decay)
+        for _, param, grad, state, split, whole in self._routed(group, index):
+            if weight_decay:
+                param.mul_(1 - lr * weight_decay)
+            if whole:
                 _math.adamw_single(
                     param, grad, state["exp_avg"], state["exp_avg_sq"], state["step"], lr=lr_sf, weight_decay=0.0, **adam
                 )
                 continue
-            if weight_decay:
-                param.mul_(1 - lr * weight_decay)
-            state = self.state.get(param, {})
-            if role == "state_free" or "selection" not in state:
+            if split is None:
                 _math.apply_state_free_single(param, grad, rule, lr_free)
                 continue
-            plan = self._plan(group, param)
-            grad_matrix = grad.reshape(plan.rows, plan.cols)
-            param_matrix = param.view(plan.rows, plan.cols)
-            selection = state["selection"]
+            plan, param_matrix, grad_matrix, selection, reduce = split
             low = _math.project_down(plan, grad_matrix, selection)
+            moment_input = low if reduce is None else _columns_of(reduce.all_reduce(low), reduce)
             denominator, step_size = _math.adam_moments_single(
-                low, state["exp_avg"], state["exp_avg_sq"], state["step"], lr=lr_sf, **adam
+                moment_input, state["exp_avg"], state["exp_avg_sq"], state["step"], lr=lr_sf, **adam
             )
-            delta_low = torch.zeros_like(low).addcdiv_(state["exp_avg"], denominator, value=-step_size)
+            delta_low = torch.zeros_like(moment_input).addcdiv_(state["exp_avg"], denominator, value=-step_size)
+            if reduce is not None:
+                delta_low = reduce.gather(delta_low, tuple(low.shape), dim=1)
             param_matrix.add_(_math.lift_up(plan, delta_low, selection))
             residual = grad_matrix - _math.lift_up(plan, low, selection)
             _math.apply_state_free_single(param_matrix, residual, rule, lr_free)
@@ -381,53 +695,52 @@ class FRUGAL(Optimizer):
         state-free rule, weight decay and the lift folded into one pass per tensor."""
         lr, lr_sf, lr_free = self._rates(group)
         beta1, beta2 = group["betas"]
-        eps, weight_decay, role, rule = group["eps"], group["weight_decay"], group["role"], group["state_free"]
+        eps, weight_decay, rule = group["eps"], group["weight_decay"], group["state_free"]
         adam = {"beta1": beta1, "beta2": beta2, "eps": eps, "fused": self._fused}
         decay = 1 - lr * weight_decay
-        whole_adam = self._whole_adam_indices(group, index)
-        whole: tuple[list[torch.Tensor], ...] = ([], [], [], [], [])  # params, grads, m, v, steps
+        whole_tensors: tuple[list[torch.Tensor], ...] = ([], [], [], [], [])  # params, grads, m, v, steps
         predecay: list[torch.Tensor] = []  # whole-Adam tensors the fused kernel cannot decay
         free_params: list[torch.Tensor] = []  # whole tensors taking the state-free rule
         free_grads: list[torch.Tensor] = []
-        split: list[tuple[torch.Tensor, SubspacePlan, dict[str, torch.Tensor], torch.Tensor]] = []
-        for i, param in enumerate(group["params"]):
-            grad = param.grad
-            if grad is None:
-                continue
-            if i in whole_adam:
-                state = self._ensure_full_state(param)
+        split_tensors: list[tuple[dict[str, torch.Tensor], tuple[Any, ...]]] = []
+        for _, param, grad, state, split, whole in self._routed(group, index):
+            if whole:
                 for bucket, tensor in zip(
-                    whole, (param, grad, state["exp_avg"], state["exp_avg_sq"], state["step"]), strict=True
+                    whole_tensors, (param, grad, state["exp_avg"], state["exp_avg_sq"], state["step"]), strict=True
                 ):
                     bucket.append(tensor)
                 if lr_sf != lr:
                     predecay.append(param)
-                continue
-            state = self.state.get(param, {})
-            if role == "state_free" or "selection" not in state:
+            elif split is None:
                 free_params.append(param)
                 free_grads.append(grad)
-                continue
-            plan = self._plan(group, param)
-            grad_matrix = grad.reshape(plan.rows, plan.cols)
-            split.append((param, plan, state, grad_matrix))
+            else:
+                split_tensors.append((state, split))
 
         # the fused kernel decays with its own lr, which is right only when that is the group's lr
         if weight_decay and predecay:
             torch._foreach_mul_(predecay, decay)
-        _math.adamw_multi(*whole, lr=lr_sf, weight_decay=weight_decay if lr_sf == lr else 0.0, **adam)
+        _math.adamw_multi(*whole_tensors, lr=lr_sf, weight_decay=weight_decay if lr_sf == lr else 0.0, **adam)
         _math.state_free_update_(free_params, free_grads, rule=rule, lr_free=lr_free, decay=decay)
         # One tensor at a time, so that its gradient and parameter are still in cache when the
         # state-free pass and the lift read them right after the projection.
-        for param, plan, state, grad_matrix in split:
-            low = _math.project_down(plan, grad_matrix, state["selection"])
+        for state, (plan, param_matrix, grad_matrix, selection, reduce) in split_tensors:
+            low = _math.project_down(plan, grad_matrix, selection)
+            moment_input = low if reduce is None else _columns_of(reduce.all_reduce(low), reduce)
             delta = _math.adam_delta(
-                low, state["exp_avg"], state["exp_avg_sq"], state["step"], lr=lr_sf, **adam
+                moment_input, state["exp_avg"], state["exp_avg_sq"], state["step"], lr=lr_sf, **adam
             )
+            if reduce is not None:
+                delta = reduce.gather(delta, tuple(low.shape), dim=1)
             _math.split_update_(
-                plan, param.view(plan.rows, plan.cols), grad_matrix, low, delta, state["selection"],
-                rule=rule, lr_free=lr_free, decay=decay,
+                plan, param_matrix, grad_matrix, low, delta, selection, rule=rule, lr_free=lr_free, decay=decay
             )
+
+
+def _columns_of(low: torch.Tensor, shard: Shard0) -> torch.Tensor:
+    """This rank's columns of a left projection's low-rank gradient (its moments are by columns)."""
+    start, stop = shard.bounds(low.shape[1])
+    return low[:, start:stop].contiguous()
 
 
 def _restore_state_value(key: str, value: Any, param: torch.Tensor) -> Any:

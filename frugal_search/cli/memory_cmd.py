@@ -31,6 +31,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--dtype", choices=_DTYPES, default="float32", help="dtype of weights, gradients and moments (default float32)"
     )
+    parser.add_argument(
+        "--world-size",
+        type=int,
+        default=1,
+        help="GPUs sharing the model under FSDP2 (fully_shard): print one GPU's share (default 1)",
+    )
     parser.set_defaults(handler=run)
     return parser
 
@@ -55,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
         model = build_meta_model(args.model_config)
         dtype = getattr(torch, args.dtype)
         table = partition.describe(model, param_dtype=dtype)
-        memory = partition.training_memory(model, param_dtype=dtype)
+        if args.world_size < 1:
+            raise ValueError(f"--world-size {args.world_size}: allowed an int >= 1 (GPUs sharding the model)")
+        memory = partition.training_memory(model, param_dtype=dtype, world_size=args.world_size)
     except ValueError as error:
         print(f"frugal-search memory: {error}", file=sys.stderr)
         return 2
@@ -67,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  {partition.summary()}")
     with pd.option_context("display.max_colwidth", 60, "display.width", 200):
         print(table.drop(columns=["state_bytes"]).to_string(index=False))
+    if args.world_size > 1:
+        print(f"per GPU of {args.world_size} under FSDP2 (rank 0, the largest shard):")
     for line in memory.lines():
         print(line)
     ratio = memory.state_bytes / memory.adamw_state_bytes if memory.adamw_state_bytes else float("nan")

@@ -197,7 +197,7 @@ class FRUGAL(Optimizer):
 
     # ------------------------------------------------------------------ memory
 
-    def peak_state_bytes(self, by_group: bool = False) -> int | list[int]:
+    def peak_state_bytes(self, by_group: bool = False, *, world_size: int | None = None) -> int | list[int]:
         """Peak bytes of optimizer state over a full re-selection cycle, from shapes and settings.
 
         Counts what ``optimizer_state_bytes`` counts (moments, bases, index vectors; not the
@@ -207,7 +207,36 @@ class FRUGAL(Optimizer):
         peak; the total is the joint peak, which is lower when several blocks groups with fixed
         orders hold their largest windows at different steps (their schedules are enumerated up to
         ``_subspace.MAX_JOINT_SCHEDULE_POINTS`` re-selections; beyond that the sum of the peaks bounds it).
+
+        Sharded (FSDP2) parameters count this rank's shard (see ``_local_plan_bytes``).
+        ``world_size=N`` counts rank 0 (the largest shard) as if every parameter of two or more
+        dimensions, and every 1-D one outside a per-tensor mode, were sharded by fully_shard on N
+        ranks: the per-GPU figure before any process group exists.
         """
+        if world_size is None:
+            return self._peak_state_bytes(by_group)
+        if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+            raise ValueError(f"world_size={world_size!r}: allowed an int >= 1 (the number of ranks sharding the model).")
+        actual = self._shards
+        self._shards = {
+            param: actual.get(param) or self._sharded_on(group, param, world_size)
+            for group in self.param_groups
+            for param in group["params"]
+        }
+        try:
+            return self._peak_state_bytes(by_group)
+        finally:
+            self._shards = actual
+
+    def _sharded_on(self, group: dict[str, Any], param: torch.Tensor, world_size: int) -> Shard0:
+        """Rank 0's layout of ``param`` if fully_shard put it on ``world_size`` ranks (whole where it cannot be)."""
+        rows = int(param.shape[0]) if param.dim() else 1
+        per_tensor = group["role"] == "frugal" and group["mode"] != "blocks" and self._plan(group, param).kind != "none"
+        shardable = param.dim() >= 2 or (param.dim() == 1 and not per_tensor)
+        world = world_size if shardable else 1
+        return Shard0(None, 0, world, *chunk_bounds(rows, world, 0), sharded=world > 1)
+
+    def _peak_state_bytes(self, by_group: bool) -> int | list[int]:
         per_group: list[int] = []
         schedules: list[tuple[int, list[int]]] = []  # fixed-order blocks groups, combined below
         for group in self.param_groups:

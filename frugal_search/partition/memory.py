@@ -88,6 +88,15 @@ def peak_state_bytes(
     return int(_meta_optimizer(groups, settings, param_dtype).peak_state_bytes())
 
 
+def _rank0_bytes(param: torch.Tensor, param_dtype: torch.dtype | None, world_size: int) -> int:
+    """Bytes of rank 0's shard of ``param`` under fully_shard on ``world_size`` ranks (dim 0, torch.chunk)."""
+    whole = _dtype_bytes(param, param_dtype)
+    if world_size == 1 or param.dim() == 0:
+        return whole
+    rows = int(param.shape[0])
+    return whole // rows * min(rows, -(-rows // world_size))
+
+
 def _dtype_bytes(param: torch.Tensor, param_dtype: torch.dtype | None) -> int:
     itemsize = torch.empty((), dtype=param_dtype).element_size() if param_dtype is not None else param.element_size()
     return param.numel() * itemsize
@@ -99,17 +108,21 @@ def training_memory(
     settings: FrugalSettings,
     *,
     param_dtype: torch.dtype | None = None,
+    world_size: int = 1,
 ) -> TrainingMemory:
     """Weights, gradients and peak state of training ``model`` with a partition's ``groups`` and ``settings``.
 
     ``param_dtype`` (default: each parameter's dtype) is the dtype of weights, gradients and
     moments alike: pure fp32 or pure bf16 training. Activations, temporary buffers and
-    mixed-precision master copies are not included.
+    mixed-precision master copies are not included. ``world_size=N`` gives one GPU's share under
+    FSDP2 on N ranks (rank 0, the largest shard; ``FRUGAL.peak_state_bytes(world_size=N)``).
     """
-    weights = sum(_dtype_bytes(p, param_dtype) for p in model.parameters())
-    gradients = sum(_dtype_bytes(p, param_dtype) for g in groups if g["role"] != "frozen" for p in g["params"])
-    state = peak_state_bytes(groups, settings, param_dtype=param_dtype)
-    adamw = sum(2 * _dtype_bytes(p, param_dtype) for g in groups for p in g["params"])
+    weights = sum(_rank0_bytes(p, param_dtype, world_size) for p in model.parameters())
+    gradients = sum(
+        _rank0_bytes(p, param_dtype, world_size) for g in groups if g["role"] != "frozen" for p in g["params"]
+    )
+    state = int(_meta_optimizer(groups, settings, param_dtype).peak_state_bytes(world_size=world_size))
+    adamw = sum(2 * _rank0_bytes(p, param_dtype, world_size) for g in groups for p in g["params"])
     return TrainingMemory(weights_bytes=weights, gradient_bytes=gradients, state_bytes=state, adamw_state_bytes=adamw)
 
 

@@ -192,9 +192,14 @@ class Partition:
         """
         return peak_state_bytes(self.param_groups(model), self.settings, param_dtype=param_dtype)
 
-    def training_memory(self, model: nn.Module, *, param_dtype: torch.dtype | None = None) -> TrainingMemory:
-        """Return the static training memory: weights, gradients and peak optimizer state."""
-        return training_memory(model, self.param_groups(model), self.settings, param_dtype=param_dtype)
+    def training_memory(
+        self, model: nn.Module, *, param_dtype: torch.dtype | None = None, world_size: int = 1
+    ) -> TrainingMemory:
+        """Return the static training memory: weights, gradients and peak optimizer state (one
+        GPU's share under FSDP2 on ``world_size`` ranks)."""
+        return training_memory(
+            model, self.param_groups(model), self.settings, param_dtype=param_dtype, world_size=world_size
+        )
 
     def describe(self, model: nn.Module, *, param_dtype: torch.dtype | None = None) -> pd.DataFrame:
         """Return a table with one row per rule: what it matched and the state it costs.

@@ -145,6 +145,7 @@ def main() -> None:
                 if kind == "fsdp" and mode in ("svd", "random", "columns"):
                     case["analytic_bytes"] = analytic_bytes(model, mode)
                 case["single_state_bytes"] = optimizer_state_bytes(single_opt)
+                case["planned_peak_bytes"] = single_opt.peak_state_bytes(world_size=dist.get_world_size())
                 resumed = resume_run(mode, kind, f"{shared[0]}/{mode}-{kind}")
                 case["resume_identical"] = all(torch.equal(resumed[k], v) for k, v in straight.items())
                 case["resume_max_diff"] = max(float((resumed[k] - v).abs().max()) for k, v in straight.items())
@@ -165,10 +166,22 @@ def main() -> None:
                 dist.all_gather_object(gathered, case)
                 results["cases"].append(gathered)
     results["errors"] = bad_input()
+    results["adamw_bytes"] = adamw_bytes()
     if rank == 0:
         with open(sys.argv[1], "w") as handle:
             json.dump(results, handle)
     dist.destroy_process_group()
+
+
+def adamw_bytes() -> list[int]:
+    """optimizer_state_bytes of torch's AdamW after a step: one process, then one FSDP2 rank."""
+    figures = []
+    for kind in ("single", "fsdp"):
+        model = wrap(build_llama(), kind)
+        optimizer = torch.optim.AdamW(model.parameters())
+        train(model, optimizer, range(1), kind)
+        figures.append(optimizer_state_bytes(optimizer))
+    return figures
 
 
 def bad_input() -> dict[str, str]:

@@ -65,7 +65,9 @@ def test_per_rank_state_bytes(figures, mode):
         assert case["state_bytes"] == case["single_state_bytes"]
         if mode != "blocks":  # fixed shapes: the peak is what is held (blocks: the worst random window)
             assert case["state_bytes"] == case["peak_state_bytes"]
-    for case in fsdp:
+    for case in fsdp:  # planned on one process without sharding: rank 0's figure under FSDP2
+        if case is fsdp[0]:
+            assert case["peak_state_bytes"] == case["planned_peak_bytes"]
         if "analytic_bytes" in case:  # svd, random, columns: fixed shapes, written out in the worker
             assert case["state_bytes"] == case["analytic_bytes"] == case["peak_state_bytes"]
         if mode == "blocks":  # whole tensors by rows, every dimension even: exactly half
@@ -79,3 +81,8 @@ def test_layouts_frugal_cannot_run_on_fail_before_training(figures):
     errors = figures["errors"]
     assert "Shard(0)" in errors["shard1"] and "S(1)" in errors["shard1"]
     assert "model.norm.weight" in errors["one_dim"] and "'columns'" in errors["one_dim"]
+
+
+def test_torch_adamw_state_under_fsdp2_counts_the_local_shard(figures):
+    single, per_rank = figures["adamw_bytes"]
+    assert 2 * per_rank == single  # its DTensor moments, every dimension even

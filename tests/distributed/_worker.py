@@ -165,12 +165,35 @@ def main() -> None:
                 gathered = [None] * dist.get_world_size()
                 dist.all_gather_object(gathered, case)
                 results["cases"].append(gathered)
+        results["recipe"] = recipe_runs(shared[0])
     results["errors"] = bad_input()
     results["adamw_bytes"] = adamw_bytes()
     if rank == 0:
         with open(sys.argv[1], "w") as handle:
             json.dump(results, handle)
     dist.destroy_process_group()
+
+
+def recipe_runs(directory: str) -> dict:
+    """python -m frugal_search.train's library under FSDP2: a 7-step run stopped after 4 (DCP checkpoints
+    every 2), resumed to 7, and an uninterrupted run to 7 (T = 2, random mode: re-selections cross the save)."""
+    from frugal_search.partition import Partition
+    from frugal_search.train import TrainConfig, train as train_recipe
+
+    split = Partition.from_dict(
+        {**Partition.paper(0.25).to_dict(), "settings": {**Partition.paper(0.25).to_dict()["settings"], "mode": "random", "update_gap": 2, "lr": 1e-2}}
+    )
+    split_path = f"{directory}/split.json"
+    if dist.get_rank() == 0:
+        split.to_json(split_path)
+    dist.barrier()
+    common = {"split": split_path, "parallel": "fsdp", "batch_size": 4, "seq_len": 16, "warmup_steps": 2,
+              "checkpoint_every": 2, "data_bytes": 2_000_000}
+    first = train_recipe(TrainConfig(steps=7, stop_at=4, checkpoint_dir=f"{directory}/recipe", **common))
+    resumed = train_recipe(TrainConfig(steps=7, checkpoint_dir=f"{directory}/recipe", **common))
+    straight = train_recipe(TrainConfig(steps=7, checkpoint_dir=f"{directory}/straight", **common))
+    return {"first": first.losses, "resumed": resumed.losses, "resumed_start": resumed.start_step,
+            "straight": straight.losses, "checkpoints": [c.rsplit("/", 1)[-1] for c in first.checkpoints]}
 
 
 def adamw_bytes() -> list[int]:

@@ -86,3 +86,11 @@ def test_layouts_frugal_cannot_run_on_fail_before_training(figures):
 def test_torch_adamw_state_under_fsdp2_counts_the_local_shard(figures):
     single, per_rank = figures["adamw_bytes"]
     assert 2 * per_rank == single  # its DTensor moments, every dimension even
+
+
+def test_the_training_recipe_resumes_from_its_latest_checkpoint_bit_identically(figures):
+    recipe = figures["recipe"]
+    assert recipe["checkpoints"] == ["step_000002", "step_000004"]
+    assert recipe["resumed_start"] == 4 and len(recipe["resumed"]) == 3
+    assert recipe["first"] + recipe["resumed"] == recipe["straight"]  # every step's loss, exactly
+    assert recipe["straight"][-1] < recipe["straight"][0]

@@ -7,7 +7,7 @@ on first use). Imports under ``if TYPE_CHECKING:`` are left out: they never run.
 so that edge is added too (the root package's own ``__init__`` is left out: everything is under it).
 
 The stage order is docs/ARCHITECTURE.md's: optimizer < partition < proxy < search < report <
-validate < cli, with ``units`` and ``_lazy`` below every stage; a module may import its own stage
+validate < train < cli, with ``units`` and ``_lazy`` below every stage; a module may import its own stage
 and the stages before it, and another stage only through that stage's public names.
 """
 
@@ -21,7 +21,7 @@ import pytest
 
 PACKAGE = "frugal_search"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
-STAGES = ("optimizer", "partition", "proxy", "search", "report", "validate", "cli")
+STAGES = ("optimizer", "partition", "proxy", "search", "report", "validate", "train", "cli")
 BOTTOM = ("units", "_lazy")  # below every stage
 TOP = ("", "__main__")  # the root package and ``python -m frugal_search``: above every stage
 

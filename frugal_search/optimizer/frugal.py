@@ -487,7 +487,11 @@ class FRUGAL(Optimizer):
                 self._load_blocks(index, group, extra)
         wide = next((extra for extra in extras if extra is not None), legacy)
         if wide is None:
-            logger.warning("state_dict has no %r entries: global step and generator restart", GROUP_STATE_KEY)
+            logger.warning(
+                "state_dict has no %r entries: global step, generator and blocks moments restart (through "
+                "torch.distributed.checkpoint, keep flatten_optimizer_state_dict=False: the flattened layout drops them)",
+                GROUP_STATE_KEY,
+            )
             return
         self._global_step = int(wide["global_step"])
         self._generator.set_state(wide["generator_state"].to(device="cpu", dtype=torch.uint8))

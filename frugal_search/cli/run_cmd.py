@@ -22,7 +22,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--storage", help="Optuna storage URL or journal file (default: [study] storage)")
     parser.add_argument("--name", help="study name (default: [study] name)")
     parser.add_argument(
-        "--workers", type=int, default=1, help="worker processes on the same storage (default 1)"
+        "--workers",
+        type=int,
+        help="worker processes on the same storage (default: picked for the machine and logged; on a "
+        "CPU with a small model one single-threaded worker per core)",
     )
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: [proxy] device)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -38,22 +41,32 @@ def run(args: argparse.Namespace) -> int:
         config = load_study_config(args.study_file).with_overrides(
             trials=args.trials, steps=args.steps, storage=args.storage, name=args.name, device=args.device
         )
-        if args.workers < 1:
+        if args.workers is not None and args.workers < 1:
             raise StudyConfigError(f"--workers: expected an integer >= 1, got {args.workers}")
-        from frugal_search.proxy import resolve_device
-
-        resolve_device(config.proxy.device)  # e.g. cuda asked for on a machine without it
     except ValueError as error:  # StudyConfigError is one
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    from frugal_search.search import count_finished_trials, run_search
+    from frugal_search.search import (
+        SetupError,
+        WorkersFailedError,
+        count_finished_trials,
+        printable_storage,
+        run_search,
+    )
 
-    study = run_search(config, workers=args.workers, progress=not args.no_progress)
+    try:
+        study = run_search(config, workers=args.workers, progress=not args.no_progress)
+    except SetupError as error:  # checked before the storage is opened: nothing was written
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except WorkersFailedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     finished = count_finished_trials(study)
     front = len(study.best_trials) if finished else 0
     print(
         f"study {config.study.name!r}: {finished} finished trials, {front} on the Pareto front; "
-        f"storage {config.study.storage}"
+        f"storage {printable_storage(config.study.storage)}"
     )
     return 0 if finished >= config.study.trials else 1

@@ -28,6 +28,10 @@ _EXPORTS: dict[str, str] = {
     "normalize_storage": "frugal_search.search.config",
     "non_dominated_ranks": "frugal_search.search.pareto",
     "pareto_front_indices": "frugal_search.search.pareto",
+    "printable_storage": "frugal_search.search.storage",
+    "check_setup": "frugal_search.search.setup",
+    "SetupError": "frugal_search.search.setup",
+    "WorkersFailedError": "frugal_search.search.workers",
     "run_search": "frugal_search.search.runner",
 }
 

@@ -194,7 +194,7 @@ def build_memory_model(config: StudyConfig) -> nn.Module:
         with torch.device("meta"):
             return build_model(spec, seed=config.study.seed)
     except Exception as error:  # some factories or checkpoints cannot be built on meta
-        logger.info("building the model on the meta device failed (%s); measuring a CPU copy", error)
+        logger.debug("building the model on the meta device failed (%s); measuring a CPU copy", error)
         return build_model(spec, seed=config.study.seed)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -51,6 +52,86 @@ def sqlite_path(url: str) -> Path | None:
         return None
     path = url[len("sqlite:///") :].split("?", 1)[0]
     return Path(path) if path and path != ":memory:" else None
+
+
+def printable_storage(url: str) -> str:
+    """``url`` as Optuna's own tools take it: a journal storage is its file's path.
+
+    ``optuna studies --storage PATH``, ``optuna-dashboard PATH`` and ``frugal-search --storage
+    PATH`` all read a journal file by its path; none of them takes ``journal:///PATH`` (from Python:
+    ``optuna.load_study(..., storage=JournalStorage(JournalFileBackend(PATH)))``). Database URLs
+    are returned unchanged, with any password hidden.
+    """
+    path = journal_path(url)
+    if path is not None:
+        return str(path)
+    if "@" in url and "://" in url:
+        from sqlalchemy.engine import make_url
+
+        try:
+            return make_url(url).render_as_string(hide_password=True)
+        except Exception:  # not a URL SQLAlchemy reads: show it as given
+            return url
+    return url
+
+
+_CONNECT_TIMEOUT_S = 10  # seconds the set-up check waits for a database server to answer
+
+
+def check_storage(url: str) -> None:
+    """Raise ``ValueError`` (one line naming the storage and what to do) when ``url`` cannot be used.
+
+    Writes nothing: a journal or SQLite file must be creatable where it is asked for (an existing
+    writable folder above it, and not a folder itself); a database server must accept a connection
+    (a missing database, a refused connection and bad credentials are told apart).
+    """
+    shown = printable_storage(url)
+    path = journal_path(url) or sqlite_path(url)
+    if path is not None:
+        _check_storage_file(path, shown)
+        return
+    if url.startswith("sqlite"):
+        return  # in-memory SQLite
+    import sqlalchemy
+
+    connect_args = {"connect_timeout": _CONNECT_TIMEOUT_S} if url.startswith(("postgresql", "mysql")) else {}
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args=connect_args)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT 1"))
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        cause = str(getattr(error, "orig", None) or error).strip().splitlines()
+        raise ValueError(
+            f"cannot open the storage {shown}: {cause[0] if cause else type(error).__name__}; {_storage_remedy(cause)}"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def _storage_remedy(cause: list[str]) -> str:
+    text = " ".join(cause).lower()
+    if any(word in text for word in ("password", "authentication", "access denied", 'role "')):
+        return "check the user name and password in the URL"
+    if "does not exist" in text or "unknown database" in text:
+        return "create the database first (PostgreSQL: createdb NAME; MySQL: CREATE DATABASE NAME) or fix its name in the URL"
+    return "check that the database server runs and that the host and port in the URL are right"
+
+
+def _check_storage_file(path: Path, shown: str) -> None:
+    if path.is_dir():
+        raise ValueError(f"the storage {shown} is a folder; give a file name (e.g. {path / 'study.db'})")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if path.exists():
+        writable = os.access(path, os.W_OK)
+    else:
+        writable = folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+    if not writable:
+        raise ValueError(
+            f"the storage {shown} cannot be written ({folder} is not a writable folder); "
+            "give --storage a path you can write"
+        )
 
 
 def open_storage(url: str, *, heartbeat_interval: int, grace_period: int) -> optuna.storages.BaseStorage:

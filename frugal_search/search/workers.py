@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import random
 import signal
 import time
@@ -18,8 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from frugal_search.search.objective import TrialObjective, build_memory_model
 from frugal_search.search.sampler import make_sampler
-from frugal_search.search.storage import fail_stale_trials
-from frugal_search.search.study import count_finished_and_running, open_study, record_adamw_state_bytes
+from frugal_search.search.storage import fail_stale_trials, sqlite_path
+from frugal_search.search.study import (
+    count_finished_and_running,
+    enqueue_baselines,
+    open_study,
+    record_adamw_state_bytes,
+)
 from frugal_search.units import format_bytes
 
 if TYPE_CHECKING:
@@ -52,6 +58,67 @@ class WorkerExit:
         return self.exitcode not in (0, None)
 
 
+SMALL_MODEL_PARAMETERS = 100_000_000  # below this, CPU trials run faster side by side than threaded
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """How a search spreads over the machine: worker processes, torch threads each, and why."""
+
+    workers: int
+    threads: int | None  # None: torch's own default
+    reason: str
+
+
+def usable_cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the system has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def choose_parallelism(
+    config: StudyConfig, *, workers: int | None, parameters: int, remaining: int, cores: int | None = None
+) -> Parallelism:
+    """Pick worker processes and torch threads per worker for ``remaining`` trials still to run.
+
+    ``workers`` given: that many, each with ``[proxy] threads`` or an equal share of the cores
+    (torch's default for a single worker). ``workers`` None: on a CPU with a model under
+    :data:`SMALL_MODEL_PARAMETERS` parameters, one single-threaded worker per core (no more than
+    trials remain), since a small model's matrices gain little from a second thread and several
+    threads per process oversubscribe the cores; a large model on a CPU gets one worker with
+    every core; on CUDA one worker per visible GPU. An in-memory storage always gets one worker.
+    """
+    cores = cores or usable_cpu_cores()
+    threads_set = config.proxy.threads
+    if workers is not None:
+        if workers == 1:
+            return Parallelism(1, threads_set, "--workers 1")
+        return Parallelism(workers, threads_set or max(1, cores // workers), f"--workers {workers}")
+    remaining = max(1, remaining)
+    if config.study.storage.startswith("sqlite") and sqlite_path(config.study.storage) is None:
+        return Parallelism(1, threads_set, "an in-memory storage serves one process")
+    device = config.proxy.device
+    if device.startswith("cuda"):
+        import torch
+
+        gpus = torch.cuda.device_count() if device == "cuda" else 1
+        count = max(1, min(gpus, remaining))
+        return Parallelism(count, threads_set, f"{gpus} GPU(s) on {device}")
+    if parameters >= SMALL_MODEL_PARAMETERS:
+        return Parallelism(1, threads_set or cores, f"{parameters / 1e6:.0f}M parameters: one worker on {cores} cores")
+    count = max(1, min(cores, remaining))
+    threads = threads_set or max(1, cores // count)
+    return Parallelism(
+        count, threads, f"{cores} CPU core(s), a small model ({parameters / 1e6:.2g}M parameters), {remaining} trial(s) to run"
+    )
+
+
+class WorkersFailedError(RuntimeError):
+    """Worker processes stopped early and the study is short of its target; the message says why."""
+
+
 def worker_device(device: str, index: int) -> str:
     """The device of worker ``index``: ``cuda`` spreads workers over the visible GPUs."""
     if device != "cuda":
@@ -63,24 +130,28 @@ def worker_device(device: str, index: int) -> str:
 
 
 def run_worker_processes(
-    config: StudyConfig, *, workers: int, threads: int, on_poll: Callable[[], None] | None = None
+    config: StudyConfig, *, workers: int, threads: int | None, on_poll: Callable[[], None] | None = None
 ) -> list[WorkerExit]:
-    """Run ``workers`` spawned worker processes of ``threads`` torch threads each until all end.
+    """Run ``workers`` spawned worker processes of ``threads`` torch threads each (None: torch's
+    default) until all end.
 
     ``on_poll`` is called about once a second while they run (the progress bar). Returns how each
     process ended; a worker that raised says what, one killed by a signal names the signal.
     """
     context = multiprocessing.get_context("spawn")  # fork would copy torch/optuna threads and locks
-    errors = context.SimpleQueue()
     processes = []
+    readers = []  # one pipe per worker for its last words: a pipe holds no lock a kill -9 could leave taken
     for index in range(workers):
+        reader, writer = context.Pipe(duplex=False)
         process = context.Process(
             target=_worker_main,
-            args=(config, index, worker_device(config.proxy.device, index), threads, errors),
+            args=(config, index, worker_device(config.proxy.device, index), threads, writer),
             name=f"frugal-search-worker-{index}",
         )
         process.start()
+        writer.close()  # the child holds its own copy
         processes.append(process)
+        readers.append(reader)
     try:
         while any(process.is_alive() for process in processes):
             for process in processes:
@@ -95,11 +166,17 @@ def run_worker_processes(
             if process.is_alive():
                 process.terminate()
         raise
-    raised: dict[int, str] = {}
-    while not errors.empty():
-        index, message = errors.get()
-        raised[index] = message
-    return [_exit_of(process, raised.get(index)) for index, process in enumerate(processes)]
+    return [_exit_of(process, _last_words(reader)) for process, reader in zip(processes, readers)]
+
+
+def _last_words(reader: Any) -> str | None:
+    """What a worker sent before it ended with an error, None if it sent nothing."""
+    try:
+        return reader.recv() if reader.poll() else None
+    except (EOFError, OSError):  # killed: the pipe closed with nothing in it
+        return None
+    finally:
+        reader.close()
 
 
 def _exit_of(process: Any, raised: str | None) -> WorkerExit:
@@ -115,16 +192,19 @@ def _exit_of(process: Any, raised: str | None) -> WorkerExit:
     return WorkerExit(name=process.name, exitcode=code, reason=reason)
 
 
-def _worker_main(config: StudyConfig, index: int, device: str, threads: int, errors: Any) -> None:
+def _worker_main(config: StudyConfig, index: int, device: str, threads: int | None, last_words: Any) -> None:
     import torch
 
     logging.basicConfig(level=logging.INFO, format=f"%(levelname)s worker-{index} %(name)s: %(message)s")
-    torch.set_num_threads(threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         run_worker(config, worker_index=index, device=device, several_workers=True)
     except Exception as error:
-        errors.put((index, f"{type(error).__name__}: {error}"))
+        last_words.send(f"{type(error).__name__}: {error}")
         raise
+    finally:
+        last_words.close()
 
 
 def run_worker(
@@ -159,7 +239,8 @@ def run_worker(
     infeasible_in_a_row = 0
     waiting = False
     while True:
-        fail_stale_trials(study, grace_period=config.study.grace_period)
+        if fail_stale_trials(study, grace_period=config.study.grace_period):
+            enqueue_baselines(study, config.study.baselines)  # one a dead worker was running runs again
         finished, running = count_finished_and_running(study)
         if finished >= target:
             return ran
@@ -222,7 +303,12 @@ def run_worker(
 __all__ = [
     "MAX_FAILURES_IN_A_ROW",
     "MAX_INFEASIBLE_IN_A_ROW",
+    "SMALL_MODEL_PARAMETERS",
+    "Parallelism",
+    "choose_parallelism",
+    "usable_cpu_cores",
     "WorkerExit",
+    "WorkersFailedError",
     "run_worker",
     "run_worker_processes",
     "worker_device",

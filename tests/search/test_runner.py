@@ -220,7 +220,7 @@ def test_killed_worker_trial_is_failed_and_the_count_still_met(tmp_path: Path) -
         extra_study="heartbeat_interval = 1\ngrace_period = 3",
     )
     path = write_study(tmp_path, text)
-    command = [sys.executable, "-m", "frugal_search", "run", str(path), "--no-progress"]
+    command = [sys.executable, "-m", "frugal_search", "run", str(path), "--no-progress", "--workers", "1"]
     worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 90
@@ -271,7 +271,7 @@ def test_trial_orphaned_before_its_first_heartbeat_does_not_stall_a_resumed_stud
     orphan = open_study(load_study_config(path)).ask()  # RUNNING, never stamped
     time.sleep(2.5)
     rerun = subprocess.run(
-        [sys.executable, "-m", "frugal_search", "run", str(path), "--no-progress"],
+        [sys.executable, "-m", "frugal_search", "run", str(path), "--no-progress", "--workers", "1"],
         capture_output=True,
         text=True,
         timeout=240,

@@ -1,0 +1,65 @@
+"""The set-up check a search runs once, before it opens the storage or starts any worker.
+
+Each mistake of the set-up (a device this machine lacks, a model that cannot be built, data the
+proxy cannot read, a storage that cannot be opened) is one :class:`SetupError` naming what to
+change, and the storage is left as it was: a study with WAITING baselines is never created for a
+run that could not start.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from frugal_search.search.objective import build_memory_model
+from frugal_search.search.storage import check_storage
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from frugal_search.search.config import StudyConfig
+
+logger = logging.getLogger(__name__)
+
+
+class SetupError(ValueError):
+    """A study that cannot start: the message is one line saying what is wrong and what to do."""
+
+
+def check_setup(config: StudyConfig) -> nn.Module:
+    """Check the device, the model, the data and the storage of ``config``; raise :class:`SetupError`.
+
+    The model is built on the ``meta`` device (or on the CPU when it cannot be), the data is opened
+    and checked against the model's vocabulary and the proxy's sequence length, and the storage is
+    reached without writing to it, in that order. Returns the model built for the check (on
+    ``meta`` where possible), for callers that need its size.
+    """
+    from frugal_search.proxy import check_data, model_vocab_size, resolve_device
+
+    try:
+        resolve_device(config.proxy.device)  # e.g. cuda asked for on a machine without it
+    except ValueError as error:
+        raise SetupError(str(error)) from None
+    source = config.model_spec().source
+    try:
+        model = build_memory_model(config)
+    except Exception as error:  # a factory or checkpoint may raise anything: say which model
+        raise SetupError(f"[model] {source!r} cannot be built: {_first_line(error)}") from None
+    try:
+        check_data(config.data_spec(), seq_len=config.proxy.budget().seq_len, vocab_size=model_vocab_size(model))
+    except (ValueError, OSError) as error:
+        raise SetupError(f"[data] {_first_line(error)}") from None
+    try:
+        check_storage(config.study.storage)
+    except ValueError as error:
+        raise SetupError(str(error)) from None
+    logger.debug("set-up of study %r checked: model %r, data and storage usable", config.study.name, source)
+    return model
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+__all__ = ["SetupError", "check_setup"]

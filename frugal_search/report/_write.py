@@ -18,6 +18,7 @@ from frugal_search.report._front import hypervolume_history, hypervolume_referen
 from frugal_search.report._markdown import ReportContent, flatten_settings, render_markdown
 from frugal_search.report._plots import draw_curves, draw_hypervolume, draw_importance, draw_pareto
 from frugal_search.report._table import adamw_state_bytes, trials_table
+from frugal_search.search import printable_storage
 from frugal_search.units import MIB, parse_bytes
 
 if TYPE_CHECKING:
@@ -129,6 +130,8 @@ def write_report(
         # storage URL gets a command with that URL instead, which works from any folder
         study_file = study.user_attrs.get("study_file")
     storage_url = storage_url or storage_url_of(study)
+    if storage_url is not None:
+        storage_url = printable_storage(storage_url)  # as Optuna's tools and frugal-search take it
     settings = {
         "study name": study.study_name,
         "storage": storage_url or "(in memory)",

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from frugal_search.partition import UNMATCHED_RULE_LOGGER
 from frugal_search.search.objective import TrialObjective, build_memory_model
 from frugal_search.search.sampler import make_sampler
 from frugal_search.search.storage import fail_stale_trials, sqlite_path
@@ -35,10 +36,6 @@ logger = logging.getLogger(__name__)
 
 MAX_FAILURES_IN_A_ROW = 5  # a worker whose trials keep failing stops instead of looping
 MAX_INFEASIBLE_IN_A_ROW = 200  # a space that (almost) never fits the memory budget stops the worker
-# The partition stage logs a rule that matches no parameter on this logger. Sampled partitions end
-# with catch-all rules (biases, a head rule) so that they transfer to models that have such
-# parameters; on a proxy without them the warning would repeat in every trial and say nothing.
-UNMATCHED_RULE_LOGGER = "frugal_search.partition.unmatched"
 _POLL_S = 1.0  # seconds between checks of the storage while waiting on other workers' trials
 _WORKER_STOP_GRACE_S = 10.0  # seconds workers get to finish their bookkeeping after Ctrl-C
 _LAST_TRIAL_JITTER_S = 2.0  # longest random pause of a worker before it starts the study's last trial
@@ -225,6 +222,9 @@ def run_worker(
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own log lines say what happened
+    # Sampled partitions end with catch-all rules (biases, a head rule) so that they transfer to
+    # models that have such parameters; on a proxy without them the partition stage's "rule
+    # matches no parameter" warning would repeat in every trial and say nothing.
     logging.getLogger(UNMATCHED_RULE_LOGGER).setLevel(logging.ERROR)
     study = open_study(config)
     study.sampler = make_sampler(

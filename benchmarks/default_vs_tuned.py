@@ -13,6 +13,7 @@ times, interleaved, and reports the median of each. Never run by the tests.
 
     python benchmarks/default_vs_tuned.py                      # 8 trials of 40 steps
     python benchmarks/default_vs_tuned.py --trials 12 --steps 150 --repeats 3
+    python benchmarks/default_vs_tuned.py --skip-one-worker --repeats 2   # default against tuned only
 """
 
 from __future__ import annotations
@@ -58,13 +59,15 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8, help="finished trials per run (default 8)")
     parser.add_argument("--steps", type=int, default=40, help="proxy steps per trial (default 40)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each command (median reported)")
+    parser.add_argument("--skip-one-worker", action="store_true", help="leave out the slow one-worker command")
     args = parser.parse_args()
+    commands = {name: value for name, value in COMMANDS.items() if not (args.skip_one_worker and name.startswith("one"))}
     print(f"{args.study}: {args.trials} trials x {args.steps} steps, {os.cpu_count()} CPU cores, "
           f"load average {os.getloadavg()[0]:.1f}")
-    times: dict[str, list[float]] = {name: [] for name in COMMANDS}
+    times: dict[str, list[float]] = {name: [] for name in commands}
     with tempfile.TemporaryDirectory() as folder:
         for repeat in range(args.repeats):
-            for index, (name, (extra, env_extra)) in enumerate(COMMANDS.items()):
+            for index, (name, (extra, env_extra)) in enumerate(commands.items()):
                 storage = Path(folder) / f"run-{repeat}-{index}.db"
                 times[name].append(run_once(Path(args.study), storage, extra, env_extra, args.trials, args.steps))
     tuned = statistics.median(times["tuned"])

@@ -7,13 +7,14 @@ trial that still races past it is dropped by the objective (``SurplusTrialError`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -138,17 +139,18 @@ def run_worker_processes(
     context = multiprocessing.get_context("spawn")  # fork would copy torch/optuna threads and locks
     processes = []
     readers = []  # one pipe per worker for its last words: a pipe holds no lock a kill -9 could leave taken
-    for index in range(workers):
-        reader, writer = context.Pipe(duplex=False)
-        process = context.Process(
-            target=_worker_main,
-            args=(config, index, worker_device(config.proxy.device, index), threads, writer),
-            name=f"frugal-search-worker-{index}",
-        )
-        process.start()
-        writer.close()  # the child holds its own copy
-        processes.append(process)
-        readers.append(reader)
+    with _thread_environment(threads):
+        for index in range(workers):
+            reader, writer = context.Pipe(duplex=False)
+            process = context.Process(
+                target=_worker_main,
+                args=(config, index, worker_device(config.proxy.device, index), threads, writer),
+                name=f"frugal-search-worker-{index}",
+            )
+            process.start()
+            writer.close()  # the child holds its own copy
+            processes.append(process)
+            readers.append(reader)
     try:
         while any(process.is_alive() for process in processes):
             for process in processes:
@@ -174,6 +176,26 @@ def _last_words(reader: Any) -> str | None:
         return None
     finally:
         reader.close()
+
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _thread_environment(threads: int | None) -> Iterator[None]:
+    """Spawned workers start with ``threads`` in the thread-count variables the user left unset.
+
+    ``torch.set_num_threads`` in the worker sets torch's own pool only; OpenMP and the BLAS
+    libraries size theirs from these variables when they load, before the worker's code runs.
+    """
+    unset = [name for name in _THREAD_VARIABLES if name not in os.environ] if threads is not None else []
+    for name in unset:
+        os.environ[name] = str(threads)
+    try:
+        yield
+    finally:
+        for name in unset:
+            os.environ.pop(name, None)
 
 
 def _exit_of(process: Any, raised: str | None) -> WorkerExit:

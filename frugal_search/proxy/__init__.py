@@ -26,7 +26,7 @@ from frugal_search.proxy.labelled_data import (
 from frugal_search.proxy.loop import resolve_device, run_proxy
 from frugal_search.proxy.lora import LoraSpec, peft_available
 from frugal_search.proxy.memory import training_memory
-from frugal_search.proxy.models import PRESETS, ModelSpec, build_model, causal_lm_loss, has_weights
+from frugal_search.proxy.models import PRESETS, ModelSpec, build_model, causal_lm_loss, has_weights, model_vocab_size
 from frugal_search.proxy.pretrained import (
     PRETRAINED_TINY_LLAMA,
     PretrainRecipe,
@@ -68,6 +68,7 @@ __all__ = [
     "is_labelled_source",
     "is_validation_file",
     "lr_factor",
+    "model_vocab_size",
     "peft_available",
     "pretrained_tiny_llama",
     "resolve_device",

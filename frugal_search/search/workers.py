@@ -241,13 +241,33 @@ def run_worker(
     may still fail), and starts a trial otherwise. ``on_trial`` is called after each trial.
     """
     import optuna
-    from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own log lines say what happened
     # Sampled partitions end with catch-all rules (biases, a head rule) so that they transfer to
     # models that have such parameters; on a proxy without them the partition stage's "rule
-    # matches no parameter" warning would repeat in every trial and say nothing.
-    logging.getLogger(UNMATCHED_RULE_LOGGER).setLevel(logging.ERROR)
+    # matches no parameter" warning would repeat in every trial and say nothing. The level is put
+    # back afterwards: a caller's own partitions still warn.
+    unmatched = logging.getLogger(UNMATCHED_RULE_LOGGER)
+    level = unmatched.level
+    unmatched.setLevel(logging.ERROR)
+    try:
+        return _add_trials(
+            config, worker_index=worker_index, device=device, several_workers=several_workers, on_trial=on_trial
+        )
+    finally:
+        unmatched.setLevel(level)
+
+
+def _add_trials(
+    config: StudyConfig,
+    *,
+    worker_index: int,
+    device: str,
+    several_workers: bool,
+    on_trial: Callable[[], None] | None,
+) -> int:
+    from optuna.trial import TrialState
+
     study = open_study(config)
     study.sampler = make_sampler(
         config, worker_index=worker_index, seed_offset=len(study.get_trials(deepcopy=False))

@@ -40,7 +40,9 @@ class StudySection:
     sampler: str = "tpe"  # tpe | nsga2 | gp | random
     seed: int = 0  # sampler seed (each worker adds its index)
     memory_budget: int | None = None  # optimizer-state bytes a partition may use; None: no limit
-    baselines: tuple[str, ...] = ()  # baseline partitions enqueued once (adamw, frugal, ...)
+    baselines: tuple[str, ...] = ()  # baseline partitions, each run on its lr grid (adamw, frugal, ...)
+    baseline_lrs: tuple[float, ...] = ()  # the baselines' lr grid; empty: 4 points over the space's lr range
+    front_seeds: int = 2  # extra seeds of the front's members and each baseline's best run, after the search
     heartbeat_interval: int = 10  # seconds between "still alive" marks of a running trial
     grace_period: int = 60  # seconds without a mark after which a running trial counts as dead
 
@@ -284,6 +286,17 @@ def _read_study(
             )
     if len(set(baselines)) != len(baselines):
         raise StudyConfigError(f"{where}: [study] baselines: a name is repeated in {baselines!r}")
+    baseline_lrs = table.get("baseline_lrs", [])
+    if not isinstance(baseline_lrs, list) or not all(
+        _is_number(lr) and math.isfinite(lr) and lr > 0 for lr in baseline_lrs
+    ):
+        raise StudyConfigError(
+            f"{where}: [study] baseline_lrs: expected a list of positive numbers, e.g. [3e-4, 1e-3, 3e-3], "
+            f"got {baseline_lrs!r}"
+        )
+    front_seeds = _int(table.get("front_seeds", 2), where, "study", "front_seeds")
+    if front_seeds < 0:
+        raise StudyConfigError(f"{where}: [study] front_seeds: expected an integer >= 0, got {front_seeds}")
     heartbeat = _positive_int(table.get("heartbeat_interval", 10), where, "study", "heartbeat_interval")
     grace = _positive_int(table.get("grace_period", max(60, 3 * heartbeat)), where, "study", "grace_period")
     if grace <= heartbeat:
@@ -299,6 +312,8 @@ def _read_study(
         seed=_int(table.get("seed", 0), where, "study", "seed"),
         memory_budget=budget,
         baselines=tuple(baselines),
+        baseline_lrs=tuple(float(lr) for lr in baseline_lrs),
+        front_seeds=front_seeds,
         heartbeat_interval=heartbeat,
         grace_period=grace,
     )

@@ -21,7 +21,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from frugal_search.search.storage import WORKER_LOST_REASON
-from frugal_search.search.study import counts_towards_target
+from frugal_search.search.study import counts_towards_target, describe_reference, reference_key
 from frugal_search.units import MIB, format_bytes
 
 if TYPE_CHECKING:
@@ -50,8 +50,8 @@ class SurplusTrialError(RuntimeError):
     """A trial started by a worker that raced another one past the study's trial count."""
 
 
-class DuplicateBaselineError(RuntimeError):
-    """A baseline enqueued twice by two runs started at the same moment; the later copy is dropped."""
+class DuplicateReferenceError(RuntimeError):
+    """A reference run enqueued twice by two runs started at the same moment; the later copy is dropped."""
 
 
 class TrialObjective:
@@ -85,7 +85,7 @@ class TrialObjective:
                 return self._evaluate(trial)
         except optuna.TrialPruned:
             raise
-        except (SurplusTrialError, DuplicateBaselineError) as error:
+        except (SurplusTrialError, DuplicateReferenceError) as error:
             trial.set_user_attr("reason", str(error))  # expected races: the words suffice, no traceback
             raise
         except Exception as error:
@@ -100,7 +100,11 @@ class TrialObjective:
         import optuna
         import torch
 
-        _check_not_surplus(trial, self.config.study.trials)
+        reference = reference_key(trial.user_attrs)
+        if reference is None:
+            _check_not_surplus(trial, self.config.study.trials)
+        else:
+            _check_not_duplicate_reference(trial, reference)
         partition = self._partition(trial)
         trial.set_user_attr("split", partition.to_dict())
         trial.set_user_attr("summary", partition.summary())
@@ -115,7 +119,7 @@ class TrialObjective:
         trial.set_user_attr("over_budget", over_budget)
         # Baselines are references: they run even over the budget, so the report can compare
         # every partition with them; the front only holds trials within the budget.
-        if over_budget and not trial.user_attrs.get("baseline"):
+        if over_budget and reference is None:
             reason = f"optimizer state {format_bytes(state_bytes)} is over the memory budget {format_bytes(budget)}"
             _set_outcome(trial, "infeasible", reason)
             raise optuna.TrialPruned(reason)
@@ -134,7 +138,7 @@ class TrialObjective:
                 partition,
                 self.config.proxy.budget(),
                 device=self.device,
-                seed=self.config.study.seed,
+                seed=int(trial.user_attrs.get("seed", self.config.study.seed)),
                 progress=False,
                 on_eval=on_eval,
             )
@@ -162,16 +166,22 @@ class TrialObjective:
         return float(result.eval_loss), state_mib
 
     def _partition(self, trial: optuna.Trial) -> Any:
-        from frugal_search.partition import baseline_partition
-        from frugal_search.search.space import sample_partition
+        from frugal_search.partition import Partition, baseline_partition
+        from frugal_search.search.space import sample_partition, sample_settings
 
         study_name = self.config.study.name
         provenance = {"source": {"study": study_name, "trial": trial.number}}
+        seed_of = trial.user_attrs.get("seed_of")
+        if seed_of is not None:  # another seed of a finished trial: the same split
+            return Partition.from_dict(trial.study.trials[int(seed_of)].user_attrs["split"])
         baseline = trial.user_attrs.get("baseline")
         if baseline:
-            _check_not_duplicate_baseline(trial, baseline)
-            settings = {} if self.config.proxy.lr is None else {"lr": self.config.proxy.lr}
-            partition = baseline_partition(baseline, **settings)
+            lr = trial.user_attrs.get("baseline_lr")
+            if trial.user_attrs.get("space_point"):
+                # enqueued as a point of the space: suggesting it makes it an observation the
+                # sampler learns from (the partition is the baseline's, as test_space_baselines checks)
+                sample_settings(trial, self.config.space)
+            partition = baseline_partition(baseline, **({} if lr is None else {"lr": lr}))
             return partition.replace(provenance=provenance)
         trial.set_user_attr("baseline", None)
         return sample_partition(
@@ -236,12 +246,12 @@ def _check_not_surplus(trial: optuna.Trial, target: int) -> None:
         raise SurplusTrialError(SURPLUS_REASON)
 
 
-def _check_not_duplicate_baseline(trial: optuna.Trial, baseline: str) -> None:
+def _check_not_duplicate_reference(trial: optuna.Trial, key: tuple) -> None:
     from optuna.trial import TrialState
 
     alive = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     for other in trial.study.get_trials(deepcopy=False, states=alive):
-        if other.number < trial.number and other.user_attrs.get("baseline") == baseline:
-            raise DuplicateBaselineError(
-                f"baseline {baseline!r} is already trial {other.number}; this copy is dropped"
+        if other.number < trial.number and reference_key(other.user_attrs) == key:
+            raise DuplicateReferenceError(
+                f"{describe_reference(key)} is already trial {other.number}; this copy is dropped"
             )

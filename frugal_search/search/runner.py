@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING
 from frugal_search.search.progress import StudyProgressBar
 from frugal_search.search.setup import check_setup
 from frugal_search.search.storage import fail_stale_trials, printable_storage
-from frugal_search.search.study import count_finished_trials, enqueue_baselines, open_study
+from frugal_search.search.study import (
+    count_finished_trials,
+    enqueue_references,
+    has_waiting_trials,
+    open_study,
+    planned_baseline_runs,
+    planned_seed_runs,
+)
 from frugal_search.search.workers import (
     WorkerExit,
     WorkersFailedError,
@@ -74,17 +81,26 @@ def run_search(
     # running counts as missing and is enqueued again below.
     fail_stale_trials(study, grace_period=config.study.grace_period)
     done = count_finished_trials(study)
-    if done >= target:
+    enqueue_references(study, planned_baseline_runs(config))
+    if done >= target and not has_waiting_trials(study) and not enqueue_references(
+        study, planned_seed_runs(study, config)
+    ):
         logger.info(
-            "study %r already holds %d finished trials (target %d): nothing to do",
+            "study %r already holds %d finished trials (target %d), its baselines' lr grid and its seeds: "
+            "nothing to do",
             config.study.name,
             done,
             target,
         )
         return study
-    enqueue_baselines(study, config.study.baselines)
+    from optuna.trial import TrialState
+
+    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     parallel = choose_parallelism(
-        config, workers=workers, parameters=sum(p.numel() for p in model.parameters()), remaining=target - done
+        config,
+        workers=workers,
+        parameters=sum(p.numel() for p in model.parameters()),
+        remaining=max(0, target - done) + waiting,
     )
     logger.info(
         "study %r: %d of %d trials finished; %d worker(s) x %s torch thread(s) (%s) on %s",

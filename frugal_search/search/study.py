@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import optuna
@@ -22,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 DIRECTIONS = ("minimize", "minimize")
 METRIC_NAMES = ["eval_loss", "state_mib"]
+BASELINE_GRID_POINTS = 4  # lrs per baseline when [study] baseline_lrs is not given
 
 
 def open_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
@@ -74,8 +77,10 @@ def counts_towards_target(frozen: optuna.trial.FrozenTrial) -> bool:
     An infeasible trial (over the memory budget) is recorded but takes no place: it cost no proxy
     run, and a space that is mostly over the budget would otherwise end the study with few
     partitions actually scored (the workers stop after many infeasible samples in a row).
+    References (baselines on their lr grid, extra seeds) take no place either: they are what the
+    searched partitions are compared with, not part of the search's budget.
     """
-    return frozen.user_attrs.get("outcome") != "infeasible"
+    return frozen.user_attrs.get("outcome") != "infeasible" and reference_key(frozen.user_attrs) is None
 
 
 def count_finished_and_running(study: optuna.Study) -> tuple[int, int]:
@@ -95,25 +100,125 @@ def count_finished_trials(study: optuna.Study) -> int:
     return count_finished_and_running(study)[0]
 
 
-def enqueue_baselines(study: optuna.Study, baselines: tuple[str, ...]) -> list[str]:
-    """Enqueue each baseline that the study does not hold yet (finished, running or waiting).
+@dataclass(frozen=True)
+class ReferenceRun:
+    """A trial to compare with that takes no place among ``[study] trials``.
 
-    A baseline whose every copy failed (e.g. its worker was killed) is enqueued again. Two runs
-    started at the same moment could both enqueue one; the objective then drops the later copy.
-    Returns the names enqueued now.
+    ``baseline``: a baseline at one lr of its grid (``lr`` None: its own lr); ``seed``: another seed
+    of a finished trial (``seed_of``). ``params`` are the space's values that rebuild it, enqueued so
+    the sampler learns from it (empty when the space does not hold it).
+    """
+
+    user_attrs: Mapping[str, Any]
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple:
+        """What makes two reference runs the same run (see :func:`reference_key`)."""
+        return reference_key(self.user_attrs)
+
+
+def reference_key(user_attrs: Mapping[str, Any]) -> tuple | None:
+    """``("baseline", name, lr)`` or ``("seed", trial number, seed)`` for a reference trial, else None."""
+    if user_attrs.get("seed_of") is not None:
+        return ("seed", int(user_attrs["seed_of"]), int(user_attrs["seed"]))
+    if user_attrs.get("baseline"):
+        return ("baseline", user_attrs["baseline"], user_attrs.get("baseline_lr"))
+    return None
+
+
+def baseline_lr_grid(config: StudyConfig) -> tuple[float | None, ...]:
+    """The lrs each baseline runs at: ``[study] baseline_lrs``, else ``BASELINE_GRID_POINTS``
+    log-spaced points over the space's lr range, else (lr not searched) the baseline's own lr (None)."""
+    if config.study.baseline_lrs:
+        return config.study.baseline_lrs
+    lr = config.space["lr"]
+    if not lr.varies or lr.low is None or lr.low <= 0:
+        return (None,)
+    ratio = (lr.high / lr.low) ** (1 / (BASELINE_GRID_POINTS - 1))
+    return tuple(float(f"{lr.low * ratio**index:.3g}") for index in range(BASELINE_GRID_POINTS))
+
+
+def planned_baseline_runs(config: StudyConfig) -> list[ReferenceRun]:
+    """Every baseline of the study at every lr of :func:`baseline_lr_grid`."""
+    from frugal_search.search.space import baseline_point
+
+    runs = []
+    for name in config.study.baselines:
+        for lr in baseline_lr_grid(config):
+            lr = config.proxy.lr if lr is None and config.proxy.lr is not None else lr
+            point = baseline_point(name, lr=lr)
+            held = all(config.space[key].holds(value) for key, value in point.items())
+            attrs = {"baseline": name, "baseline_lr": lr, "space_point": held}
+            runs.append(ReferenceRun(attrs, point if held else {}))
+    return runs
+
+
+def planned_seed_runs(study: optuna.Study, config: StudyConfig) -> list[ReferenceRun]:
+    """Extra seeds (``[study] front_seeds``) of the front's members and of each baseline's best run."""
+    seeds = [config.study.seed + offset for offset in range(1, config.study.front_seeds + 1)]
+    if not seeds:
+        return []
+    return [
+        ReferenceRun({"seed_of": number, "seed": seed, "baseline": None})
+        for number in front_and_best_baselines(study)
+        for seed in seeds
+    ]
+
+
+def front_and_best_baselines(study: optuna.Study) -> list[int]:
+    """Numbers of the trials whose seeds are compared: the front of the searched trials within the
+    budget, and each baseline's lowest-loss run of its grid."""
+    from optuna.trial import TrialState
+
+    from frugal_search.search.pareto import pareto_front_indices
+
+    complete = [
+        trial
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if trial.values is not None and trial.user_attrs.get("seed_of") is None
+    ]
+    searched = [trial for trial in complete if not trial.user_attrs.get("baseline") and not trial.user_attrs.get("over_budget")]
+    front = [searched[index].number for index in pareto_front_indices([trial.values for trial in searched])]
+    best: dict[str, optuna.trial.FrozenTrial] = {}
+    for trial in complete:
+        name = trial.user_attrs.get("baseline")
+        if name and (name not in best or trial.values[0] < best[name].values[0]):
+            best[name] = trial
+    return sorted({*front, *(trial.number for trial in best.values())})
+
+
+def enqueue_references(study: optuna.Study, runs: list[ReferenceRun]) -> list[ReferenceRun]:
+    """Enqueue each run the study does not hold yet (finished, running or waiting); return those.
+
+    A run whose every copy failed (e.g. its worker was killed) is enqueued again. Two runs started
+    at the same moment could both enqueue one; the objective then drops the later copy.
     """
     from optuna.trial import TrialState
 
     held = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-    present = {trial.user_attrs.get("baseline") for trial in study.get_trials(deepcopy=False, states=held)}
-    added = []
-    for name in baselines:
-        if name not in present:
-            study.enqueue_trial({}, user_attrs={"baseline": name})
-            added.append(name)
+    present = {reference_key(trial.user_attrs) for trial in study.get_trials(deepcopy=False, states=held)}
+    added = [run for run in runs if run.key not in present]
+    for run in added:
+        study.enqueue_trial(dict(run.params), user_attrs=dict(run.user_attrs))
     if added:
-        logger.info("enqueued baselines: %s", ", ".join(added))
+        logger.info("enqueued %d reference run(s): %s", len(added), ", ".join(describe_reference(run.key) for run in added))
     return added
+
+
+def has_waiting_trials(study: optuna.Study) -> bool:
+    """Whether enqueued trials wait to be run (they run before anything is sampled)."""
+    from optuna.trial import TrialState
+
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def describe_reference(key: tuple) -> str:
+    """Words for a :func:`reference_key`: ``baseline 'galore' at lr 0.003``, ``seed 2 of trial 17``."""
+    kind, first, second = key
+    if kind == "seed":
+        return f"seed {second} of trial {first}"
+    return f"baseline {first!r}" + (f" at lr {second:g}" if second is not None else "")
 
 
 __all__ = [
@@ -122,7 +227,15 @@ __all__ = [
     "count_finished_and_running",
     "count_finished_trials",
     "counts_towards_target",
-    "enqueue_baselines",
+    "ReferenceRun",
+    "baseline_lr_grid",
+    "describe_reference",
+    "enqueue_references",
+    "front_and_best_baselines",
+    "has_waiting_trials",
+    "planned_baseline_runs",
+    "planned_seed_runs",
+    "reference_key",
     "open_study",
     "record_adamw_state_bytes",
 ]

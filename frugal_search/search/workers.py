@@ -24,8 +24,11 @@ from frugal_search.search.sampler import make_sampler
 from frugal_search.search.storage import fail_stale_trials, sqlite_path
 from frugal_search.search.study import (
     count_finished_and_running,
-    enqueue_baselines,
+    enqueue_references,
+    has_waiting_trials,
     open_study,
+    planned_baseline_runs,
+    planned_seed_runs,
     record_adamw_state_bytes,
 )
 from frugal_search.units import format_bytes
@@ -282,11 +285,15 @@ def _add_trials(
     waiting = False
     while True:
         if fail_stale_trials(study, grace_period=config.study.grace_period):
-            enqueue_baselines(study, config.study.baselines)  # one a dead worker was running runs again
+            enqueue_references(study, planned_baseline_runs(config))  # one a dead worker was running runs again
         finished, running = count_finished_and_running(study)
-        if finished >= target:
-            return ran
-        if finished + running >= target:
+        references_wait = has_waiting_trials(study)  # baselines on their grid, extra seeds: run whatever the count
+        if finished >= target and not references_wait:
+            if running == 0 and enqueue_references(study, planned_seed_runs(study, config)):
+                continue  # the search is done: the front's members and the best baselines get their seeds
+            if running == 0:
+                return ran
+        if finished + running >= target and not references_wait:
             if not waiting:
                 logger.info(
                     "worker %d waits: %d of %d trials finished and %d running elsewhere (a running "

@@ -30,6 +30,7 @@ def write_study(folder: Path, *, storage: str, model: str = "tiny-llama", data: 
                 'name = "setup"',
                 f"trials = {trials}",
                 "baselines = ['frugal']",
+                "front_seeds = 0",
                 f'storage = "{storage}"',
                 "[model]",
                 f'source = "{model}"',

@@ -39,6 +39,7 @@ def study_file(folder: Path, *, name: str, storage: str) -> Path:
                 f"trials = {TRIALS}",
                 'sampler = "random"',
                 f"baselines = {list(BASELINES)}",
+                "front_seeds = 0",
                 f'storage = "{storage}"',
                 "heartbeat_interval = 1",
                 "grace_period = 3",
@@ -132,7 +133,7 @@ def test_baselines_killed_while_running_are_run_again_in_the_resumed_run(tmp_pat
     trials = trials_of(path)
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     failed = [t for t in trials if t.state == TrialState.FAIL]
-    assert len(finished) == TRIALS
+    assert len(finished) == TRIALS + len(BASELINES)  # the baselines are references besides the target
     assert sorted(t.user_attrs["baseline"] for t in finished if t.user_attrs["baseline"]) == sorted(BASELINES)
     lost = [t for t in failed if t.user_attrs["reason"] == WORKER_LOST_REASON]
     assert sorted(t.user_attrs["baseline"] for t in lost) == sorted(running)  # the killed copies

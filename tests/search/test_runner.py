@@ -42,6 +42,7 @@ def study_text(
     steps: int = 6,
     space: str = "density = [0.05, 0.5]\nhead_role = ['stateful', 'state_free']",
     extra_study: str = "",
+    front_seeds: int = 0,
 ) -> str:
     lines = [
         "[study]",
@@ -49,6 +50,7 @@ def study_text(
         f"trials = {trials}",
         'sampler = "random"',
         f"baselines = {baselines}",
+        f"front_seeds = {front_seeds}",
     ]
     if storage is not None:
         lines.append(f'storage = "{storage}"')
@@ -101,7 +103,8 @@ def test_six_trials_then_the_same_command_adds_nothing(tmp_path: Path) -> None:
     path = write_study(tmp_path, study_text(name="six", trials=6))
     study = run_search(load_study_config(path), progress=False)
     trials = study.get_trials()
-    assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 6
+    # the two baselines are references: they run besides the six trials of the search
+    assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 8
     assert study.metric_names == ["eval_loss", "state_mib"]
     model = memory_model()
     for trial in trials:
@@ -117,11 +120,11 @@ def test_six_trials_then_the_same_command_adds_nothing(tmp_path: Path) -> None:
     assert all(trial.user_attrs["baseline"] is None for trial in trials[2:])
 
     assert cli_main(["run", str(path), "--no-progress"]) == 0
-    assert len(load(path).get_trials()) == 6  # nothing added, baselines not enqueued again
+    assert len(load(path).get_trials()) == 8  # nothing added, baselines not enqueued again
     # a higher count resumes the same study: baselines are still not repeated
     assert cli_main(["run", str(path), "--no-progress", "--trials", "7"]) == 0
     after = load(path).get_trials()
-    assert len(after) == 7 and [t.user_attrs["baseline"] for t in after].count("adamw") == 1
+    assert len(after) == 9 and [t.user_attrs["baseline"] for t in after].count("adamw") == 1
 
 
 def test_exception_divergence_and_oom_are_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -147,26 +150,27 @@ def test_exception_divergence_and_oom_are_recorded(tmp_path: Path, monkeypatch: 
         trials=4,
         baselines='["frugal"]',
         space="lr = [30.0, 100.0]\nmode = 'blocks'\ndensity = [0.0, 0.1]",
+        extra_study="baseline_lrs = [1e-3]",  # the baseline itself trains
     )
     study = run_search(load_study_config(write_study(tmp_path, text)), progress=False)
     trials = study.get_trials()
     by_outcome = {}
     for trial in trials:
         by_outcome.setdefault(trial.user_attrs["outcome"], []).append(trial)
-    assert sum(trial.state in FINISHED for trial in trials) == 4  # the search went on past the failure
+    assert sum(trial.state in FINISHED for trial in trials) == 5  # the search went on past the failure
     (error,) = by_outcome["error"]
     assert error.state == TrialState.FAIL
     assert "RuntimeError: simulated crash inside the proxy run" in error.user_attrs["reason"]
     assert "split" in error.user_attrs  # the partition that failed is kept for a look
     (oom,) = by_outcome["oom"]
     assert oom.state == TrialState.PRUNED and "CUDA out of memory" in oom.user_attrs["reason"]
-    assert len(by_outcome["diverged"]) == 2
+    assert len(by_outcome["diverged"]) == 3
     for trial in by_outcome["diverged"]:
         assert trial.state == TrialState.PRUNED and trial.user_attrs["reason"]
         assert trial.params["lr"] >= 30.0
     (ok,) = by_outcome["ok"]
     assert ok.user_attrs["baseline"] == "frugal" and ok.state == TrialState.COMPLETE
-    assert len(calls) == 5
+    assert len(calls) == 6
 
 
 def test_over_budget_trials_are_infeasible_without_a_run_but_baselines_still_run(
@@ -206,9 +210,9 @@ def test_over_budget_trials_are_infeasible_without_a_run_but_baselines_still_run
         assert trial.state == TrialState.PRUNED and trial.params["mlp_role"] == "stateful"
         assert "over the memory budget" in trial.user_attrs["reason"] and "eval_curve" not in trial.user_attrs
     trained = [trial for trial in trials if trial.user_attrs["outcome"] != "infeasible"]
-    # infeasible trials take no place: six trials were scored, and only those trained
-    assert len(trained) == 6 and all(trial.state == TrialState.COMPLETE for trial in trained)
-    assert len(calls) == 6
+    # infeasible trials take no place: six trials were scored besides the two baselines, and only those trained
+    assert len(trained) == 8 and all(trial.state == TrialState.COMPLETE for trial in trained)
+    assert len(calls) == 8
 
 
 def test_killed_worker_trial_is_failed_and_the_count_still_met(tmp_path: Path) -> None:
@@ -294,13 +298,13 @@ def test_three_workers_on_postgresql_finish_exactly_n(tmp_path: Path, postgres_u
         study = run_search(load_study_config(path), workers=3, progress=False)
         trials = study.get_trials()
         finished = [t for t in trials if t.state in FINISHED]
-        assert len(finished) == 7
+        assert len(finished) == 10  # seven searched trials and three baselines
         assert all(t.user_attrs["reason"] == SURPLUS_REASON for t in trials if t.state == TrialState.FAIL)
         baselines = [t.user_attrs["baseline"] for t in finished if t.user_attrs["baseline"]]
         assert sorted(baselines) == ["adamw", "badam", "frugal"]  # each exactly once
         assert not [t for t in trials if t.state == TrialState.RUNNING]
         sampled = [tuple(sorted(t.params.items())) for t in finished if not t.user_attrs["baseline"]]
-        assert len(set(sampled)) == len(sampled) == 4  # no point evaluated twice
+        assert len(set(sampled)) == len(sampled) == 7  # no point evaluated twice
     finally:
         optuna.delete_study(study_name=name, storage=postgres_url)
 
@@ -310,7 +314,7 @@ def test_two_workers_on_the_default_sqlite_storage(tmp_path: Path) -> None:
     study = run_search(load_study_config(path), workers=2, progress=False)
     assert (tmp_path / "pair.db").exists()  # the default storage, next to the study file
     trials = study.get_trials()
-    assert [t.state for t in trials].count(TrialState.COMPLETE) == 5
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 7  # five searched, two baselines
     reasons = " ".join(str(t.user_attrs.get("reason")) for t in trials)
     assert "database is locked" not in reasons
     # the only failure allowed: a trial dropped because two workers raced for the last slot
@@ -366,7 +370,7 @@ def test_journal_storage_runs_and_fails_dead_trials(tmp_path: Path) -> None:
     study = run_search(load_study_config(path), progress=False)
     assert isinstance(study._storage, optuna.storages.JournalStorage)
     trials = study.get_trials()
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4  # three searched, one baseline
     assert all(HEARTBEAT_ATTR in t.system_attrs for t in trials)  # stamped while they ran
 
     # a trial left RUNNING by a dead process: failed once its last stamp is older than the grace period
@@ -402,3 +406,71 @@ def test_successive_halving_stop_is_recorded_as_stopped_early(
     (trial,) = study.get_trials()
     assert trial.state == TrialState.PRUNED and trial.user_attrs["outcome"] == "stopped-early"
     assert trial.user_attrs["steps"] == 3 and seen == [0, 3]  # the proxy run ended at the first rung
+
+
+def test_baselines_run_on_their_lr_grid_and_take_no_place_among_the_trials(tmp_path: Path) -> None:
+    text = study_text(
+        name="grid",
+        trials=2,
+        baselines='["frugal", "adamw"]',
+        space="lr = [1e-3, 8e-3]\ndensity = [0.05, 0.5]",
+    )
+    config = load_study_config(write_study(tmp_path, text))
+    study = run_search(config, progress=False)
+    trials = study.get_trials()
+    grid = [(t.user_attrs["baseline"], t.user_attrs["baseline_lr"]) for t in trials if t.user_attrs["baseline"]]
+    # 4 log-spaced lrs over the space's range, each baseline at each, besides the 2 searched trials
+    assert sorted(grid) == sorted((name, lr) for name in ("frugal", "adamw") for lr in (0.001, 0.002, 0.004, 0.008))
+    assert sum(1 for t in trials if not t.user_attrs["baseline"] and t.state in FINISHED) == 2
+    for trial in trials:
+        if trial.user_attrs["baseline"]:
+            assert Partition.from_dict(trial.user_attrs["split"]).settings.lr == trial.user_attrs["baseline_lr"]
+    # FRUGAL is a point of this space: the sampler sees its grid runs as observations; AdamW is not
+    frugal_runs = [t for t in trials if t.user_attrs["baseline"] == "frugal"]
+    assert all(t.params["lr"] == t.user_attrs["baseline_lr"] for t in frugal_runs)
+    assert all(not t.params for t in trials if t.user_attrs["baseline"] == "adamw")
+
+    assert cli_main(["run", str(write_study(tmp_path, text)), "--no-progress"]) == 0
+    assert len(load(write_study(tmp_path, text)).get_trials()) == len(trials)  # nothing added
+
+
+def test_the_front_and_the_best_baselines_get_extra_seeds_once(tmp_path: Path) -> None:
+    path = write_study(tmp_path, study_text(name="seeds", trials=3, baselines='["frugal"]', front_seeds=1))
+    study = run_search(load_study_config(path), progress=False)
+    trials = study.get_trials()
+    replicas = [t for t in trials if t.user_attrs.get("seed_of") is not None]
+    originals = [t for t in trials if t.user_attrs.get("seed_of") is None]
+    assert sum(1 for t in originals if not t.user_attrs["baseline"]) == 3
+    front = {t.number for t in originals if not t.user_attrs["baseline"]} & {t.number for t in study.best_trials}
+    sources = {t.user_attrs["seed_of"] for t in replicas}
+    baseline_trial = next(t.number for t in originals if t.user_attrs["baseline"] == "frugal")
+    assert baseline_trial in sources and front <= sources
+    for replica in replicas:
+        source = trials[replica.user_attrs["seed_of"]]
+        assert replica.state == TrialState.COMPLETE and replica.user_attrs["seed"] == 1
+        assert replica.user_attrs["split"]["rules"] == source.user_attrs["split"]["rules"]
+        assert replica.values[1] == source.values[1] and replica.values[0] != source.values[0]
+    assert cli_main(["run", str(path), "--no-progress"]) == 0
+    assert len(load(path).get_trials()) == len(trials)  # a finished study adds nothing, seeds included
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used:UserWarning")  # ask() on purpose
+def test_a_seed_run_whose_worker_died_is_run_again(tmp_path: Path) -> None:
+    def text(front_seeds: int) -> str:
+        heartbeat = "heartbeat_interval = 1\ngrace_period = 2"
+        return study_text(name="lost-seed", trials=1, baselines="[]", front_seeds=front_seeds, extra_study=heartbeat)
+
+    path = write_study(tmp_path, text(0))
+    (searched,) = run_search(load_study_config(path), progress=False).get_trials()
+    path = write_study(tmp_path, text(1))
+    study = open_study(load_study_config(path))
+    # the seed run of the only trial, started by a worker that was killed before its first heartbeat
+    study.enqueue_trial({}, user_attrs={"seed_of": searched.number, "seed": 1, "baseline": None})
+    lost = study.ask()
+    time.sleep(2.5)
+    assert cli_main(["run", str(path), "--no-progress"]) == 0
+    trials = load(path).get_trials()
+    assert trials[lost.number].state == TrialState.FAIL
+    assert trials[lost.number].user_attrs["reason"] == WORKER_LOST_REASON
+    (replica,) = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("seed_of") is not None]
+    assert replica.user_attrs["seed"] == 1 and replica.user_attrs["seed_of"] == searched.number

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from frugal_search.report._seeds import best_baseline_runs, seed_summary, verdict
 from frugal_search.report._table import feasible_rows
 
 if TYPE_CHECKING:
@@ -54,18 +55,23 @@ def trial_label(number: int, baseline: str | None) -> str:
     return f"#{number} {baseline}" if baseline else f"#{number}"
 
 
-def eval_curves(study: optuna.Study, front: pd.DataFrame) -> list[EvalCurve]:
-    """Return the eval-loss curves of the front's trials and of every baseline trial that has one.
+def eval_curves(study: optuna.Study, front: pd.DataFrame, *, baseline_runs: set[int] | None = None) -> list[EvalCurve]:
+    """Return the eval-loss curves of the front's trials and of the baseline runs that have one.
 
-    Sorted by trial number. Baseline trials appear whatever their state (a diverged baseline's
-    curve shows where it went wrong); trials without a stored curve are left out.
+    ``baseline_runs``: the numbers of the baseline trials to draw (each baseline's best run of its
+    lr grid); None draws every baseline trial. Sorted by trial number. Baseline trials appear
+    whatever their state (a diverged baseline's curve shows where it went wrong); trials without a
+    stored curve and extra-seed replicas are left out.
     """
     front_numbers = set(int(n) for n in front["number"])
     curves: list[EvalCurve] = []
     for frozen in study.get_trials(deepcopy=False):
+        if frozen.user_attrs.get("seed_of") is not None:
+            continue
         baseline = frozen.user_attrs.get("baseline")
         on_front = frozen.number in front_numbers
-        if not (on_front or baseline):
+        drawn_baseline = bool(baseline) and (baseline_runs is None or frozen.number in baseline_runs)
+        if not (on_front or drawn_baseline):
             continue
         curve = frozen.user_attrs.get("eval_curve") or []
         points = [(int(step), float(loss)) for step, loss in curve]
@@ -143,31 +149,57 @@ def best_under_budget(table: pd.DataFrame, *, memory_budget_bytes: int | None) -
 
 
 def compare_with_baselines(table: pd.DataFrame, chosen: pd.Series) -> pd.DataFrame:
-    """Return how ``chosen`` (a row of `trials_table`) compares with each baseline trial.
+    """Return how ``chosen`` (a row of `trials_table`) compares with each baseline at its best lr.
 
-    One row per baseline trial, by trial number, with ``loss_difference`` = chosen loss - baseline
-    loss (negative: the chosen trial reached a lower loss) and ``memory_ratio`` = chosen state
-    bytes / baseline state bytes (below 1: the chosen trial keeps less state). NaN where the
-    baseline has no loss (diverged, infeasible, failed) or no memory.
+    One row per baseline (its best run of the lr grid, `best_baseline_runs`): ``eval_loss`` and
+    ``spread`` are the mean and sample standard deviation over the seeds that ran (one seed: the
+    run's loss, spread NaN), ``seeds`` how many; ``loss_difference`` = chosen mean - baseline mean
+    (negative: chosen is lower); ``memory_ratio`` = chosen state bytes / baseline state bytes;
+    ``verdict`` `verdict` of chosen against the baseline (NaN loss: no verdict).
     """
-    baselines = table[table["baseline"].notna() & (table["baseline"] != "")]
+    seeds = seed_summary(table).set_index("number")
+    by_number = table.set_index("number")
+
+    def mean_spread_seeds(number: int) -> tuple[float, float, int]:
+        if number in seeds.index:
+            summary = seeds.loc[number]
+            return float(summary["mean"]), float(summary["std"]), int(summary["seeds"])
+        row = by_number.loc[number]
+        loss = float(row["eval_loss"]) if row["state"] == "COMPLETE" else math.nan
+        return loss, math.nan, 1
+
+    chosen_mean, chosen_spread, chosen_seeds = mean_spread_seeds(int(chosen["number"]))
     rows = []
-    for row in baselines.sort_values("number").itertuples(index=False):
-        loss = row.eval_loss if row.state == "COMPLETE" else math.nan
-        memory = row.state_bytes
+    for best in best_baseline_runs(table).itertuples(index=False):
+        number = int(best.number)
+        mean, spread, count = mean_spread_seeds(number) if math.isfinite(best.eval_loss) else (math.nan, math.nan, 0)
+        memory = float(by_number.loc[number, "state_bytes"])
         rows.append(
             {
-                "baseline": row.baseline,
-                "number": int(row.number),
-                "outcome": row.outcome,
-                "eval_loss": loss,
-                "state_mib": row.state_mib,
-                "loss_difference": float(chosen["eval_loss"]) - loss,
-                "memory_ratio": (float(chosen["state_bytes"]) / memory) if memory and memory > 0 else math.nan,
+                "baseline": best.baseline,
+                "number": number,
+                "lr": best.lr,
+                "grid": best.grid,
+                "outcome": by_number.loc[number, "outcome"],
+                "eval_loss": mean,
+                "spread": spread,
+                "seeds": count,
+                "state_mib": float(by_number.loc[number, "state_mib"]),
+                "chosen_loss": chosen_mean,
+                "chosen_spread": chosen_spread,
+                "chosen_seeds": chosen_seeds,
+                "loss_difference": chosen_mean - mean,
+                "memory_ratio": float(chosen["state_bytes"]) / memory if memory > 0 else math.nan,
+                "verdict": verdict(chosen_mean, chosen_spread, mean, spread),
             }
         )
-    columns = ["baseline", "number", "outcome", "eval_loss", "state_mib", "loss_difference", "memory_ratio"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+COMPARISON_COLUMNS = [
+    "baseline", "number", "lr", "grid", "outcome", "eval_loss", "spread", "seeds", "state_mib",
+    "chosen_loss", "chosen_spread", "chosen_seeds", "loss_difference", "memory_ratio", "verdict",
+]
 
 
 def outcome_counts(table: pd.DataFrame) -> dict[str, int]:

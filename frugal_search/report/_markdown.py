@@ -90,6 +90,41 @@ def _cell(value: Any, digits: int = 4) -> str:
     return text.replace("|", "\\|").replace("\n", " ") if text else "–"
 
 
+def verdict_sentences(number: int, comparison: pd.DataFrame) -> list[str]:
+    """One plain sentence per baseline: "#49 beats galore (lr 0.01) by 0.021 at 3 / 3 seeds", or
+    "#49 and galore (lr 0.01) are indistinguishable at 3 seeds (difference 0.004, spread 0.006)"."""
+    sentences = []
+    for row in comparison.itertuples(index=False):
+        if not isinstance(row.verdict, str):
+            continue
+        name = f"{row.baseline} ({_lr_cell(row.lr)})"
+        seeds = f"{row.chosen_seeds} seeds" if row.chosen_seeds == row.seeds else f"{row.chosen_seeds} / {row.seeds} seeds"
+        spreads = [value for value in (row.chosen_spread, row.spread) if math.isfinite(value)]
+        spread = f"spread {max(spreads):.2g}" if spreads else "spread unknown at one seed"
+        difference = abs(row.loss_difference)
+        if row.verdict == "ties":
+            sentences.append(
+                f"- #{number} and {name} are indistinguishable at {seeds} (difference {difference:.2g}, {spread})."
+            )
+        else:
+            sentences.append(f"- #{number} {row.verdict} {name} by {difference:.3g} at {seeds} ({spread}).")
+    return sentences
+
+
+def _lr_cell(lr: float) -> str:
+    return "own lr" if lr is None or not math.isfinite(lr) else f"lr {lr:g}"
+
+
+def _trial_cell(number: Any) -> str:
+    return "–" if number is None or (isinstance(number, float) and math.isnan(number)) else f"#{int(number)}"
+
+
+def _mean_cell(mean: float, spread: float) -> str:
+    if mean is None or not math.isfinite(mean):
+        return "–" if mean is None or math.isnan(mean) else "diverged"
+    return f"{mean:.4g} ± {spread:.2g}" if math.isfinite(spread) else f"{mean:.4g}"
+
+
 def _markdown_table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
@@ -187,15 +222,21 @@ def _best_section(content: ReportContent) -> list[str]:
         lines.append("The study has no baseline trials to compare with.")
     else:
         lines += [
-            "Compared with each baseline (loss difference = this trial minus the baseline, negative is "
-            "better; memory ratio = this trial's state / the baseline's state, below 1 is smaller):",
+            "Compared with each baseline at its own best lr (the best run of its lr grid). Losses are "
+            "means over the seeds that ran, ± their sample standard deviation; a difference no larger "
+            "than the larger spread is a tie. Loss difference = this trial minus the baseline (negative "
+            "is better); memory ratio = this trial's state / the baseline's (below 1 is smaller):",
             "",
         ]
         lines += _markdown_table(
-            ["baseline", "trial", "outcome", "eval loss", "state (MiB)", "loss difference", "memory ratio"],
-            [[row.baseline, f"#{row.number}", row.outcome, row.eval_loss, row.state_mib, row.loss_difference,
-              row.memory_ratio] for row in comparison.itertuples(index=False)],
+            ["baseline", "best lr", "trial", "outcome", "eval loss", "seeds", "state (MiB)", "loss difference",
+             "memory ratio", "verdict"],
+            [[row.baseline, _lr_cell(row.lr), _trial_cell(row.number), row.outcome, _mean_cell(row.eval_loss, row.spread),
+              row.seeds, row.state_mib, row.loss_difference, row.memory_ratio, row.verdict]
+             for row in comparison.itertuples(index=False)],
         )
+        lines += ["", *verdict_sentences(number, comparison), "", "The lr grid each baseline ran on:", ""]
+        lines += [f"- {row.baseline}: {row.grid}" for row in comparison.itertuples(index=False)]
     lines += [
         "",
         "## Take it away",

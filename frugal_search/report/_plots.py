@@ -58,8 +58,14 @@ def draw_pareto(
     *,
     memory_budget_mib: float | None = None,
     adamw_state_mib: float | None = None,
+    seeds: pd.DataFrame | None = None,
+    best_baseline_numbers: set[int] | None = None,
 ) -> None:
     """Draw optimizer-state memory (MiB) against eval loss: the front, the baselines, the rest.
+
+    ``seeds`` (`seed_summary`) adds the mean over seeds with a one-std error bar for the trials
+    that have replicas; ``best_baseline_numbers`` draws each baseline's best run as a large star and
+    the other runs of its lr grid as small ones.
 
     The front is a step line; completed trials off the front are grey dots; baselines are stars
     labelled by name; diverged, infeasible and out-of-memory trials have no loss and sit on a strip
@@ -73,7 +79,8 @@ def draw_pareto(
         ax.set_title("Pareto front: no trials")
         _save(figure, target)
         return
-    complete = table[table["state"] == "COMPLETE"]
+    replica = table["seed_of"].notna() if "seed_of" in table else False
+    complete = table[(table["state"] == "COMPLETE") & ~replica]
     front_numbers = set(front["number"])
     others = complete[~complete["number"].isin(front_numbers) & complete["baseline"].isna()]
     if not others.empty:
@@ -88,12 +95,25 @@ def draw_pareto(
                 ax.annotate(label, (mib, loss), textcoords="offset points", xytext=(4, -10), fontsize=7,
                             color="tab:blue")
     baselines = complete[complete["baseline"].notna()]
+    if best_baseline_numbers is not None:
+        grid = baselines[~baselines["number"].isin(best_baseline_numbers)]
+        if not grid.empty:
+            ax.scatter(grid["state_mib"], grid["eval_loss"], s=16, marker="*", color="tab:green", alpha=0.5,
+                       label="baseline at another lr of its grid", zorder=4)
+        baselines = baselines[baselines["number"].isin(best_baseline_numbers)]
+    if seeds is not None and not seeds.empty:
+        # mean over the seeds with one standard deviation, at the trial's memory
+        spread = seeds.merge(table[["number", "state_mib"]], on="number")
+        spread = spread[spread["mean"].map(math.isfinite)]
+        ax.errorbar(spread["state_mib"], spread["mean"], yerr=spread["std"].fillna(0.0), fmt="_", color="black",
+                    capsize=3, linewidth=0.8, label="mean over seeds, ±1 std", zorder=6)
     if not baselines.empty:
         ax.scatter(baselines["state_mib"], baselines["eval_loss"], s=110, marker="*", color="tab:green",
                    edgecolor="black", linewidth=0.5, label="baseline", zorder=5)
         for row in baselines.itertuples(index=False):
-            ax.annotate(str(row.baseline), (row.state_mib, row.eval_loss), textcoords="offset points",
-                        xytext=(6, 6), fontsize=8)
+            lr = getattr(row, "baseline_lr", math.nan)
+            label = f"{row.baseline} (lr {lr:g})" if math.isfinite(lr) else str(row.baseline)
+            ax.annotate(label, (row.state_mib, row.eval_loss), textcoords="offset points", xytext=(6, 6), fontsize=8)
     # trials without a loss: on a shaded strip at the top, x in data units, y in axes units
     strip = ax.get_xaxis_transform()
     apart = table[table["outcome"].isin(list(_APART_STYLE)) & table["state_mib"].map(math.isfinite)]

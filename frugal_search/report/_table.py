@@ -23,6 +23,9 @@ TRIAL_COLUMNS: tuple[str, ...] = (
     "state",
     "outcome",
     "baseline",
+    "baseline_lr",
+    "seed",
+    "seed_of",
     "summary",
     "eval_loss",
     "best_eval_loss",
@@ -116,6 +119,9 @@ def trials_table(study: optuna.Study, *, adamw_bytes: int | None = None) -> pd.D
             "state": state,
             "outcome": _outcome(state, attrs.get("outcome")),
             "baseline": attrs.get("baseline"),
+            "baseline_lr": _float_or_nan(attrs.get("baseline_lr")),
+            "seed": _float_or_nan(attrs.get("seed")),
+            "seed_of": _float_or_nan(attrs.get("seed_of")),
             "summary": attrs.get("summary") or "",
             "eval_loss": eval_loss,
             "best_eval_loss": _float_or_nan(attrs.get("best_eval_loss")),
@@ -136,7 +142,7 @@ def trials_table(study: optuna.Study, *, adamw_bytes: int | None = None) -> pd.D
     columns = list(TRIAL_COLUMNS) + [f"param_{name}" for name in sorted(param_names)]
     table = pd.DataFrame(rows, columns=columns)
     # an empty study still gets the right dtypes, so callers can filter without special cases
-    for column in ("eval_loss", "best_eval_loss", "state_bytes", "state_mib", "state_pct_of_adamw",
+    for column in ("baseline_lr", "seed", "seed_of", "eval_loss", "best_eval_loss", "state_bytes", "state_mib", "state_pct_of_adamw",
                    "tokens_per_s", "wall_s", "steps", "peak_memory_bytes"):
         table[column] = table[column].astype(float)
     table["number"] = table["number"].astype(int)
@@ -148,10 +154,14 @@ def feasible_rows(table: pd.DataFrame) -> pd.DataFrame:
 
     A baseline runs even over the budget (it is a reference) and is then marked ``over_budget``:
     it is drawn and compared with, but it is not feasible (tables without the column: none is).
+    Extra-seed replicas (``seed_of``) are not trials of their own: they are averaged into the trial
+    they repeat (``_seeds.seed_summary``).
     """
     over_budget = table["over_budget"].astype(bool) if "over_budget" in table else False
+    replica = table["seed_of"].notna() if "seed_of" in table else False
     mask = (
         (table["state"] == "COMPLETE")
+        & ~replica
         & ~over_budget
         & table["eval_loss"].map(math.isfinite)
         & table["state_mib"].map(math.isfinite)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from frugal_search.report._analysis import (
 from frugal_search.report._front import hypervolume_history, hypervolume_reference_point, pareto_front
 from frugal_search.report._markdown import ReportContent, flatten_settings, render_markdown
 from frugal_search.report._plots import draw_curves, draw_hypervolume, draw_importance, draw_pareto
+from frugal_search.report._seeds import best_baseline_runs, seed_summary
 from frugal_search.report._table import adamw_state_bytes, trials_table
 from frugal_search.search import printable_storage
 from frugal_search.units import MIB, parse_bytes
@@ -111,14 +113,19 @@ def write_report(
     reference = hypervolume_reference_point(table)
     history = hypervolume_history(table, reference_point=reference)
     importances = objective_importances(study)
+    seeds = seed_summary(table)
+    best_baselines = best_baseline_runs(table)
+    best_baseline_numbers = {int(n) for n in best_baselines["number"] if math.isfinite(n)}
     draw_pareto(
         table,
         front,
         out_path / "pareto.png",
         memory_budget_mib=budget_bytes / MIB if budget_bytes is not None else None,
         adamw_state_mib=adamw_bytes / MIB if adamw_bytes else None,
+        seeds=seeds,
+        best_baseline_numbers=best_baseline_numbers,
     )
-    draw_curves(eval_curves(study, front), out_path / "curves.png")
+    draw_curves(eval_curves(study, front, baseline_runs=best_baseline_numbers), out_path / "curves.png")
     draw_importance(importances, out_path / "importance.png")
     draw_hypervolume(history, out_path / "hypervolume.png", reference_point=reference)
 
@@ -131,7 +138,7 @@ def write_report(
         study_file = study.user_attrs.get("study_file")
     storage_url = storage_url or storage_url_of(study)
     if storage_url is not None:
-        storage_url = printable_storage(storage_url)  # as Optuna's tools and frugal-search take it
+        storage_url = _relative_to_cwd(printable_storage(storage_url))  # as Optuna's tools and frugal-search take it
     settings = {
         "study name": study.study_name,
         "storage": storage_url or "(in memory)",
@@ -169,3 +176,16 @@ def write_report(
         "wrote report of %s (%d trials, %d on the front) to %s", study.study_name, len(table), len(front), out_path
     )
     return report_path
+
+
+def _relative_to_cwd(url: str) -> str:
+    """A SQLite URL or journal path under the working folder, written relative to it, so a report
+    shipped in a repository names its storage the way commands run from the repository's root do."""
+    prefix = "sqlite:///" if url.startswith("sqlite:///") else ""
+    path = Path(url[len(prefix):])
+    if path.is_absolute():
+        try:
+            return prefix + str(path.relative_to(Path.cwd()))
+        except ValueError:  # outside the working folder: kept absolute
+            return url
+    return url

@@ -50,8 +50,8 @@ def test_report_of_a_mixed_study(make_study, fill_random, add_trial_to, tmp_path
     counts = trials["outcome"].value_counts()
     assert f"53 trials: {counts['ok']} ok" in text
     # every baseline is compared, the diverged one without a loss difference
-    assert "| adamw | #0 | ok |" in text and "| frugal | #51 | ok |" in text
-    assert "| galore | #52 | diverged | – |" in text
+    assert "| adamw | own lr | #0 | ok |" in text and "| frugal | own lr | #51 | ok |" in text
+    assert "| galore | own lr | #52 | diverged | – |" in text
     assert "attention, mlp frugal blocks rho" in text  # partitions described in words
     assert "loss is NaN at step 4" in text
 
@@ -136,3 +136,13 @@ def test_running_trial_reads_as_running_not_error(make_study) -> None:
     assert trials_table(study).loc[0, "outcome"] == "running"
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
     assert trials_table(study).loc[0, "outcome"] == "error"
+
+
+def test_a_storage_under_the_working_folder_is_named_relative_to_it(tmp_path, monkeypatch) -> None:
+    from frugal_search.report._write import _relative_to_cwd
+
+    monkeypatch.chdir(tmp_path)
+    assert _relative_to_cwd(f"sqlite:///{tmp_path}/studies/tiny.db") == "sqlite:///studies/tiny.db"
+    assert _relative_to_cwd(f"{tmp_path}/studies/tiny.log") == "studies/tiny.log"
+    assert _relative_to_cwd("sqlite:////elsewhere/tiny.db") == "sqlite:////elsewhere/tiny.db"
+    assert _relative_to_cwd("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"

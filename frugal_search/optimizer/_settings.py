@@ -9,7 +9,9 @@ Decision (following ``torch.optim.AdamW``): ``lr``, ``eps``, ``weight_decay``, `
 and ``state_free_lr_scale`` are finite numbers ``>= 0`` (0 is valid and meaningful: FRUGAL rho 0,
 a frozen-by-lr group); NaN and inf are rejected; ``rank`` is None or an int ``>= 0`` (the paper's
 fine-tuning uses rank 0); ``density`` is in ``[0, 1]``; ``update_gap`` is an int ``>= 1``; a bool
-is never taken as a number. A search-space *range* may be stricter where sampling needs it (a
+is never taken as a number. ``betas`` defaults to None, resolved per ``stateful_rule`` (AdamW's
+(0.9, 0.999), Lion's (0.9, 0.99); SGD-momentum reads ``momentum`` instead), so a rule-dependent
+default is one value in the schema, not one per rule. A search-space *range* may be stricter where sampling needs it (a
 log-scale range needs ``low > 0``) and says so in its error.
 """
 
@@ -24,6 +26,19 @@ MODES: tuple[str, ...] = ("blocks", "svd", "random", "randperm", "columns", "row
 ROLES: tuple[str, ...] = ("stateful", "frugal", "state_free", "frozen")
 BLOCK_ORDERS: tuple[str, ...] = ("random", "ascending", "descending", "mirror")
 STATE_FREE_RULES: tuple[str, ...] = ("signsgd", "sgd", "none")
+STATEFUL_RULES: tuple[str, ...] = ("adamw", "lion", "sgdm")
+
+# The moments each state-full rule keeps per state-full coordinate, by state key: AdamW two, Lion
+# and SGD with momentum one (torch's names). The memory model counts len() of these.
+MOMENT_KEYS: dict[str, tuple[str, ...]] = {
+    "adamw": ("exp_avg", "exp_avg_sq"),
+    "lion": ("exp_avg",),
+    "sgdm": ("momentum_buffer",),
+}
+# Every moment key of any rule (what a re-selection clears).
+ALL_MOMENT_KEYS: tuple[str, ...] = ("exp_avg", "exp_avg_sq", "momentum_buffer")
+# betas when a group gives None: each rule's own (Lion's paper and lion-pytorch use (0.9, 0.99)).
+RULE_BETAS: dict[str, tuple[float, float]] = {"adamw": (0.9, 0.999), "lion": (0.9, 0.99), "sgdm": (0.9, 0.999)}
 
 # Modes whose stateful subspace is a basis (dense for svd/random, a feature subset for randperm)
 # chosen with the side rule; `rank` overrides `density` for these and for columns/rows.
@@ -104,9 +119,18 @@ SETTINGS: dict[str, Setting] = {
     setting.name: setting
     for setting in (
         Setting("lr", "float", 1e-3, low=0.0, help="base learning rate"),
-        Setting("betas", "betas", (0.9, 0.999), help="Adam's moment decays"),
+        Setting(
+            "betas",
+            "betas",
+            None,
+            optional=True,
+            help="moment decays of AdamW (b1, b2) or Lion (b1, b2); None: the rule's own, (0.9, 0.999) / (0.9, 0.99)",
+        ),
         Setting("eps", "float", 1e-8, low=0.0, help="Adam's denominator term"),
         Setting("weight_decay", "float", 0.0, low=0.0, help="decoupled weight decay"),
+        Setting("momentum", "float", 0.9, low=0.0, high=1.0, help="SGD-momentum's momentum (sgdm only)"),
+        Setting("nesterov", "bool", False, help="Nesterov momentum (sgdm only; needs momentum > 0)"),
+        Setting("stateful_rule", "choice", "adamw", choices=STATEFUL_RULES, help="rule of the state-full part"),
         Setting("mode", "choice", "blocks", choices=MODES, help="FRUGAL subspace mode"),
         Setting("density", "float", 0.25, low=0.0, high=1.0, help="rho: share of split coordinates with state"),
         Setting(
@@ -127,6 +151,7 @@ ROLE = Setting("role", "choice", "frugal", choices=ROLES, help="what the optimiz
 
 # The settings that shape FRUGAL's split (as opposed to AdamW's own hyperparameters).
 FRUGAL_SETTINGS: tuple[str, ...] = (
+    "stateful_rule",
     "mode",
     "density",
     "rank",
@@ -138,7 +163,7 @@ FRUGAL_SETTINGS: tuple[str, ...] = (
     "reset_state",
 )
 # Settings a param group may override; `seed` is optimizer-wide (one generator).
-GROUP_SETTINGS: tuple[str, ...] = ("lr", "betas", "eps", "weight_decay", *FRUGAL_SETTINGS)
+GROUP_SETTINGS: tuple[str, ...] = ("lr", "betas", "eps", "weight_decay", "momentum", "nesterov", *FRUGAL_SETTINGS)
 # `initial_lr` is written by torch LR schedulers and must survive a round trip.
 GROUP_KEYS: tuple[str, ...] = ("params", "role", "names", "initial_lr", *GROUP_SETTINGS)
 
@@ -200,6 +225,8 @@ def validate_group(group: Mapping[str, Any]) -> None:
         if name != "lr":
             SETTINGS[name].check(group[name])
     check_rank_applies(group["role"], group["mode"], group["rank"])
+    if group["nesterov"] and group["momentum"] == 0 and group["stateful_rule"] == "sgdm":
+        _fail("nesterov", True, "False when momentum is 0", "Give momentum > 0 or nesterov=False.")
     names = group.get("names")
     if names is not None and (len(names) != len(group["params"]) or not all(isinstance(n, str) for n in names)):
         raise ValueError(
@@ -217,6 +244,17 @@ def validate_group(group: Mapping[str, Any]) -> None:
                 f"density {density} of {len(group['params'])} tensors gives k={k}; "
                 "choose a density giving an even k or another order.",
             )
+
+
+def resolved_betas(group: Mapping[str, Any]) -> tuple[float, float]:
+    """The group's betas, or its state-full rule's own when it gives None (see ``RULE_BETAS``)."""
+    betas = group["betas"]
+    return RULE_BETAS[group["stateful_rule"]] if betas is None else betas
+
+
+def moment_count(rule: str) -> int:
+    """Moments per state-full coordinate under ``rule``: 2 for AdamW, 1 for Lion and SGD-momentum."""
+    return len(MOMENT_KEYS[rule])
 
 
 def blocks_k(density: float, n_tensors: int) -> int:

@@ -12,11 +12,15 @@ from torch.optim import Optimizer
 
 import frugal_search.optimizer._math as _math
 from frugal_search.optimizer._settings import (
+    ALL_MOMENT_KEYS,
     DEFAULTS,
     GROUP_SETTINGS,
+    MOMENT_KEYS,
     SETTINGS,
     blocks_k,
     check_group_keys,
+    moment_count,
+    resolved_betas,
     validate_group,
 )
 from frugal_search.optimizer._sharding import Shard0, chunk_bounds, is_dtensor, local_part, shard_of
@@ -132,9 +136,12 @@ class FRUGAL(Optimizer):
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
         lr: float = DEFAULTS["lr"],
-        betas: tuple[float, float] = DEFAULTS["betas"],
+        betas: tuple[float, float] | None = DEFAULTS["betas"],
         eps: float = DEFAULTS["eps"],
         weight_decay: float = DEFAULTS["weight_decay"],
+        momentum: float = DEFAULTS["momentum"],
+        nesterov: bool = DEFAULTS["nesterov"],
+        stateful_rule: str = DEFAULTS["stateful_rule"],
         mode: str = DEFAULTS["mode"],
         density: float = DEFAULTS["density"],
         rank: int | None = DEFAULTS["rank"],
@@ -157,6 +164,9 @@ class FRUGAL(Optimizer):
             "betas": tuple(betas) if isinstance(betas, (list, tuple)) else betas,
             "eps": eps,
             "weight_decay": weight_decay,
+            "momentum": momentum,
+            "nesterov": nesterov,
+            "stateful_rule": stateful_rule,
             "mode": mode,
             "density": density,
             "rank": rank,
@@ -268,10 +278,11 @@ class FRUGAL(Optimizer):
         for group in self.param_groups:
             role = group["role"]
             params = group["params"]
+            moments = moment_count(group["stateful_rule"])
             if role == "stateful":
-                total = sum(2 * self._local_numel(p) * p.element_size() for p in params)
+                total = sum(moments * self._local_numel(p) * p.element_size() for p in params)
             elif role == "frugal" and group["mode"] == "blocks":
-                sizes = [2 * self._local_numel(p) * p.element_size() for p in params]
+                sizes = [moments * self._local_numel(p) * p.element_size() for p in params]
                 total = blocks_peak_bytes(group["block_order"], sizes, group["density"])
                 if group["block_order"] != "random":
                     schedules.append(
@@ -303,20 +314,21 @@ class FRUGAL(Optimizer):
         share of the count (what a uniform draw gives on average)."""
         plan = self._plan(group, param)
         itemsize = param.element_size()
+        moments = moment_count(group["stateful_rule"])
         shard = self._shards.get(param)
         if shard is None or not shard.sharded or plan.kind == "none":
-            return plan.state_bytes(itemsize)
+            return plan.state_bytes(itemsize, moments)
         rows = shard.stop - shard.start
         if plan.kind == "right":
-            return (2 * rows * plan.count + plan.count * plan.cols) * itemsize
+            return (moments * rows * plan.count + plan.count * plan.cols) * itemsize
         if plan.kind == "columns":
-            return 2 * rows * plan.count * itemsize + plan.count * INDEX_BYTES
+            return moments * rows * plan.count * itemsize + plan.count * INDEX_BYTES
         if plan.kind == "left":
             start, stop = shard.bounds(plan.cols)
-            return (2 * plan.count * (stop - start) + rows * plan.count) * itemsize
+            return (moments * plan.count * (stop - start) + rows * plan.count) * itemsize
         start, stop = shard.bounds(plan.count)
         per_entry = plan.cols if plan.kind == "rows" else 1
-        return 2 * (stop - start) * per_entry * itemsize + plan.count * INDEX_BYTES
+        return moments * (stop - start) * per_entry * itemsize + plan.count * INDEX_BYTES
 
     # ------------------------------------------------------------------ state_dict
 
@@ -352,15 +364,13 @@ class FRUGAL(Optimizer):
         role, state = group["role"], self.state.get(param, {})
         shard = self._shards.get(param)
         sharded = shard is not None and shard.sharded
+        keys = MOMENT_KEYS[group["stateful_rule"]]
         if role == "stateful":
             local = local_part(param)
-            packed = {
-                "exp_avg": state.get("exp_avg", torch.zeros_like(local)),
-                "exp_avg_sq": state.get("exp_avg_sq", torch.zeros_like(local)),
-                "step": state.get("step", torch.zeros((), dtype=torch.float32, device=local.device)),
-            }
+            packed = {key: state.get(key, torch.zeros_like(local)) for key in keys}
+            packed["step"] = state.get("step", torch.zeros((), dtype=torch.float32, device=local.device))
             if sharded:
-                for key in ("exp_avg", "exp_avg_sq"):
+                for key in keys:
                     packed[key] = shard.to_dtensor(packed[key], tuple(param.shape))
             return packed
         if role != "frugal":
@@ -369,27 +379,29 @@ class FRUGAL(Optimizer):
         if plan.kind == "none":
             return {}
         if "selection" not in state:
-            return self._zero_split_state(plan, param)
+            return self._zero_split_state(plan, param, keys)
         packed = {"step": state["step"], "period": state["period"]}
-        selection, exp_avg, exp_avg_sq = state["selection"], state["exp_avg"], state["exp_avg_sq"]
+        selection, values = state["selection"], [state[key] for key in keys]
         if not sharded:
-            return {**packed, "selection": selection, "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
+            return {**packed, "selection": selection, **dict(zip(keys, values, strict=True))}
         if plan.kind == "left":  # A by rows, moments (r, n) by columns
             packed["selection"] = shard.to_dtensor(selection, plan.basis_shape)
-            moments = [shard.to_dtensor(m, plan.moment_shape, dim=1) for m in (exp_avg, exp_avg_sq)]
+            moments = [shard.to_dtensor(m, plan.moment_shape, dim=1) for m in values]
         elif plan.kind in ("right", "columns"):  # moments by rows like the parameter
             packed["selection"] = selection
-            moments = [shard.to_dtensor(m, plan.moment_shape) for m in (exp_avg, exp_avg_sq)]
+            moments = [shard.to_dtensor(m, plan.moment_shape) for m in values]
         else:  # rows / randk: uneven pieces, gathered and re-chunked evenly
             packed["selection"] = selection
             _, _, offset = shard.localize(plan, selection)
             moments = [
                 shard.to_dtensor(shard.piece(shard.assemble(m, offset, plan.moment_shape)).clone(), plan.moment_shape)
-                for m in (exp_avg, exp_avg_sq)
+                for m in values
             ]
-        return {**packed, "exp_avg": moments[0], "exp_avg_sq": moments[1]}
+        return {**packed, **dict(zip(keys, moments, strict=True))}
 
-    def _zero_split_state(self, plan: SubspacePlan, param: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _zero_split_state(
+        self, plan: SubspacePlan, param: torch.Tensor, keys: tuple[str, ...]
+    ) -> dict[str, torch.Tensor]:
         """The packed layout of a tensor not selected yet: zeros, ``period`` -1."""
         local = local_part(param)
         shard = self._shards.get(param)
@@ -409,13 +421,12 @@ class FRUGAL(Optimizer):
             "step": torch.zeros((), dtype=torch.float32, device=local.device),
             "period": torch.tensor(-1, dtype=torch.int64),
             "selection": selection,
-            "exp_avg": local.new_zeros(moment_shape),
-            "exp_avg_sq": local.new_zeros(moment_shape),
+            **{key: local.new_zeros(moment_shape) for key in keys},
         }
         if sharded:
             if plan.kind == "left":
                 packed["selection"] = shard.to_dtensor(selection, basis)
-            for key in ("exp_avg", "exp_avg_sq"):
+            for key in keys:
                 packed[key] = shard.to_dtensor(packed[key], plan.moment_shape, dim=moment_dim)
         return packed
 
@@ -445,22 +456,26 @@ class FRUGAL(Optimizer):
         params = group["params"]
         k = blocks_k(group["density"], len(params))
         capacity, shard = self._blocks_capacity(group)
+        keys = MOMENT_KEYS[group["stateful_rule"]]
         first = local_part(params[0])
         active = torch.full((k,), -1, dtype=torch.int64)
         steps = torch.zeros(k, dtype=torch.float32, device=first.device)
-        exp_avg = torch.zeros(capacity, dtype=first.dtype, device=first.device)
-        exp_avg_sq = torch.zeros_like(exp_avg)
+        buffers = [torch.zeros(capacity, dtype=first.dtype, device=first.device) for _ in keys]
         offset = 0
         for slot, i in enumerate(self._active_blocks[index]):
             state = self.state[params[i]]
-            size = state["exp_avg"].numel()
-            exp_avg[offset : offset + size].copy_(state["exp_avg"].reshape(-1))
-            exp_avg_sq[offset : offset + size].copy_(state["exp_avg_sq"].reshape(-1))
+            size = state[keys[0]].numel()
+            for key, buffer in zip(keys, buffers, strict=True):
+                buffer[offset : offset + size].copy_(state[key].reshape(-1))
             steps[slot], active[slot] = state["step"], i
             offset += size
         if shard is not None:
-            exp_avg, exp_avg_sq = (shard.to_dtensor(t, (shard.world * capacity,)) for t in (exp_avg, exp_avg_sq))
-        return {"active_blocks": active, "block_steps": steps, "block_exp_avg": exp_avg, "block_exp_avg_sq": exp_avg_sq}
+            buffers = [shard.to_dtensor(t, (shard.world * capacity,)) for t in buffers]
+        return {
+            "active_blocks": active,
+            "block_steps": steps,
+            **{f"block_{key}": buffer for key, buffer in zip(keys, buffers, strict=True)},
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state_dict from ``state_dict()`` (also after torch.load(weights_only=True), and
@@ -509,35 +524,38 @@ class FRUGAL(Optimizer):
             return {key: _restore_state_value(key, local_part(value), local) for key, value in saved.items()}
         local = local_part(param)
         pieces = dict(saved)
+        keys = MOMENT_KEYS[group["stateful_rule"]]
         if group["role"] == "stateful" or "selection" not in saved:
-            pieces.update({key: shard.piece(saved[key]) for key in ("exp_avg", "exp_avg_sq") if key in saved})
+            pieces.update({key: shard.piece(saved[key]) for key in keys if key in saved})
         else:
             plan = self._plan(group, param)
             if plan.kind == "left":
                 pieces["selection"] = shard.piece(saved["selection"])
-                pieces.update({key: shard.piece(saved[key], dim=1) for key in ("exp_avg", "exp_avg_sq")})
+                pieces.update({key: shard.piece(saved[key], dim=1) for key in keys})
             elif plan.kind in ("right", "columns"):
-                pieces.update({key: shard.piece(saved[key]) for key in ("exp_avg", "exp_avg_sq")})
+                pieces.update({key: shard.piece(saved[key]) for key in keys})
             else:
                 local_plan, _, offset = shard.localize(plan, saved["selection"])
-                for key in ("exp_avg", "exp_avg_sq"):
+                for key in keys:
                     whole = saved[key].full_tensor() if is_dtensor(saved[key]) else saved[key]
                     pieces[key] = whole.narrow(0, offset, local_plan.count)
         return {key: _restore_state_value(key, value, local) for key, value in pieces.items()}
 
     def _load_blocks(self, index: int, group: dict[str, Any], extra: dict[str, Any]) -> None:
         params = group["params"]
+        keys = MOMENT_KEYS[group["stateful_rule"]]
         window = [int(i) for i in extra["active_blocks"].tolist() if int(i) >= 0]
-        buffers = [local_part(extra[key]) for key in ("block_exp_avg", "block_exp_avg_sq")]
+        buffers = [local_part(extra[f"block_{key}"]) for key in keys]
         offset = 0
         for slot, i in enumerate(window):
             local = local_part(params[i])
             size = local.numel()
-            exp_avg, exp_avg_sq = (
-                _restore_state_value("exp_avg", buffer[offset : offset + size].view(local.shape), local) for buffer in buffers
-            )
-            step = _restore_state_value("step", extra["block_steps"][slot], local)
-            self.state[params[i]] = {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq, "step": step}
+            restored = {
+                key: _restore_state_value(key, buffer[offset : offset + size].view(local.shape), local)
+                for key, buffer in zip(keys, buffers, strict=True)
+            }
+            restored["step"] = _restore_state_value("step", extra["block_steps"][slot], local)
+            self.state[params[i]] = restored
             offset += size
         self._active_blocks[index] = window
 
@@ -593,12 +611,7 @@ class FRUGAL(Optimizer):
         for param in params:  # free every moment: blocks always resets
             self.state.pop(param, None)
         for i in window:
-            local = local_part(params[i])
-            self.state[params[i]] = {
-                "exp_avg": torch.zeros_like(local, memory_format=torch.preserve_format),
-                "exp_avg_sq": torch.zeros_like(local, memory_format=torch.preserve_format),
-                "step": torch.zeros((), dtype=torch.float32, device=local.device),
-            }
+            self.state[params[i]] = _fresh_moments(group, local_part(params[i]))
         self._active_blocks[index] = window
         logger.debug("step %d: active blocks %s", self._global_step, _describe(group, window))
 
@@ -617,7 +630,7 @@ class FRUGAL(Optimizer):
             plan = self._plan(group, param)
             state["period"] = torch.tensor(period, dtype=torch.int64)
             if plan.kind == "none":
-                for key in ("exp_avg", "exp_avg_sq", "step", "selection"):
+                for key in (*ALL_MOMENT_KEYS, "step", "selection"):
                     state.pop(key, None)
                 continue
             shard = self._shards.get(param)
@@ -625,12 +638,11 @@ class FRUGAL(Optimizer):
                 self._reselect_sharded(group, plan, param, state, shard)
                 continue
             grad_matrix = local_part(param.grad).reshape(plan.rows, plan.cols)
-            state["selection"] = draw_subspace(group["mode"], plan, grad_matrix, self._generator)
-            if group["reset_state"] or "exp_avg" not in state:
-                local = local_part(param)
-                state["exp_avg"] = local.new_zeros(plan.moment_shape)
-                state["exp_avg_sq"] = local.new_zeros(plan.moment_shape)
-                state["step"] = torch.zeros((), dtype=torch.float32, device=local.device)
+            state["selection"] = draw_subspace(
+                group["mode"], plan, grad_matrix, self._generator, exact=not group["reset_state"]
+            )
+            if group["reset_state"] or "step" not in state:
+                state.update(_fresh_moments(group, local_part(param), plan.moment_shape))
 
     def _reselect_sharded(
         self, group: dict[str, Any], plan: SubspacePlan, param: torch.Tensor, state: dict[str, Any], shard: Shard0
@@ -640,26 +652,25 @@ class FRUGAL(Optimizer):
             drawn_from = grad.full_tensor().reshape(plan.rows, plan.cols)  # the one gather per period
         else:  # only the device and dtype are read
             drawn_from = local_part(grad).reshape(-1, plan.cols)
-        selection = draw_subspace(group["mode"], plan, drawn_from, self._generator)
+        selection = draw_subspace(group["mode"], plan, drawn_from, self._generator, exact=not group["reset_state"])
+        keys = MOMENT_KEYS[group["stateful_rule"]]
         carried = None
-        if not group["reset_state"] and "exp_avg" in state and plan.kind in ("rows", "flat"):
+        if not group["reset_state"] and "step" in state and plan.kind in ("rows", "flat"):
             # the carried moments' rows move between ranks with the new selection
             _, _, offset = shard.localize(plan, state["selection"])
-            carried = [shard.assemble(state[key], offset, plan.moment_shape) for key in ("exp_avg", "exp_avg_sq")]
+            carried = [shard.assemble(state[key], offset, plan.moment_shape) for key in keys]
         if plan.kind == "left":
             selection = selection[shard.start : shard.stop].contiguous()  # A's local rows
         state["selection"] = selection
         local_plan, _, offset = shard.localize(plan, selection)
         if carried is not None:
-            state["exp_avg"], state["exp_avg_sq"] = (m.narrow(0, offset, local_plan.count).clone() for m in carried)
-        elif group["reset_state"] or "exp_avg" not in state:
+            state.update({key: m.narrow(0, offset, local_plan.count).clone() for key, m in zip(keys, carried, strict=True)})
+        elif group["reset_state"] or "step" not in state:
             shape = list(local_plan.moment_shape)
             if plan.kind == "left":  # the moments of A^T G by columns
                 start, stop = shard.bounds(plan.cols)
                 shape = [plan.count, stop - start]
-            state["exp_avg"] = local.new_zeros(shape)
-            state["exp_avg_sq"] = local.new_zeros(shape)
-            state["step"] = torch.zeros((), dtype=torch.float32, device=local.device)
+            state.update(_fresh_moments(group, local, tuple(shape)))
 
     def _whole_adam_indices(self, group: dict[str, Any], index: int) -> set[int]:
         """Positions in ``group`` that take plain AdamW on the whole tensor this step: every tensor
@@ -680,12 +691,10 @@ class FRUGAL(Optimizer):
         lr_sf = lr * group["split_lr_scale"]
         return lr, lr_sf, lr_sf * group["state_free_lr_scale"]
 
-    def _ensure_full_state(self, param: torch.Tensor, local: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _ensure_full_state(self, group: dict[str, Any], param: torch.Tensor, local: torch.Tensor) -> dict[str, torch.Tensor]:
         state = self.state[param]
-        if "exp_avg" not in state:
-            state["exp_avg"] = torch.zeros_like(local, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(local, memory_format=torch.preserve_format)
-            state["step"] = torch.zeros((), dtype=torch.float32, device=local.device)
+        if "step" not in state:
+            state.update(_fresh_moments(group, local))
         return state
 
     def _routed(self, group: dict[str, Any], index: int):
@@ -704,7 +713,7 @@ class FRUGAL(Optimizer):
             if shard is not None:
                 local, grad = local_part(param), local_part(grad)
             if i in whole_adam:
-                yield i, local, grad, self._ensure_full_state(param, local), None, True
+                yield i, local, grad, self._ensure_full_state(group, param, local), None, True
                 continue
             state = self.state.get(param, {})
             if group["role"] == "state_free" or "selection" not in state:
@@ -722,16 +731,19 @@ class FRUGAL(Optimizer):
     def _step_group_single(self, index: int, group: dict[str, Any]) -> None:
         """Reference path: one tensor at a time, the formulas as written."""
         lr, lr_sf, lr_free = self._rates(group)
-        beta1, beta2 = group["betas"]
-        eps, weight_decay, rule = group["eps"], group["weight_decay"], group["state_free"]
-        adam = {"beta1": beta1, "beta2": beta2, "eps": eps}
+        weight_decay, rule = group["weight_decay"], group["state_free"]
         for _, param, grad, state, split, whole in self._routed(group, index):
             if weight_decay:
                 param.mul_(1 - lr * weight_decay)
-            if whole:
+            if whole and group["stateful_rule"] == "adamw":
+                beta1, beta2 = resolved_betas(group)
                 _math.adamw_single(
-                    param, grad, state["exp_avg"], state["exp_avg_sq"], state["step"], lr=lr_sf, weight_decay=0.0, **adam
+                    param, grad, state["exp_avg"], state["exp_avg_sq"], state["step"],
+                    lr=lr_sf, beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=0.0,
                 )
+                continue
+            if whole:
+                param.add_(self._stateful_delta(group, grad, state, lr_sf, single=True))
                 continue
             if split is None:
                 _math.apply_state_free_single(param, grad, rule, lr_free)
@@ -739,25 +751,47 @@ class FRUGAL(Optimizer):
             plan, param_matrix, grad_matrix, selection, reduce = split
             low = _math.project_down(plan, grad_matrix, selection)
             moment_input = low if reduce is None else _columns_of(reduce.all_reduce(low), reduce)
-            denominator, step_size = _math.adam_moments_single(
-                moment_input, state["exp_avg"], state["exp_avg_sq"], state["step"], lr=lr_sf, **adam
-            )
-            delta_low = torch.zeros_like(moment_input).addcdiv_(state["exp_avg"], denominator, value=-step_size)
+            delta_low = self._stateful_delta(group, moment_input, state, lr_sf, single=True)
             if reduce is not None:
                 delta_low = reduce.gather(delta_low, tuple(low.shape), dim=1)
             param_matrix.add_(_math.lift_up(plan, delta_low, selection))
             residual = grad_matrix - _math.lift_up(plan, low, selection)
             _math.apply_state_free_single(param_matrix, residual, rule, lr_free)
 
+    def _stateful_delta(
+        self, group: dict[str, Any], grad: torch.Tensor, state: dict[str, torch.Tensor], lr: float, *, single: bool
+    ) -> torch.Tensor:
+        """Advance one tensor's moments under the group's state-full rule; return its step.
+
+        ``single``: the reference formulas (AdamW as torch's for-loop); else torch's fused
+        AdamW kernel on zeros. Lion and SGD-momentum take the same ops on either path."""
+        beta1, beta2 = resolved_betas(group)
+        step = state["step"]
+        if group["stateful_rule"] != "adamw":
+            moment = state[MOMENT_KEYS[group["stateful_rule"]][0]]
+            return _math.one_moment_delta(
+                group["stateful_rule"], grad, moment, step, lr=lr, beta1=beta1, beta2=beta2,
+                momentum=group["momentum"], nesterov=group["nesterov"],
+            )
+        adam = {"beta1": beta1, "beta2": beta2, "eps": group["eps"], "lr": lr}
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        if not single:
+            return _math.adam_delta(grad, exp_avg, exp_avg_sq, step, fused=self._fused, **adam)
+        denominator, step_size = _math.adam_moments_single(grad, exp_avg, exp_avg_sq, step, **adam)
+        return torch.zeros_like(grad).addcdiv_(exp_avg, denominator, value=-step_size)
+
     def _step_group_multi(self, index: int, group: dict[str, Any]) -> None:
-        """Fast path: torch's fused AdamW for whole tensors and for the low-rank moments; the
-        state-free rule, weight decay and the lift folded into one pass per tensor."""
+        """Fast path: torch's fused AdamW (foreach ops for Lion and SGD-momentum) for whole
+        tensors, per tensor for the low-rank moments; the state-free rule, weight decay and the
+        lift folded into one pass per tensor."""
         lr, lr_sf, lr_free = self._rates(group)
-        beta1, beta2 = group["betas"]
+        beta1, beta2 = resolved_betas(group)
         eps, weight_decay, rule = group["eps"], group["weight_decay"], group["state_free"]
+        stateful_rule = group["stateful_rule"]
+        keys = MOMENT_KEYS[stateful_rule]
         adam = {"beta1": beta1, "beta2": beta2, "eps": eps, "fused": self._fused}
         decay = 1 - lr * weight_decay
-        whole_tensors: tuple[list[torch.Tensor], ...] = ([], [], [], [], [])  # params, grads, m, v, steps
+        whole_tensors: tuple[list[torch.Tensor], ...] = tuple([] for _ in range(3 + len(keys)))  # p, g, moments, steps
         predecay: list[torch.Tensor] = []  # whole-Adam tensors the fused kernel cannot decay
         free_params: list[torch.Tensor] = []  # whole tensors taking the state-free rule
         free_grads: list[torch.Tensor] = []
@@ -765,10 +799,10 @@ class FRUGAL(Optimizer):
         for _, param, grad, state, split, whole in self._routed(group, index):
             if whole:
                 for bucket, tensor in zip(
-                    whole_tensors, (param, grad, state["exp_avg"], state["exp_avg_sq"], state["step"]), strict=True
+                    whole_tensors, (param, grad, *(state[key] for key in keys), state["step"]), strict=True
                 ):
                     bucket.append(tensor)
-                if lr_sf != lr:
+                if lr_sf != lr or stateful_rule != "adamw":
                     predecay.append(param)
             elif split is None:
                 free_params.append(param)
@@ -779,21 +813,37 @@ class FRUGAL(Optimizer):
         # the fused kernel decays with its own lr, which is right only when that is the group's lr
         if weight_decay and predecay:
             torch._foreach_mul_(predecay, decay)
-        _math.adamw_multi(*whole_tensors, lr=lr_sf, weight_decay=weight_decay if lr_sf == lr else 0.0, **adam)
+        if stateful_rule == "adamw":
+            _math.adamw_multi(*whole_tensors, lr=lr_sf, weight_decay=weight_decay if lr_sf == lr else 0.0, **adam)
+        else:
+            _math.one_moment_multi_(
+                stateful_rule, *whole_tensors, lr=lr_sf, beta1=beta1, beta2=beta2,
+                momentum=group["momentum"], nesterov=group["nesterov"],
+            )
         _math.state_free_update_(free_params, free_grads, rule=rule, lr_free=lr_free, decay=decay)
         # One tensor at a time, so that its gradient and parameter are still in cache when the
         # state-free pass and the lift read them right after the projection.
         for state, (plan, param_matrix, grad_matrix, selection, reduce) in split_tensors:
             low = _math.project_down(plan, grad_matrix, selection)
             moment_input = low if reduce is None else _columns_of(reduce.all_reduce(low), reduce)
-            delta = _math.adam_delta(
-                moment_input, state["exp_avg"], state["exp_avg_sq"], state["step"], lr=lr_sf, **adam
-            )
+            delta = self._stateful_delta(group, moment_input, state, lr_sf, single=False)
             if reduce is not None:
                 delta = reduce.gather(delta, tuple(low.shape), dim=1)
             _math.split_update_(
                 plan, param_matrix, grad_matrix, low, delta, selection, rule=rule, lr_free=lr_free, decay=decay
             )
+
+
+def _fresh_moments(
+    group: dict[str, Any], local: torch.Tensor, shape: tuple[int, ...] | None = None
+) -> dict[str, torch.Tensor]:
+    """Zero moments of the group's state-full rule (``shape``: a low-rank one; None: like ``local``)
+    and a zero step counter: what a selection or a reset starts from."""
+    if shape is None:
+        moments = {key: torch.zeros_like(local, memory_format=torch.preserve_format) for key in MOMENT_KEYS[group["stateful_rule"]]}
+    else:
+        moments = {key: local.new_zeros(shape) for key in MOMENT_KEYS[group["stateful_rule"]]}
+    return {**moments, "step": torch.zeros((), dtype=torch.float32, device=local.device)}
 
 
 def _columns_of(low: torch.Tensor, shard: Shard0) -> torch.Tensor:

@@ -19,9 +19,15 @@ class FrugalSettings:
     """
 
     lr: float = DEFAULTS["lr"]
-    betas: tuple[float, float] = DEFAULTS["betas"]
+    betas: tuple[float, float] | None = DEFAULTS["betas"]
+    """Moment decays of AdamW or Lion; None: the state-full rule's own."""
     eps: float = DEFAULTS["eps"]
     weight_decay: float = DEFAULTS["weight_decay"]
+    momentum: float = DEFAULTS["momentum"]
+    """SGD-momentum's momentum (``stateful_rule="sgdm"`` only)."""
+    nesterov: bool = DEFAULTS["nesterov"]
+    stateful_rule: str = DEFAULTS["stateful_rule"]
+    """Rule of the state-full part: adamw, lion (one moment) or sgdm (SGD with momentum, one moment)."""
     mode: str = DEFAULTS["mode"]
     """Subspace mode of ``frugal`` parameters: blocks, svd, random, randperm, columns, rows, randk."""
     density: float = DEFAULTS["density"]

@@ -137,6 +137,19 @@ SETTINGS: dict[str, Setting] = {
             "rank", "int", None, low=0, optional=True, help="subspace rank instead of density (ranked modes only)"
         ),
         Setting("update_gap", "int", 200, low=1, help="T: steps between subspace re-selections"),
+        Setting(
+            "density_end",
+            "float",
+            None,
+            low=0.0,
+            high=1.0,
+            optional=True,
+            help="end of a linear rho schedule from density (None: constant density)",
+        ),
+        Setting("density_steps", "int", 10_000, low=1, help="steps of the rho schedule from density to density_end"),
+        Setting("update_gap_growth", "float", 1.0, low=1.0, help="factor on T when the reported loss plateaus (1: fixed T)"),
+        Setting("update_gap_max", "int", 1000, low=1, help="cap of the grown T"),
+        Setting("loss_plateau", "float", 0.005, low=0.0, help="relative loss change under which T grows"),
         Setting("block_order", "choice", "descending", choices=BLOCK_ORDERS, help="order of blocks"),
         Setting("state_free", "choice", "signsgd", choices=STATE_FREE_RULES, help="state-free update rule"),
         Setting("state_free_lr_scale", "float", 1.0, low=0.0, help="lr multiplier of the state-free part"),
@@ -156,6 +169,11 @@ FRUGAL_SETTINGS: tuple[str, ...] = (
     "density",
     "rank",
     "update_gap",
+    "density_end",
+    "density_steps",
+    "update_gap_growth",
+    "update_gap_max",
+    "loss_plateau",
     "block_order",
     "state_free",
     "state_free_lr_scale",
@@ -225,6 +243,16 @@ def validate_group(group: Mapping[str, Any]) -> None:
         if name != "lr":
             SETTINGS[name].check(group[name])
     check_rank_applies(group["role"], group["mode"], group["rank"])
+    if group["density_end"] is not None:
+        if group["density_end"] > group["density"]:
+            _fail(
+                "density_end",
+                group["density_end"],
+                f"at most density={group['density']} (the schedule decays)",
+                "Lower density_end or raise density.",
+            )
+        if group["rank"] is not None:
+            _fail("density_end", group["density_end"], "None with a rank", "Use density instead of rank to schedule it.")
     if group["nesterov"] and group["momentum"] == 0 and group["stateful_rule"] == "sgdm":
         _fail("nesterov", True, "False when momentum is 0", "Give momentum > 0 or nesterov=False.")
     names = group.get("names")
@@ -244,6 +272,22 @@ def validate_group(group: Mapping[str, Any]) -> None:
                 f"density {density} of {len(group['params'])} tensors gives k={k}; "
                 "choose a density giving an even k or another order.",
             )
+
+
+def scheduled_density(group: Mapping[str, Any], step: int) -> float:
+    """rho at 1-indexed optimizer ``step``: ``max(end, start - (start - end) * (step - 1) / steps)``
+    (AdaFRUGAL's linear decay; ``density`` itself without a ``density_end``)."""
+    start, end = group["density"], group["density_end"]
+    if end is None:
+        return start
+    return max(end, start - (start - end) * max(0, step - 1) / group["density_steps"])
+
+
+def blocks_count(group: Mapping[str, Any], density: float) -> int:
+    """Active tensors of a blocks group at ``density``: ``round(rho n)`` (the paper's code), or
+    ``floor(rho_t n)`` under a rho schedule (AdaFRUGAL's, which may reach 0)."""
+    n = len(group["params"])
+    return blocks_k(density, n) if group["density_end"] is None else floor_count(density, n)
 
 
 def resolved_betas(group: Mapping[str, Any]) -> tuple[float, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable
 from itertools import chain
 from typing import Any
@@ -17,10 +18,11 @@ from frugal_search.optimizer._settings import (
     GROUP_SETTINGS,
     MOMENT_KEYS,
     SETTINGS,
-    blocks_k,
+    blocks_count,
     check_group_keys,
     moment_count,
     resolved_betas,
+    scheduled_density,
     validate_group,
 )
 from frugal_search.optimizer._sharding import Shard0, chunk_bounds, is_dtensor, local_part, shard_of
@@ -146,6 +148,11 @@ class FRUGAL(Optimizer):
         density: float = DEFAULTS["density"],
         rank: int | None = DEFAULTS["rank"],
         update_gap: int = DEFAULTS["update_gap"],
+        density_end: float | None = DEFAULTS["density_end"],
+        density_steps: int = DEFAULTS["density_steps"],
+        update_gap_growth: float = DEFAULTS["update_gap_growth"],
+        update_gap_max: int = DEFAULTS["update_gap_max"],
+        loss_plateau: float = DEFAULTS["loss_plateau"],
         block_order: str = DEFAULTS["block_order"],
         state_free: str = DEFAULTS["state_free"],
         state_free_lr_scale: float = DEFAULTS["state_free_lr_scale"],
@@ -171,6 +178,11 @@ class FRUGAL(Optimizer):
             "density": density,
             "rank": rank,
             "update_gap": update_gap,
+            "density_end": density_end,
+            "density_steps": density_steps,
+            "update_gap_growth": update_gap_growth,
+            "update_gap_max": update_gap_max,
+            "loss_plateau": loss_plateau,
             "block_order": block_order,
             "state_free": state_free,
             "state_free_lr_scale": state_free_lr_scale,
@@ -184,6 +196,10 @@ class FRUGAL(Optimizer):
         self._generator.manual_seed(seed)
         self._global_step = 0
         self._active_blocks: list[list[int]] = []  # per param group, indices into its params
+        # per param group: the current period (-1 before the first), the step of the next
+        # re-selection, and the density chosen at the last one (see _advance_schedule)
+        self._schedules: list[dict[str, Any]] = []
+        self._last_loss: float | None = None  # the last loss given to report_loss
         self._shards: dict[torch.Tensor, Shard0] = {}  # DTensor params (FSDP2) -> their local rows
         super().__init__(params, defaults)
 
@@ -208,6 +224,7 @@ class FRUGAL(Optimizer):
         self._check_sharding(group)
         super().add_param_group(group)
         self._active_blocks.append([])
+        self._schedules.append({"period": -1, "next": 1, "density": float(group["density"])})
 
     def _check_sharding(self, group: dict[str, Any]) -> None:
         """Record the shard layout of DTensor params; ValueError for one a mode cannot run on."""
@@ -283,8 +300,8 @@ class FRUGAL(Optimizer):
                 total = sum(moments * self._local_numel(p) * p.element_size() for p in params)
             elif role == "frugal" and group["mode"] == "blocks":
                 sizes = [moments * self._local_numel(p) * p.element_size() for p in params]
-                total = blocks_peak_bytes(group["block_order"], sizes, group["density"])
-                if group["block_order"] != "random":
+                total = _blocks_peak(group, sizes)
+                if group["block_order"] != "random" and _fixed_schedule(group):
                     schedules.append(
                         (group["update_gap"], blocks_window_bytes(group["block_order"], sizes, group["density"]))
                     )
@@ -349,6 +366,7 @@ class FRUGAL(Optimizer):
         optimizer_wide = {
             "global_step": torch.tensor(self._global_step, dtype=torch.int64),
             "generator_state": self._generator.get_state(),
+            "last_loss": torch.tensor(math.nan if self._last_loss is None else self._last_loss, dtype=torch.float64),
         }
         state: dict[int, dict[str, torch.Tensor]] = {}
         ids = chain.from_iterable(g["params"] for g in packed["param_groups"])
@@ -356,7 +374,13 @@ class FRUGAL(Optimizer):
             blocks = group["role"] == "frugal" and group["mode"] == "blocks"
             for param in group["params"]:
                 state[next(ids)] = {} if blocks else self._packed_param_state(group, param)
-            packed_group[GROUP_STATE_KEY] = {**optimizer_wide, **(self._packed_blocks(index, group) if blocks else {})}
+            schedule = self._schedules[index]
+            packed_group[GROUP_STATE_KEY] = {
+                **optimizer_wide,
+                "schedule": torch.tensor([schedule["period"], schedule["next"]], dtype=torch.int64),
+                "schedule_density": torch.tensor(schedule["density"], dtype=torch.float64),
+                **(self._packed_blocks(index, group) if blocks else {}),
+            }
         packed["state"] = state
         return packed
 
@@ -439,7 +463,7 @@ class FRUGAL(Optimizer):
         capacity = 0
         for rank in range(world):
             sizes = [self._rows_on(param, rank) * (param.numel() // max(1, param.shape[0] if param.dim() else 1)) for param in params]
-            capacity = max(capacity, blocks_peak_bytes(group["block_order"], sizes, group["density"]))
+            capacity = max(capacity, _blocks_peak(group, sizes))
         return capacity, shard
 
     def _rows_on(self, param: torch.Tensor, rank: int) -> int:
@@ -454,7 +478,7 @@ class FRUGAL(Optimizer):
     def _packed_blocks(self, index: int, group: dict[str, Any]) -> dict[str, torch.Tensor]:
         """A blocks group's window, Adam steps and moments, the moments as flat buffers."""
         params = group["params"]
-        k = blocks_k(group["density"], len(params))
+        k = blocks_count(group, group["density"])  # the most a decaying schedule holds
         capacity, shard = self._blocks_capacity(group)
         keys = MOMENT_KEYS[group["stateful_rule"]]
         first = local_part(params[0])
@@ -510,8 +534,22 @@ class FRUGAL(Optimizer):
             return
         self._global_step = int(wide["global_step"])
         self._generator.set_state(wide["generator_state"].to(device="cpu", dtype=torch.uint8))
+        last_loss = float(wide["last_loss"]) if "last_loss" in wide else math.nan
+        self._last_loss = None if math.isnan(last_loss) else last_loss
+        for index, (group, extra) in enumerate(zip(self.param_groups, extras, strict=True)):
+            self._schedules[index] = self._loaded_schedule(group, extra)
         if wide is legacy:
             self._active_blocks = [[int(i) for i in window.tolist()] for window in legacy["active_blocks"]]
+
+    def _loaded_schedule(self, group: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
+        """A group's schedule from its saved entries; earlier versions (fixed T and density) had
+        none, and their schedule follows from the global step."""
+        if extra is not None and "schedule" in extra:
+            period, upcoming = (int(value) for value in extra["schedule"].tolist())
+            return {"period": period, "next": upcoming, "density": float(extra["schedule_density"])}
+        gap, step = group["update_gap"], self._global_step
+        period = (step - 1) // gap if step > 0 else -1
+        return {"period": period, "next": (period + 1) * gap + 1, "density": float(group["density"])}
 
     def _unpacked_param_state(self, group: dict[str, Any], param: torch.Tensor, saved: dict[str, Any]) -> dict[str, Any]:
         if "period" in saved and int(saved["period"]) < 0:
@@ -559,6 +597,34 @@ class FRUGAL(Optimizer):
             offset += size
         self._active_blocks[index] = window
 
+    # ------------------------------------------------------------------ loss-aware T
+
+    def report_loss(self, loss: float | torch.Tensor) -> None:
+        """Report a loss (e.g. each evaluation's): T grows where it plateaus.
+
+        When the relative change ``|loss - previous| / |previous|`` from the previously reported
+        loss is under a group's ``loss_plateau``, that frugal group's ``update_gap`` becomes
+        ``min(update_gap_max, floor(update_gap * update_gap_growth))`` (never lower), from its
+        next re-selection on. Groups with ``update_gap_growth`` 1 (the default) never change. The
+        caller decides what a report is (AdaFRUGAL's validation loss); the optimizer counts its
+        own steps, not reports. A loss that is not finite is ignored.
+        """
+        value = float(loss)
+        if not math.isfinite(value):
+            logger.debug("report_loss(%r) ignored: not finite", value)
+            return
+        previous, self._last_loss = self._last_loss, value
+        if previous is None or previous == 0:
+            return
+        change = abs(value - previous) / abs(previous)
+        for group in self.param_groups:
+            if group["role"] != "frugal" or group["update_gap_growth"] == 1.0 or change >= group["loss_plateau"]:
+                continue
+            grown = min(group["update_gap_max"], math.floor(group["update_gap"] * group["update_gap_growth"]))
+            if grown > group["update_gap"]:
+                logger.debug("loss change %.3g under %g: T %d -> %d", change, group["loss_plateau"], group["update_gap"], grown)
+                group["update_gap"] = grown
+
     # ------------------------------------------------------------------ step
 
     @torch.no_grad()
@@ -579,10 +645,12 @@ class FRUGAL(Optimizer):
             role = group["role"]
             if role == "frozen":
                 continue
+            due = role == "frugal" and self._advance_schedule(index, group)
             if role == "frugal" and group["mode"] == "blocks":
-                self._reselect_blocks(index, group)
+                if due:
+                    self._reselect_blocks(index, group)
             elif role == "frugal":
-                self._reselect_subspaces(group)
+                self._reselect_subspaces(index, group)
             if self._foreach:
                 self._step_group_multi(index, group)
             else:
@@ -596,18 +664,31 @@ class FRUGAL(Optimizer):
             return False
         return all(p.grad is None or not local_part(p.grad).any() for group in groups for p in group["params"])
 
-    def _period(self, group: dict[str, Any]) -> int:
-        return (self._global_step - 1) // group["update_gap"]
+    def _advance_schedule(self, index: int, group: dict[str, Any]) -> bool:
+        """Whether this step re-selects a frugal group's subspace; if so, start its next period.
 
-    def _plan(self, group: dict[str, Any], param: torch.Tensor) -> SubspacePlan:
-        return plan_subspace(group["mode"], tuple(param.shape), float(group["density"]), group["rank"])
+        Due every ``update_gap`` steps from step 1 (T may grow between periods, see
+        :meth:`report_loss`) and, in blocks mode under a rho schedule, also when the active count
+        ``floor(rho_t n)`` changes. The period's density is rho at its first step."""
+        schedule, step = self._schedules[index], self._global_step
+        density = scheduled_density(group, step)
+        due = step >= schedule["next"]
+        if not due and group["mode"] == "blocks" and group["density_end"] is not None:
+            due = blocks_count(group, density) != blocks_count(group, schedule["density"])
+        if due:
+            schedule.update(period=schedule["period"] + 1, next=step + group["update_gap"], density=density)
+        return due
+
+    def _plan(self, group: dict[str, Any], param: torch.Tensor, density: float | None = None) -> SubspacePlan:
+        """The tensor's subspace at ``density`` (None: the group's, the start of a schedule and its peak)."""
+        rho = float(group["density"] if density is None else density)
+        return plan_subspace(group["mode"], tuple(param.shape), rho, group["rank"])
 
     def _reselect_blocks(self, index: int, group: dict[str, Any]) -> None:
-        if (self._global_step - 1) % group["update_gap"]:
-            return
         params = group["params"]
-        k = blocks_k(group["density"], len(params))
-        window = block_window(group["block_order"], len(params), k, self._period(group), self._generator)
+        schedule = self._schedules[index]
+        k = blocks_count(group, schedule["density"])
+        window = block_window(group["block_order"], len(params), k, schedule["period"], self._generator)
         for param in params:  # free every moment: blocks always resets
             self.state.pop(param, None)
         for i in window:
@@ -615,19 +696,20 @@ class FRUGAL(Optimizer):
         self._active_blocks[index] = window
         logger.debug("step %d: active blocks %s", self._global_step, _describe(group, window))
 
-    def _reselect_subspaces(self, group: dict[str, Any]) -> None:
-        """Choose a tensor's subspace at its first step with a grad in each period.
+    def _reselect_subspaces(self, index: int, group: dict[str, Any]) -> None:
+        """Choose a tensor's subspace at its first step with a grad in each period, its rank
+        from the period's density.
 
         A sharded tensor's subspace is drawn on its global shape (the same on every rank: the
         generators agree); svd gathers the whole gradient once for it."""
-        period = self._period(group)
+        period, density = self._schedules[index]["period"], self._schedules[index]["density"]
         for param in group["params"]:
             if param.grad is None:
                 continue
             state = self.state[param]
             if "period" in state and int(state["period"]) == period:
                 continue
-            plan = self._plan(group, param)
+            plan = self._plan(group, param, density)
             state["period"] = torch.tensor(period, dtype=torch.int64)
             if plan.kind == "none":
                 for key in (*ALL_MOMENT_KEYS, "step", "selection"):
@@ -719,7 +801,7 @@ class FRUGAL(Optimizer):
             if group["role"] == "state_free" or "selection" not in state:
                 yield i, local, grad, state, None, False
                 continue
-            plan = self._plan(group, param)
+            plan = self._plan(group, param, self._schedules[index]["density"])
             selection = state["selection"]
             reduce = None
             if shard is not None and shard.sharded:
@@ -844,6 +926,21 @@ def _fresh_moments(
     else:
         moments = {key: local.new_zeros(shape) for key in MOMENT_KEYS[group["stateful_rule"]]}
     return {**moments, "step": torch.zeros((), dtype=torch.float32, device=local.device)}
+
+
+def _blocks_peak(group: dict[str, Any], sizes: list[int]) -> int:
+    """A blocks group's largest window over its schedule: every window of a cycle at a fixed
+    density; under a rho schedule (windows of several sizes) the start's count of the largest
+    tensors, which bounds every window and equals the peak for equal-sized tensors."""
+    if group["density_end"] is None:
+        return blocks_peak_bytes(group["block_order"], sizes, group["density"])
+    return sum(sorted(sizes, reverse=True)[: blocks_count(group, group["density"])])
+
+
+def _fixed_schedule(group: dict[str, Any]) -> bool:
+    """Whether a group's re-selection steps and window sizes are fixed by its settings (no rho
+    schedule, no T growth), so that its windows can be enumerated against other groups'."""
+    return group["density_end"] is None and group["update_gap_growth"] == 1.0
 
 
 def _columns_of(low: torch.Tensor, shard: Shard0) -> torch.Tensor:

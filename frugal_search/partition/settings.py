@@ -36,6 +36,14 @@ class FrugalSettings:
     """Fixed rank for svd/random/randperm/columns/rows instead of ``density`` (None: use density)."""
     update_gap: int = DEFAULTS["update_gap"]
     """T: steps between re-selections of the state-full subspace."""
+    density_end: float | None = DEFAULTS["density_end"]
+    """End of a linear rho schedule from ``density`` over ``density_steps`` steps (None: constant)."""
+    density_steps: int = DEFAULTS["density_steps"]
+    update_gap_growth: float = DEFAULTS["update_gap_growth"]
+    """Factor on T when the loss reported to the optimizer plateaus (1: fixed T)."""
+    update_gap_max: int = DEFAULTS["update_gap_max"]
+    loss_plateau: float = DEFAULTS["loss_plateau"]
+    """Relative change of the reported loss under which T grows."""
     block_order: str = DEFAULTS["block_order"]
     state_free: str = DEFAULTS["state_free"]
     """Update of the state-free part: signsgd, sgd or none (none gives GaLore / BAdam)."""

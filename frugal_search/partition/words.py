@@ -35,7 +35,14 @@ def _frugal_words(rule: Rule, partition_settings: FrugalSettings) -> str:
         if settings["rank"] is not None and mode != "blocks"
         else f"rho {_number(settings['density'])}"
     )
+    if settings["density_end"] is not None and settings["rank"] is None:
+        size += f" -> {_number(settings['density_end'])} over {settings['density_steps']} steps"
     words = f"frugal {mode} {size} every {settings['update_gap']} steps"
+    if settings["update_gap_growth"] != 1.0:
+        words += (
+            f" (x{_number(settings['update_gap_growth'])} up to {settings['update_gap_max']} when the loss changes"
+            f" under {_number(settings['loss_plateau'])})"
+        )
     if mode == "blocks":
         words += f" ({settings['block_order']})"
     words += _stateful_rule_words(rule, partition_settings)

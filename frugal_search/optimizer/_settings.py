@@ -169,11 +169,6 @@ FRUGAL_SETTINGS: tuple[str, ...] = (
     "density",
     "rank",
     "update_gap",
-    "density_end",
-    "density_steps",
-    "update_gap_growth",
-    "update_gap_max",
-    "loss_plateau",
     "block_order",
     "state_free",
     "state_free_lr_scale",
@@ -181,7 +176,12 @@ FRUGAL_SETTINGS: tuple[str, ...] = (
     "reset_state",
 )
 # Settings a param group may override; `seed` is optimizer-wide (one generator).
-GROUP_SETTINGS: tuple[str, ...] = ("lr", "betas", "eps", "weight_decay", "momentum", "nesterov", *FRUGAL_SETTINGS)
+# The schedules of rho and T (AdaFRUGAL): partition-wide or per param group, not (yet) per rule or
+# a search dimension (a sampled density below a sampled density_end would be no schedule at all).
+SCHEDULE_SETTINGS: tuple[str, ...] = ("density_end", "density_steps", "update_gap_growth", "update_gap_max", "loss_plateau")
+GROUP_SETTINGS: tuple[str, ...] = (
+    "lr", "betas", "eps", "weight_decay", "momentum", "nesterov", *SCHEDULE_SETTINGS, *FRUGAL_SETTINGS
+)
 # `initial_lr` is written by torch LR schedulers and must survive a round trip.
 GROUP_KEYS: tuple[str, ...] = ("params", "role", "names", "initial_lr", *GROUP_SETTINGS)
 
@@ -227,6 +227,23 @@ def check_rank_applies(role: str, mode: str, rank: int | None) -> None:
         )
 
 
+def check_combination(role: str, settings: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` for settings that are each allowed but not together (for a group of
+    ``role`` with every setting resolved): a rank in a mode without one, a rho schedule that does
+    not decay or meets a fixed rank, Nesterov without momentum."""
+    check_rank_applies(role, settings["mode"], settings["rank"])
+    end = settings["density_end"]
+    if end is not None and end > settings["density"]:
+        _fail(
+            "density_end", end, f"at most density={settings['density']} (the schedule decays)",
+            "Lower density_end or raise density.",
+        )
+    if end is not None and settings["rank"] is not None:
+        _fail("density_end", end, "None with a rank", "Use density instead of rank to schedule it.")
+    if settings["stateful_rule"] == "sgdm" and settings["nesterov"] and settings["momentum"] == 0:
+        _fail("nesterov", True, "False when momentum is 0", "Give momentum > 0 or nesterov=False.")
+
+
 def check_group_keys(group: Mapping[str, Any]) -> None:
     """Raise ValueError when a param group carries a key FRUGAL does not know."""
     check_known_keys(group, GROUP_KEYS, what="param group key")
@@ -242,19 +259,7 @@ def validate_group(group: Mapping[str, Any]) -> None:
     for name in GROUP_SETTINGS:
         if name != "lr":
             SETTINGS[name].check(group[name])
-    check_rank_applies(group["role"], group["mode"], group["rank"])
-    if group["density_end"] is not None:
-        if group["density_end"] > group["density"]:
-            _fail(
-                "density_end",
-                group["density_end"],
-                f"at most density={group['density']} (the schedule decays)",
-                "Lower density_end or raise density.",
-            )
-        if group["rank"] is not None:
-            _fail("density_end", group["density_end"], "None with a rank", "Use density instead of rank to schedule it.")
-    if group["nesterov"] and group["momentum"] == 0 and group["stateful_rule"] == "sgdm":
-        _fail("nesterov", True, "False when momentum is 0", "Give momentum > 0 or nesterov=False.")
+    check_combination(group["role"], group)
     names = group.get("names")
     if names is not None and (len(names) != len(group["params"]) or not all(isinstance(n, str) for n in names)):
         raise ValueError(

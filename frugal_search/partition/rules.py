@@ -63,11 +63,6 @@ class Rule:
     density: float | None = None
     rank: int | None = None
     update_gap: int | None = None
-    density_end: float | None = None
-    density_steps: int | None = None
-    update_gap_growth: float | None = None
-    update_gap_max: int | None = None
-    loss_plateau: float | None = None
     block_order: str | None = None
     state_free: str | None = None
     state_free_lr_scale: float | None = None

@@ -35,7 +35,7 @@ def _frugal_words(rule: Rule, partition_settings: FrugalSettings) -> str:
         if settings["rank"] is not None and mode != "blocks"
         else f"rho {_number(settings['density'])}"
     )
-    if settings["density_end"] is not None and settings["rank"] is None:
+    if settings["density_end"] is not None and settings["rank"] is None:  # partition-wide (not a rule's)
         size += f" -> {_number(settings['density_end'])} over {settings['density_steps']} steps"
     words = f"frugal {mode} {size} every {settings['update_gap']} steps"
     if settings["update_gap_growth"] != 1.0:

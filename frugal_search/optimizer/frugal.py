@@ -49,11 +49,12 @@ STATE_DICT_KEY = "frugal"
 
 
 class FRUGAL(Optimizer):
-    r"""FRUGAL: AdamW in a small subspace of each split tensor, a state-free rule for the rest.
+    r"""FRUGAL: AdamW (or Lion, SGD-momentum) in a small subspace of each split tensor, a
+    state-free rule for the rest.
 
     Param groups have a ``role``:
 
-    - ``stateful``: plain AdamW with full state (identical to ``torch.optim.AdamW``).
+    - ``stateful``: the state-full rule on whole tensors (AdamW: identical to ``torch.optim.AdamW``).
     - ``frugal`` (the default; a plain iterable of parameters is one frugal group): the gradient is
       split by ``mode`` into a state-full part (AdamW with learning rate ``lr_sf = lr *
       split_lr_scale``) and a state-free part (``state_free`` rule with ``lr_free = lr *
@@ -74,10 +75,26 @@ class FRUGAL(Optimizer):
        until its first step with a grad in that period, where it is selected (svd needs the grad).
     2. Decoupled weight decay on every tensor with a grad, state-free ones included (also with
        ``state_free="none"``): ``p *= 1 - lr * weight_decay`` (unscaled lr).
-    3. State-full part: ``m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-       delta = -(lr_sf / (1-b1^t)) m / (sqrt(v) / sqrt(1-b2^t) + eps)``, lifted back with ``up``.
+    3. State-full part, by ``stateful_rule``: ``adamw`` ``m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+       delta = -(lr_sf / (1-b1^t)) m / (sqrt(v) / sqrt(1-b2^t) + eps)``; ``lion`` (one moment,
+       betas default (0.9, 0.99)) ``delta = -lr_sf sign(b1 m + (1-b1) g); m = b2 m + (1-b2) g``;
+       ``sgdm`` (one moment, torch's convention: the buffer starts as the first gradient)
+       ``buf = momentum buf + g; delta = -lr_sf buf`` (Nesterov ``-lr_sf (g + momentum buf)``);
+       lifted back with ``up``. A reset zeroes the moment(s) and the step counter.
     4. State-free part of the residual ``G - up(down(G))``: ``signsgd`` ``-lr_free sign(r)``,
        ``sgd`` ``-lr_free r`` (plain, stateless: no momentum), ``none`` nothing.
+
+    Schedules (AdaFRUGAL, arXiv 2601.11568): with ``density_end`` rho decays linearly,
+    ``rho_t = max(density_end, density - (density - density_end) (t - 1) / density_steps)``; blocks
+    keep ``floor(rho_t n)`` tensors active and re-select whenever that count changes; the other
+    modes take each period's size from rho at its first step. :meth:`report_loss` grows T by
+    ``update_gap_growth`` (up to ``update_gap_max``) when the reported loss changes by less than
+    ``loss_plateau`` (relative); the re-selections follow the grown T from the next one on.
+    ``peak_state_bytes`` is the start's (the schedule decays). The schedules' state is in the
+    state_dict; a rho schedule in a per-tensor mode changes the state's shapes, so resume it with
+    ``torch.save`` / ``load_state_dict`` (a DCP template is built at the start's shapes).
+    With ``reset_state=False`` an svd basis is the plain ``torch.linalg.svd`` of the whole
+    gradient (its signs meet the carried moments; GaLore's convention), else the faster QR route.
 
     Modes (a tensor is seen as an (m, n) matrix; see ``_subspace.plan_subspace``): ``blocks``,
     ``svd`` / ``random`` (dense basis by the side rule, ``r = round(rho * side)``), ``randperm``

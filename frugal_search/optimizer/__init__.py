@@ -16,6 +16,7 @@ from frugal_search.optimizer._settings import (
     check_combination,
     check_known_keys,
     check_rank_applies,
+    resolved_betas,
 )
 from frugal_search.optimizer.frugal import FRUGAL
 from frugal_search.optimizer.memory import optimizer_state_bytes
@@ -44,4 +45,5 @@ __all__ = [
     "find_transformer_blocks",
     "optimizer_state_bytes",
     "paper_param_groups",
+    "resolved_betas",
 ]

@@ -93,6 +93,9 @@ def optimizers() -> dict[str, Callable[[torch.nn.Module], torch.optim.Optimizer]
         "FRUGAL blocks rho 0": frugal(mode="blocks", density=0.0),
         "FRUGAL svd rho .25": frugal(mode="svd", density=0.25),
         "FRUGAL columns rho .25": frugal(mode="columns", density=0.25),
+        "FRUGAL blocks .25 Lion": frugal(mode="blocks", density=0.25, stateful_rule="lion"),
+        "FRUGAL blocks .25 SGDm": frugal(mode="blocks", density=0.25, stateful_rule="sgdm"),
+        "FRUGAL svd rho .25 Lion": frugal(mode="svd", density=0.25, stateful_rule="lion"),
         "(svd .25: 3 GEMMs alone)": lambda model: SvdGemmFloor(model, density=0.25),
     }
 

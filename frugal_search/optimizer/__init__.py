@@ -10,10 +10,13 @@ from frugal_search.optimizer._settings import (
     ROLE,
     ROLES,
     SETTINGS,
+    STATEFUL_RULES,
     STATE_FREE_RULES,
     Setting,
+    check_combination,
     check_known_keys,
     check_rank_applies,
+    resolved_betas,
 )
 from frugal_search.optimizer.frugal import FRUGAL
 from frugal_search.optimizer.memory import optimizer_state_bytes
@@ -33,11 +36,14 @@ __all__ = [
     "ROLE",
     "ROLES",
     "SETTINGS",
+    "STATEFUL_RULES",
     "STATE_FREE_RULES",
     "Setting",
+    "check_combination",
     "check_known_keys",
     "check_rank_applies",
     "find_transformer_blocks",
     "optimizer_state_bytes",
     "paper_param_groups",
+    "resolved_betas",
 ]

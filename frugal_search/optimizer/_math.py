@@ -2,7 +2,10 @@
 
 Both compute, for the Hugging Face / torch form of AdamW (eps added after the bias correction),
 ``m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-delta = -(lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``.
+delta = -(lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``; for the one-moment rules
+Lion ``delta = -lr sign(b1 m + (1-b1) g); m = b2 m + (1-b2) g`` and SGD with momentum (torch's
+convention, dampening 0) ``buf = momentum buf + g`` (a zero buffer, as after a reset, makes the
+first ``buf = g``, torch's start), ``delta = -lr buf`` or, Nesterov, ``-lr (g + momentum buf)``.
 """
 
 from __future__ import annotations
@@ -167,8 +170,65 @@ def apply_state_free_single(param: torch.Tensor, residual: torch.Tensor, rule: s
         param.add_(residual, alpha=-lr_free)
 
 
+def one_moment_delta(
+    rule: str,
+    grad: torch.Tensor,
+    moment: torch.Tensor,
+    step: torch.Tensor,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    momentum: float,
+    nesterov: bool,
+) -> torch.Tensor:
+    """Advance a Lion or SGD-momentum moment and the step counter; return the step ``delta``.
+
+    The same arithmetic, op for op, as :func:`one_moment_multi_` on one tensor.
+    """
+    step.add_(1)
+    if rule == "lion":
+        direction = moment.mul(beta1).add_(grad, alpha=1 - beta1).sign_()
+        moment.mul_(beta2).add_(grad, alpha=1 - beta2)
+    else:  # sgdm
+        moment.mul_(momentum).add_(grad)
+        direction = grad.add(moment, alpha=momentum) if nesterov else moment.clone()
+    return direction.mul_(-lr)
+
+
 # ---------------------------------------------------------------------------------------------
 # multi-tensor path
+
+
+def one_moment_multi_(
+    rule: str,
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    moments: list[torch.Tensor],
+    steps: list[torch.Tensor],
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    momentum: float,
+    nesterov: bool,
+) -> None:
+    """Lion or SGD-momentum on many whole tensors at once with foreach ops (decay done by the caller)."""
+    if not params:
+        return
+    torch._foreach_add_(steps, 1)
+    if rule == "lion":
+        direction = torch._foreach_mul(moments, beta1)
+        torch._foreach_add_(direction, grads, alpha=1 - beta1)
+        torch._foreach_sign_(direction)
+        torch._foreach_add_(params, direction, alpha=-lr)
+        torch._foreach_mul_(moments, beta2)
+        torch._foreach_add_(moments, grads, alpha=1 - beta2)
+        return
+    torch._foreach_mul_(moments, momentum)
+    torch._foreach_add_(moments, grads)
+    direction = torch._foreach_add(grads, moments, alpha=momentum) if nesterov else moments
+    torch._foreach_add_(params, direction, alpha=-lr)
 
 
 def adamw_multi(

@@ -9,7 +9,9 @@ Decision (following ``torch.optim.AdamW``): ``lr``, ``eps``, ``weight_decay``, `
 and ``state_free_lr_scale`` are finite numbers ``>= 0`` (0 is valid and meaningful: FRUGAL rho 0,
 a frozen-by-lr group); NaN and inf are rejected; ``rank`` is None or an int ``>= 0`` (the paper's
 fine-tuning uses rank 0); ``density`` is in ``[0, 1]``; ``update_gap`` is an int ``>= 1``; a bool
-is never taken as a number. A search-space *range* may be stricter where sampling needs it (a
+is never taken as a number. ``betas`` defaults to None, resolved per ``stateful_rule`` (AdamW's
+(0.9, 0.999), Lion's (0.9, 0.99); SGD-momentum reads ``momentum`` instead), so a rule-dependent
+default is one value in the schema, not one per rule. A search-space *range* may be stricter where sampling needs it (a
 log-scale range needs ``low > 0``) and says so in its error.
 """
 
@@ -24,6 +26,19 @@ MODES: tuple[str, ...] = ("blocks", "svd", "random", "randperm", "columns", "row
 ROLES: tuple[str, ...] = ("stateful", "frugal", "state_free", "frozen")
 BLOCK_ORDERS: tuple[str, ...] = ("random", "ascending", "descending", "mirror")
 STATE_FREE_RULES: tuple[str, ...] = ("signsgd", "sgd", "none")
+STATEFUL_RULES: tuple[str, ...] = ("adamw", "lion", "sgdm")
+
+# The moments each state-full rule keeps per state-full coordinate, by state key: AdamW two, Lion
+# and SGD with momentum one (torch's names). The memory model counts len() of these.
+MOMENT_KEYS: dict[str, tuple[str, ...]] = {
+    "adamw": ("exp_avg", "exp_avg_sq"),
+    "lion": ("exp_avg",),
+    "sgdm": ("momentum_buffer",),
+}
+# Every moment key of any rule (what a re-selection clears).
+ALL_MOMENT_KEYS: tuple[str, ...] = ("exp_avg", "exp_avg_sq", "momentum_buffer")
+# betas when a group gives None: each rule's own (Lion's paper and lion-pytorch use (0.9, 0.99)).
+RULE_BETAS: dict[str, tuple[float, float]] = {"adamw": (0.9, 0.999), "lion": (0.9, 0.99), "sgdm": (0.9, 0.999)}
 
 # Modes whose stateful subspace is a basis (dense for svd/random, a feature subset for randperm)
 # chosen with the side rule; `rank` overrides `density` for these and for columns/rows.
@@ -104,15 +119,37 @@ SETTINGS: dict[str, Setting] = {
     setting.name: setting
     for setting in (
         Setting("lr", "float", 1e-3, low=0.0, help="base learning rate"),
-        Setting("betas", "betas", (0.9, 0.999), help="Adam's moment decays"),
+        Setting(
+            "betas",
+            "betas",
+            None,
+            optional=True,
+            help="moment decays of AdamW (b1, b2) or Lion (b1, b2); None: the rule's own, (0.9, 0.999) / (0.9, 0.99)",
+        ),
         Setting("eps", "float", 1e-8, low=0.0, help="Adam's denominator term"),
         Setting("weight_decay", "float", 0.0, low=0.0, help="decoupled weight decay"),
+        Setting("momentum", "float", 0.9, low=0.0, high=1.0, help="SGD-momentum's momentum (sgdm only)"),
+        Setting("nesterov", "bool", False, help="Nesterov momentum (sgdm only; needs momentum > 0)"),
+        Setting("stateful_rule", "choice", "adamw", choices=STATEFUL_RULES, help="rule of the state-full part"),
         Setting("mode", "choice", "blocks", choices=MODES, help="FRUGAL subspace mode"),
         Setting("density", "float", 0.25, low=0.0, high=1.0, help="rho: share of split coordinates with state"),
         Setting(
             "rank", "int", None, low=0, optional=True, help="subspace rank instead of density (ranked modes only)"
         ),
         Setting("update_gap", "int", 200, low=1, help="T: steps between subspace re-selections"),
+        Setting(
+            "density_end",
+            "float",
+            None,
+            low=0.0,
+            high=1.0,
+            optional=True,
+            help="end of a linear rho schedule from density (None: constant density)",
+        ),
+        Setting("density_steps", "int", 10_000, low=1, help="steps of the rho schedule from density to density_end"),
+        Setting("update_gap_growth", "float", 1.0, low=1.0, help="factor on T when the reported loss plateaus (1: fixed T)"),
+        Setting("update_gap_max", "int", 1000, low=1, help="cap of the grown T"),
+        Setting("loss_plateau", "float", 0.005, low=0.0, help="relative loss change under which T grows"),
         Setting("block_order", "choice", "descending", choices=BLOCK_ORDERS, help="order of blocks"),
         Setting("state_free", "choice", "signsgd", choices=STATE_FREE_RULES, help="state-free update rule"),
         Setting("state_free_lr_scale", "float", 1.0, low=0.0, help="lr multiplier of the state-free part"),
@@ -127,6 +164,7 @@ ROLE = Setting("role", "choice", "frugal", choices=ROLES, help="what the optimiz
 
 # The settings that shape FRUGAL's split (as opposed to AdamW's own hyperparameters).
 FRUGAL_SETTINGS: tuple[str, ...] = (
+    "stateful_rule",
     "mode",
     "density",
     "rank",
@@ -138,7 +176,12 @@ FRUGAL_SETTINGS: tuple[str, ...] = (
     "reset_state",
 )
 # Settings a param group may override; `seed` is optimizer-wide (one generator).
-GROUP_SETTINGS: tuple[str, ...] = ("lr", "betas", "eps", "weight_decay", *FRUGAL_SETTINGS)
+# The schedules of rho and T (AdaFRUGAL): partition-wide or per param group, not (yet) per rule or
+# a search dimension (a sampled density below a sampled density_end would be no schedule at all).
+SCHEDULE_SETTINGS: tuple[str, ...] = ("density_end", "density_steps", "update_gap_growth", "update_gap_max", "loss_plateau")
+GROUP_SETTINGS: tuple[str, ...] = (
+    "lr", "betas", "eps", "weight_decay", "momentum", "nesterov", *SCHEDULE_SETTINGS, *FRUGAL_SETTINGS
+)
 # `initial_lr` is written by torch LR schedulers and must survive a round trip.
 GROUP_KEYS: tuple[str, ...] = ("params", "role", "names", "initial_lr", *GROUP_SETTINGS)
 
@@ -184,6 +227,23 @@ def check_rank_applies(role: str, mode: str, rank: int | None) -> None:
         )
 
 
+def check_combination(role: str, settings: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` for settings that are each allowed but not together (for a group of
+    ``role`` with every setting resolved): a rank in a mode without one, a rho schedule that does
+    not decay or meets a fixed rank, Nesterov without momentum."""
+    check_rank_applies(role, settings["mode"], settings["rank"])
+    end = settings["density_end"]
+    if end is not None and end > settings["density"]:
+        _fail(
+            "density_end", end, f"at most density={settings['density']} (the schedule decays)",
+            "Lower density_end or raise density.",
+        )
+    if end is not None and settings["rank"] is not None:
+        _fail("density_end", end, "None with a rank", "Use density instead of rank to schedule it.")
+    if settings["stateful_rule"] == "sgdm" and settings["nesterov"] and settings["momentum"] == 0:
+        _fail("nesterov", True, "False when momentum is 0", "Give momentum > 0 or nesterov=False.")
+
+
 def check_group_keys(group: Mapping[str, Any]) -> None:
     """Raise ValueError when a param group carries a key FRUGAL does not know."""
     check_known_keys(group, GROUP_KEYS, what="param group key")
@@ -199,7 +259,7 @@ def validate_group(group: Mapping[str, Any]) -> None:
     for name in GROUP_SETTINGS:
         if name != "lr":
             SETTINGS[name].check(group[name])
-    check_rank_applies(group["role"], group["mode"], group["rank"])
+    check_combination(group["role"], group)
     names = group.get("names")
     if names is not None and (len(names) != len(group["params"]) or not all(isinstance(n, str) for n in names)):
         raise ValueError(
@@ -217,6 +277,33 @@ def validate_group(group: Mapping[str, Any]) -> None:
                 f"density {density} of {len(group['params'])} tensors gives k={k}; "
                 "choose a density giving an even k or another order.",
             )
+
+
+def scheduled_density(group: Mapping[str, Any], step: int) -> float:
+    """rho at 1-indexed optimizer ``step``: ``max(end, start - (start - end) * (step - 1) / steps)``
+    (AdaFRUGAL's linear decay; ``density`` itself without a ``density_end``)."""
+    start, end = group["density"], group["density_end"]
+    if end is None:
+        return start
+    return max(end, start - (start - end) * max(0, step - 1) / group["density_steps"])
+
+
+def blocks_count(group: Mapping[str, Any], density: float) -> int:
+    """Active tensors of a blocks group at ``density``: ``round(rho n)`` (the paper's code), or
+    ``floor(rho_t n)`` under a rho schedule (AdaFRUGAL's, which may reach 0)."""
+    n = len(group["params"])
+    return blocks_k(density, n) if group["density_end"] is None else floor_count(density, n)
+
+
+def resolved_betas(group: Mapping[str, Any]) -> tuple[float, float]:
+    """The group's betas, or its state-full rule's own when it gives None (see ``RULE_BETAS``)."""
+    betas = group["betas"]
+    return RULE_BETAS[group["stateful_rule"]] if betas is None else betas
+
+
+def moment_count(rule: str) -> int:
+    """Moments per state-full coordinate under ``rule``: 2 for AdamW, 1 for Lion and SGD-momentum."""
+    return len(MOMENT_KEYS[rule])
 
 
 def blocks_k(density: float, n_tensors: int) -> int:

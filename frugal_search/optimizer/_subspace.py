@@ -35,7 +35,7 @@ class SubspacePlan:
 
     @property
     def moment_shape(self) -> tuple[int, ...]:
-        """Shape of exp_avg / exp_avg_sq (the shape of the low-rank gradient)."""
+        """Shape of each moment (the shape of the low-rank gradient)."""
         if self.kind in ("right", "columns"):
             return (self.rows, self.count)
         if self.kind in ("left", "rows"):
@@ -53,11 +53,12 @@ class SubspacePlan:
             return (self.rows, self.count)
         return None
 
-    def state_bytes(self, itemsize: int) -> int:
-        """Bytes this tensor's state holds: two moments plus the basis or the int64 indices."""
+    def state_bytes(self, itemsize: int, moments: int = 2) -> int:
+        """Bytes this tensor's state holds: ``moments`` moments (AdamW 2, Lion and SGD-momentum 1)
+        plus the basis or the int64 indices."""
         if self.kind == "none":
             return 0
-        moments = 2 * math.prod(self.moment_shape) * itemsize
+        moments = moments * math.prod(self.moment_shape) * itemsize
         basis = self.basis_shape
         if basis is not None:
             return moments + math.prod(basis) * itemsize
@@ -106,19 +107,21 @@ def plan_subspace(mode: str, shape: tuple[int, ...], density: float, rank: int |
 
 
 def draw_subspace(
-    mode: str, plan: SubspacePlan, grad_matrix: torch.Tensor, generator: torch.Generator
+    mode: str, plan: SubspacePlan, grad_matrix: torch.Tensor, generator: torch.Generator, *, exact: bool = False
 ) -> torch.Tensor:
     """Choose a new subspace: the dense basis (svd, random) or the sorted int64 indices.
 
     Random draws happen on the CPU with the optimizer's generator and are then moved, so CPU and
     CUDA runs choose the same subspace. The basis takes the gradient's dtype; the SVD itself runs
-    in float32 at least.
+    in float32 at least. ``exact`` (moments carried across re-selections, ``reset_state=False``):
+    svd takes the vectors of ``torch.linalg.svd`` of the whole gradient, with its signs, which
+    carried moments meet (see :func:`top_singular_vectors`); otherwise the faster QR route.
     """
     m, n = plan.rows, plan.cols
     device, dtype = grad_matrix.device, grad_matrix.dtype
     if mode == "svd":
         work = grad_matrix if grad_matrix.dtype == torch.float64 else grad_matrix.float()
-        return top_singular_vectors(work, plan.kind, plan.count).to(dtype).contiguous()
+        return top_singular_vectors(work, plan.kind, plan.count, qr_first=not exact).to(dtype).contiguous()
     if mode == "random":
         side = n if plan.kind == "right" else m
         gaussian = torch.randn((side, plan.count), generator=generator, dtype=torch.float32)
@@ -141,21 +144,23 @@ def draw_subspace(
 QR_FIRST_ASPECT = 2.0
 
 
-def top_singular_vectors(work: torch.Tensor, kind: str, count: int) -> torch.Tensor:
+def top_singular_vectors(work: torch.Tensor, kind: str, count: int, *, qr_first: bool = True) -> torch.Tensor:
     """The top ``count`` right singular vectors as rows, shape (count, n) (``kind == "right"``), or
     left singular vectors as columns, shape (m, count) (``kind == "left"``), of ``work`` (m, n).
 
     For m >= QR_FIRST_ASPECT * n, ``work = Q R`` and R (n, n) has the same singular values and right
     singular vectors; symmetrically, a wide matrix's left singular vectors are those of ``R^T``
     from the QR of ``work^T``. Singular vectors are unique up to sign (and rotation within repeated
-    singular values), so the projector onto them is what either route determines.
+    singular values), so the projector onto them is what either route determines. The signs
+    differ between the routes: moments carried into a new basis meet them, so ``qr_first=False``
+    takes the plain SVD of ``work`` (the authors' and GaLore's convention).
     """
     m, n = work.shape
     if kind == "right":
-        if m >= QR_FIRST_ASPECT * n:
+        if qr_first and m >= QR_FIRST_ASPECT * n:
             work = torch.linalg.qr(work, mode="r").R  # (n, n)
         return torch.linalg.svd(work, full_matrices=False).Vh[:count]
-    if n >= QR_FIRST_ASPECT * m:
+    if qr_first and n >= QR_FIRST_ASPECT * m:
         work = torch.linalg.qr(work.T, mode="r").R.T  # (m, m)
     return torch.linalg.svd(work, full_matrices=False).U[:, :count]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable
 from itertools import chain
 from typing import Any
@@ -12,11 +13,16 @@ from torch.optim import Optimizer
 
 import frugal_search.optimizer._math as _math
 from frugal_search.optimizer._settings import (
+    ALL_MOMENT_KEYS,
     DEFAULTS,
     GROUP_SETTINGS,
+    MOMENT_KEYS,
     SETTINGS,
-    blocks_k,
+    blocks_count,
     check_group_keys,
+    moment_count,
+    resolved_betas,
+    scheduled_density,
     validate_group,
 )
 from frugal_search.optimizer._sharding import Shard0, chunk_bounds, is_dtensor, local_part, shard_of
@@ -43,11 +49,12 @@ STATE_DICT_KEY = "frugal"
 
 
 class FRUGAL(Optimizer):
-    r"""FRUGAL: AdamW in a small subspace of each split tensor, a state-free rule for the rest.
+    r"""FRUGAL: AdamW (or Lion, SGD-momentum) in a small subspace of each split tensor, a
+    state-free rule for the rest.
 
     Param groups have a ``role``:
 
-    - ``stateful``: plain AdamW with full state (identical to ``torch.optim.AdamW``).
+    - ``stateful``: the state-full rule on whole tensors (AdamW: identical to ``torch.optim.AdamW``).
     - ``frugal`` (the default; a plain iterable of parameters is one frugal group): the gradient is
       split by ``mode`` into a state-full part (AdamW with learning rate ``lr_sf = lr *
       split_lr_scale``) and a state-free part (``state_free`` rule with ``lr_free = lr *
@@ -68,10 +75,26 @@ class FRUGAL(Optimizer):
        until its first step with a grad in that period, where it is selected (svd needs the grad).
     2. Decoupled weight decay on every tensor with a grad, state-free ones included (also with
        ``state_free="none"``): ``p *= 1 - lr * weight_decay`` (unscaled lr).
-    3. State-full part: ``m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-       delta = -(lr_sf / (1-b1^t)) m / (sqrt(v) / sqrt(1-b2^t) + eps)``, lifted back with ``up``.
+    3. State-full part, by ``stateful_rule``: ``adamw`` ``m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+       delta = -(lr_sf / (1-b1^t)) m / (sqrt(v) / sqrt(1-b2^t) + eps)``; ``lion`` (one moment,
+       betas default (0.9, 0.99)) ``delta = -lr_sf sign(b1 m + (1-b1) g); m = b2 m + (1-b2) g``;
+       ``sgdm`` (one moment, torch's convention: the buffer starts as the first gradient)
+       ``buf = momentum buf + g; delta = -lr_sf buf`` (Nesterov ``-lr_sf (g + momentum buf)``);
+       lifted back with ``up``. A reset zeroes the moment(s) and the step counter.
     4. State-free part of the residual ``G - up(down(G))``: ``signsgd`` ``-lr_free sign(r)``,
        ``sgd`` ``-lr_free r`` (plain, stateless: no momentum), ``none`` nothing.
+
+    Schedules (AdaFRUGAL, arXiv 2601.11568): with ``density_end`` rho decays linearly,
+    ``rho_t = max(density_end, density - (density - density_end) (t - 1) / density_steps)``; blocks
+    keep ``floor(rho_t n)`` tensors active and re-select whenever that count changes; the other
+    modes take each period's size from rho at its first step. :meth:`report_loss` grows T by
+    ``update_gap_growth`` (up to ``update_gap_max``) when the reported loss changes by less than
+    ``loss_plateau`` (relative); the re-selections follow the grown T from the next one on.
+    ``peak_state_bytes`` is the start's (the schedule decays). The schedules' state is in the
+    state_dict; a rho schedule in a per-tensor mode changes the state's shapes, so resume it with
+    ``torch.save`` / ``load_state_dict`` (a DCP template is built at the start's shapes).
+    With ``reset_state=False`` an svd basis is the plain ``torch.linalg.svd`` of the whole
+    gradient (its signs meet the carried moments; GaLore's convention), else the faster QR route.
 
     Modes (a tensor is seen as an (m, n) matrix; see ``_subspace.plan_subspace``): ``blocks``,
     ``svd`` / ``random`` (dense basis by the side rule, ``r = round(rho * side)``), ``randperm``
@@ -132,13 +155,21 @@ class FRUGAL(Optimizer):
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
         lr: float = DEFAULTS["lr"],
-        betas: tuple[float, float] = DEFAULTS["betas"],
+        betas: tuple[float, float] | None = DEFAULTS["betas"],
         eps: float = DEFAULTS["eps"],
         weight_decay: float = DEFAULTS["weight_decay"],
+        momentum: float = DEFAULTS["momentum"],
+        nesterov: bool = DEFAULTS["nesterov"],
+        stateful_rule: str = DEFAULTS["stateful_rule"],
         mode: str = DEFAULTS["mode"],
         density: float = DEFAULTS["density"],
         rank: int | None = DEFAULTS["rank"],
         update_gap: int = DEFAULTS["update_gap"],
+        density_end: float | None = DEFAULTS["density_end"],
+        density_steps: int = DEFAULTS["density_steps"],
+        update_gap_growth: float = DEFAULTS["update_gap_growth"],
+        update_gap_max: int = DEFAULTS["update_gap_max"],
+        loss_plateau: float = DEFAULTS["loss_plateau"],
         block_order: str = DEFAULTS["block_order"],
         state_free: str = DEFAULTS["state_free"],
         state_free_lr_scale: float = DEFAULTS["state_free_lr_scale"],
@@ -157,10 +188,18 @@ class FRUGAL(Optimizer):
             "betas": tuple(betas) if isinstance(betas, (list, tuple)) else betas,
             "eps": eps,
             "weight_decay": weight_decay,
+            "momentum": momentum,
+            "nesterov": nesterov,
+            "stateful_rule": stateful_rule,
             "mode": mode,
             "density": density,
             "rank": rank,
             "update_gap": update_gap,
+            "density_end": density_end,
+            "density_steps": density_steps,
+            "update_gap_growth": update_gap_growth,
+            "update_gap_max": update_gap_max,
+            "loss_plateau": loss_plateau,
             "block_order": block_order,
             "state_free": state_free,
             "state_free_lr_scale": state_free_lr_scale,
@@ -174,6 +213,10 @@ class FRUGAL(Optimizer):
         self._generator.manual_seed(seed)
         self._global_step = 0
         self._active_blocks: list[list[int]] = []  # per param group, indices into its params
+        # per param group: the current period (-1 before the first), the step of the next
+        # re-selection, and the density chosen at the last one (see _advance_schedule)
+        self._schedules: list[dict[str, Any]] = []
+        self._last_loss: float | None = None  # the last loss given to report_loss
         self._shards: dict[torch.Tensor, Shard0] = {}  # DTensor params (FSDP2) -> their local rows
         super().__init__(params, defaults)
 
@@ -198,6 +241,7 @@ class FRUGAL(Optimizer):
         self._check_sharding(group)
         super().add_param_group(group)
         self._active_blocks.append([])
+        self._schedules.append({"period": -1, "next": 1, "density": float(group["density"])})
 
     def _check_sharding(self, group: dict[str, Any]) -> None:
         """Record the shard layout of DTensor params; ValueError for one a mode cannot run on."""
@@ -268,12 +312,13 @@ class FRUGAL(Optimizer):
         for group in self.param_groups:
             role = group["role"]
             params = group["params"]
+            moments = moment_count(group["stateful_rule"])
             if role == "stateful":
-                total = sum(2 * self._local_numel(p) * p.element_size() for p in params)
+                total = sum(moments * self._local_numel(p) * p.element_size() for p in params)
             elif role == "frugal" and group["mode"] == "blocks":
-                sizes = [2 * self._local_numel(p) * p.element_size() for p in params]
-                total = blocks_peak_bytes(group["block_order"], sizes, group["density"])
-                if group["block_order"] != "random":
+                sizes = [moments * self._local_numel(p) * p.element_size() for p in params]
+                total = _blocks_peak(group, sizes)
+                if group["block_order"] != "random" and _fixed_schedule(group):
                     schedules.append(
                         (group["update_gap"], blocks_window_bytes(group["block_order"], sizes, group["density"]))
                     )
@@ -303,20 +348,21 @@ class FRUGAL(Optimizer):
         share of the count (what a uniform draw gives on average)."""
         plan = self._plan(group, param)
         itemsize = param.element_size()
+        moments = moment_count(group["stateful_rule"])
         shard = self._shards.get(param)
         if shard is None or not shard.sharded or plan.kind == "none":
-            return plan.state_bytes(itemsize)
+            return plan.state_bytes(itemsize, moments)
         rows = shard.stop - shard.start
         if plan.kind == "right":
-            return (2 * rows * plan.count + plan.count * plan.cols) * itemsize
+            return (moments * rows * plan.count + plan.count * plan.cols) * itemsize
         if plan.kind == "columns":
-            return 2 * rows * plan.count * itemsize + plan.count * INDEX_BYTES
+            return moments * rows * plan.count * itemsize + plan.count * INDEX_BYTES
         if plan.kind == "left":
             start, stop = shard.bounds(plan.cols)
-            return (2 * plan.count * (stop - start) + rows * plan.count) * itemsize
+            return (moments * plan.count * (stop - start) + rows * plan.count) * itemsize
         start, stop = shard.bounds(plan.count)
         per_entry = plan.cols if plan.kind == "rows" else 1
-        return 2 * (stop - start) * per_entry * itemsize + plan.count * INDEX_BYTES
+        return moments * (stop - start) * per_entry * itemsize + plan.count * INDEX_BYTES
 
     # ------------------------------------------------------------------ state_dict
 
@@ -337,6 +383,7 @@ class FRUGAL(Optimizer):
         optimizer_wide = {
             "global_step": torch.tensor(self._global_step, dtype=torch.int64),
             "generator_state": self._generator.get_state(),
+            "last_loss": torch.tensor(math.nan if self._last_loss is None else self._last_loss, dtype=torch.float64),
         }
         state: dict[int, dict[str, torch.Tensor]] = {}
         ids = chain.from_iterable(g["params"] for g in packed["param_groups"])
@@ -344,7 +391,13 @@ class FRUGAL(Optimizer):
             blocks = group["role"] == "frugal" and group["mode"] == "blocks"
             for param in group["params"]:
                 state[next(ids)] = {} if blocks else self._packed_param_state(group, param)
-            packed_group[GROUP_STATE_KEY] = {**optimizer_wide, **(self._packed_blocks(index, group) if blocks else {})}
+            schedule = self._schedules[index]
+            packed_group[GROUP_STATE_KEY] = {
+                **optimizer_wide,
+                "schedule": torch.tensor([schedule["period"], schedule["next"]], dtype=torch.int64),
+                "schedule_density": torch.tensor(schedule["density"], dtype=torch.float64),
+                **(self._packed_blocks(index, group) if blocks else {}),
+            }
         packed["state"] = state
         return packed
 
@@ -352,15 +405,13 @@ class FRUGAL(Optimizer):
         role, state = group["role"], self.state.get(param, {})
         shard = self._shards.get(param)
         sharded = shard is not None and shard.sharded
+        keys = MOMENT_KEYS[group["stateful_rule"]]
         if role == "stateful":
             local = local_part(param)
-            packed = {
-                "exp_avg": state.get("exp_avg", torch.zeros_like(local)),
-                "exp_avg_sq": state.get("exp_avg_sq", torch.zeros_like(local)),
-                "step": state.get("step", torch.zeros((), dtype=torch.float32, device=local.device)),
-            }
+            packed = {key: state.get(key, torch.zeros_like(local)) for key in keys}
+            packed["step"] = state.get("step", torch.zeros((), dtype=torch.float32, device=local.device))
             if sharded:
-                for key in ("exp_avg", "exp_avg_sq"):
+                for key in keys:
                     packed[key] = shard.to_dtensor(packed[key], tuple(param.shape))
             return packed
         if role != "frugal":
@@ -369,27 +420,29 @@ class FRUGAL(Optimizer):
         if plan.kind == "none":
             return {}
         if "selection" not in state:
-            return self._zero_split_state(plan, param)
+            return self._zero_split_state(plan, param, keys)
         packed = {"step": state["step"], "period": state["period"]}
-        selection, exp_avg, exp_avg_sq = state["selection"], state["exp_avg"], state["exp_avg_sq"]
+        selection, values = state["selection"], [state[key] for key in keys]
         if not sharded:
-            return {**packed, "selection": selection, "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
+            return {**packed, "selection": selection, **dict(zip(keys, values, strict=True))}
         if plan.kind == "left":  # A by rows, moments (r, n) by columns
             packed["selection"] = shard.to_dtensor(selection, plan.basis_shape)
-            moments = [shard.to_dtensor(m, plan.moment_shape, dim=1) for m in (exp_avg, exp_avg_sq)]
+            moments = [shard.to_dtensor(m, plan.moment_shape, dim=1) for m in values]
         elif plan.kind in ("right", "columns"):  # moments by rows like the parameter
             packed["selection"] = selection
-            moments = [shard.to_dtensor(m, plan.moment_shape) for m in (exp_avg, exp_avg_sq)]
+            moments = [shard.to_dtensor(m, plan.moment_shape) for m in values]
         else:  # rows / randk: uneven pieces, gathered and re-chunked evenly
             packed["selection"] = selection
             _, _, offset = shard.localize(plan, selection)
             moments = [
                 shard.to_dtensor(shard.piece(shard.assemble(m, offset, plan.moment_shape)).clone(), plan.moment_shape)
-                for m in (exp_avg, exp_avg_sq)
+                for m in values
             ]
-        return {**packed, "exp_avg": moments[0], "exp_avg_sq": moments[1]}
+        return {**packed, **dict(zip(keys, moments, strict=True))}
 
-    def _zero_split_state(self, plan: SubspacePlan, param: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _zero_split_state(
+        self, plan: SubspacePlan, param: torch.Tensor, keys: tuple[str, ...]
+    ) -> dict[str, torch.Tensor]:
         """The packed layout of a tensor not selected yet: zeros, ``period`` -1."""
         local = local_part(param)
         shard = self._shards.get(param)
@@ -409,13 +462,12 @@ class FRUGAL(Optimizer):
             "step": torch.zeros((), dtype=torch.float32, device=local.device),
             "period": torch.tensor(-1, dtype=torch.int64),
             "selection": selection,
-            "exp_avg": local.new_zeros(moment_shape),
-            "exp_avg_sq": local.new_zeros(moment_shape),
+            **{key: local.new_zeros(moment_shape) for key in keys},
         }
         if sharded:
             if plan.kind == "left":
                 packed["selection"] = shard.to_dtensor(selection, basis)
-            for key in ("exp_avg", "exp_avg_sq"):
+            for key in keys:
                 packed[key] = shard.to_dtensor(packed[key], plan.moment_shape, dim=moment_dim)
         return packed
 
@@ -428,7 +480,7 @@ class FRUGAL(Optimizer):
         capacity = 0
         for rank in range(world):
             sizes = [self._rows_on(param, rank) * (param.numel() // max(1, param.shape[0] if param.dim() else 1)) for param in params]
-            capacity = max(capacity, blocks_peak_bytes(group["block_order"], sizes, group["density"]))
+            capacity = max(capacity, _blocks_peak(group, sizes))
         return capacity, shard
 
     def _rows_on(self, param: torch.Tensor, rank: int) -> int:
@@ -443,24 +495,28 @@ class FRUGAL(Optimizer):
     def _packed_blocks(self, index: int, group: dict[str, Any]) -> dict[str, torch.Tensor]:
         """A blocks group's window, Adam steps and moments, the moments as flat buffers."""
         params = group["params"]
-        k = blocks_k(group["density"], len(params))
+        k = blocks_count(group, group["density"])  # the most a decaying schedule holds
         capacity, shard = self._blocks_capacity(group)
+        keys = MOMENT_KEYS[group["stateful_rule"]]
         first = local_part(params[0])
         active = torch.full((k,), -1, dtype=torch.int64)
         steps = torch.zeros(k, dtype=torch.float32, device=first.device)
-        exp_avg = torch.zeros(capacity, dtype=first.dtype, device=first.device)
-        exp_avg_sq = torch.zeros_like(exp_avg)
+        buffers = [torch.zeros(capacity, dtype=first.dtype, device=first.device) for _ in keys]
         offset = 0
         for slot, i in enumerate(self._active_blocks[index]):
             state = self.state[params[i]]
-            size = state["exp_avg"].numel()
-            exp_avg[offset : offset + size].copy_(state["exp_avg"].reshape(-1))
-            exp_avg_sq[offset : offset + size].copy_(state["exp_avg_sq"].reshape(-1))
+            size = state[keys[0]].numel()
+            for key, buffer in zip(keys, buffers, strict=True):
+                buffer[offset : offset + size].copy_(state[key].reshape(-1))
             steps[slot], active[slot] = state["step"], i
             offset += size
         if shard is not None:
-            exp_avg, exp_avg_sq = (shard.to_dtensor(t, (shard.world * capacity,)) for t in (exp_avg, exp_avg_sq))
-        return {"active_blocks": active, "block_steps": steps, "block_exp_avg": exp_avg, "block_exp_avg_sq": exp_avg_sq}
+            buffers = [shard.to_dtensor(t, (shard.world * capacity,)) for t in buffers]
+        return {
+            "active_blocks": active,
+            "block_steps": steps,
+            **{f"block_{key}": buffer for key, buffer in zip(keys, buffers, strict=True)},
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state_dict from ``state_dict()`` (also after torch.load(weights_only=True), and
@@ -495,8 +551,22 @@ class FRUGAL(Optimizer):
             return
         self._global_step = int(wide["global_step"])
         self._generator.set_state(wide["generator_state"].to(device="cpu", dtype=torch.uint8))
+        last_loss = float(wide["last_loss"]) if "last_loss" in wide else math.nan
+        self._last_loss = None if math.isnan(last_loss) else last_loss
+        for index, (group, extra) in enumerate(zip(self.param_groups, extras, strict=True)):
+            self._schedules[index] = self._loaded_schedule(group, extra)
         if wide is legacy:
             self._active_blocks = [[int(i) for i in window.tolist()] for window in legacy["active_blocks"]]
+
+    def _loaded_schedule(self, group: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
+        """A group's schedule from its saved entries; earlier versions (fixed T and density) had
+        none, and their schedule follows from the global step."""
+        if extra is not None and "schedule" in extra:
+            period, upcoming = (int(value) for value in extra["schedule"].tolist())
+            return {"period": period, "next": upcoming, "density": float(extra["schedule_density"])}
+        gap, step = group["update_gap"], self._global_step
+        period = (step - 1) // gap if step > 0 else -1
+        return {"period": period, "next": (period + 1) * gap + 1, "density": float(group["density"])}
 
     def _unpacked_param_state(self, group: dict[str, Any], param: torch.Tensor, saved: dict[str, Any]) -> dict[str, Any]:
         if "period" in saved and int(saved["period"]) < 0:
@@ -509,37 +579,68 @@ class FRUGAL(Optimizer):
             return {key: _restore_state_value(key, local_part(value), local) for key, value in saved.items()}
         local = local_part(param)
         pieces = dict(saved)
+        keys = MOMENT_KEYS[group["stateful_rule"]]
         if group["role"] == "stateful" or "selection" not in saved:
-            pieces.update({key: shard.piece(saved[key]) for key in ("exp_avg", "exp_avg_sq") if key in saved})
+            pieces.update({key: shard.piece(saved[key]) for key in keys if key in saved})
         else:
             plan = self._plan(group, param)
             if plan.kind == "left":
                 pieces["selection"] = shard.piece(saved["selection"])
-                pieces.update({key: shard.piece(saved[key], dim=1) for key in ("exp_avg", "exp_avg_sq")})
+                pieces.update({key: shard.piece(saved[key], dim=1) for key in keys})
             elif plan.kind in ("right", "columns"):
-                pieces.update({key: shard.piece(saved[key]) for key in ("exp_avg", "exp_avg_sq")})
+                pieces.update({key: shard.piece(saved[key]) for key in keys})
             else:
                 local_plan, _, offset = shard.localize(plan, saved["selection"])
-                for key in ("exp_avg", "exp_avg_sq"):
+                for key in keys:
                     whole = saved[key].full_tensor() if is_dtensor(saved[key]) else saved[key]
                     pieces[key] = whole.narrow(0, offset, local_plan.count)
         return {key: _restore_state_value(key, value, local) for key, value in pieces.items()}
 
     def _load_blocks(self, index: int, group: dict[str, Any], extra: dict[str, Any]) -> None:
         params = group["params"]
+        keys = MOMENT_KEYS[group["stateful_rule"]]
         window = [int(i) for i in extra["active_blocks"].tolist() if int(i) >= 0]
-        buffers = [local_part(extra[key]) for key in ("block_exp_avg", "block_exp_avg_sq")]
+        buffers = [local_part(extra[f"block_{key}"]) for key in keys]
         offset = 0
         for slot, i in enumerate(window):
             local = local_part(params[i])
             size = local.numel()
-            exp_avg, exp_avg_sq = (
-                _restore_state_value("exp_avg", buffer[offset : offset + size].view(local.shape), local) for buffer in buffers
-            )
-            step = _restore_state_value("step", extra["block_steps"][slot], local)
-            self.state[params[i]] = {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq, "step": step}
+            restored = {
+                key: _restore_state_value(key, buffer[offset : offset + size].view(local.shape), local)
+                for key, buffer in zip(keys, buffers, strict=True)
+            }
+            restored["step"] = _restore_state_value("step", extra["block_steps"][slot], local)
+            self.state[params[i]] = restored
             offset += size
         self._active_blocks[index] = window
+
+    # ------------------------------------------------------------------ loss-aware T
+
+    def report_loss(self, loss: float | torch.Tensor) -> None:
+        """Report a loss (e.g. each evaluation's): T grows where it plateaus.
+
+        When the relative change ``|loss - previous| / |previous|`` from the previously reported
+        loss is under a group's ``loss_plateau``, that frugal group's ``update_gap`` becomes
+        ``min(update_gap_max, floor(update_gap * update_gap_growth))`` (never lower), from its
+        next re-selection on. Groups with ``update_gap_growth`` 1 (the default) never change. The
+        caller decides what a report is (AdaFRUGAL's validation loss); the optimizer counts its
+        own steps, not reports. A loss that is not finite is ignored.
+        """
+        value = float(loss)
+        if not math.isfinite(value):
+            logger.debug("report_loss(%r) ignored: not finite", value)
+            return
+        previous, self._last_loss = self._last_loss, value
+        if previous is None or previous == 0:
+            return
+        change = abs(value - previous) / abs(previous)
+        for group in self.param_groups:
+            if group["role"] != "frugal" or group["update_gap_growth"] == 1.0 or change >= group["loss_plateau"]:
+                continue
+            grown = min(group["update_gap_max"], math.floor(group["update_gap"] * group["update_gap_growth"]))
+            if grown > group["update_gap"]:
+                logger.debug("loss change %.3g under %g: T %d -> %d", change, group["loss_plateau"], group["update_gap"], grown)
+                group["update_gap"] = grown
 
     # ------------------------------------------------------------------ step
 
@@ -561,10 +662,12 @@ class FRUGAL(Optimizer):
             role = group["role"]
             if role == "frozen":
                 continue
+            due = role == "frugal" and self._advance_schedule(index, group)
             if role == "frugal" and group["mode"] == "blocks":
-                self._reselect_blocks(index, group)
+                if due:
+                    self._reselect_blocks(index, group)
             elif role == "frugal":
-                self._reselect_subspaces(group)
+                self._reselect_subspaces(index, group)
             if self._foreach:
                 self._step_group_multi(index, group)
             else:
@@ -578,46 +681,55 @@ class FRUGAL(Optimizer):
             return False
         return all(p.grad is None or not local_part(p.grad).any() for group in groups for p in group["params"])
 
-    def _period(self, group: dict[str, Any]) -> int:
-        return (self._global_step - 1) // group["update_gap"]
+    def _advance_schedule(self, index: int, group: dict[str, Any]) -> bool:
+        """Whether this step re-selects a frugal group's subspace; if so, start its next period.
 
-    def _plan(self, group: dict[str, Any], param: torch.Tensor) -> SubspacePlan:
-        return plan_subspace(group["mode"], tuple(param.shape), float(group["density"]), group["rank"])
+        Due every ``update_gap`` steps from step 1 (T may grow between periods, see
+        :meth:`report_loss`) and, in blocks mode under a rho schedule, also when the active count
+        ``floor(rho_t n)`` changes. The period's density is rho at its first step."""
+        schedule, step = self._schedules[index], self._global_step
+        density = scheduled_density(group, step)
+        due = step >= schedule["next"]
+        if not due and group["mode"] == "blocks" and group["density_end"] is not None:
+            due = blocks_count(group, density) != blocks_count(group, schedule["density"])
+        if due:
+            schedule.update(period=schedule["period"] + 1, next=step + group["update_gap"], density=density)
+        return due
+
+    def _plan(self, group: dict[str, Any], param: torch.Tensor, density: float | None = None) -> SubspacePlan:
+        """The tensor's subspace at ``density`` (None: the group's, the start of a schedule and its peak)."""
+        rho = float(group["density"] if density is None else density)
+        return plan_subspace(group["mode"], tuple(param.shape), rho, group["rank"])
 
     def _reselect_blocks(self, index: int, group: dict[str, Any]) -> None:
-        if (self._global_step - 1) % group["update_gap"]:
-            return
         params = group["params"]
-        k = blocks_k(group["density"], len(params))
-        window = block_window(group["block_order"], len(params), k, self._period(group), self._generator)
+        schedule = self._schedules[index]
+        k = blocks_count(group, schedule["density"])
+        window = block_window(group["block_order"], len(params), k, schedule["period"], self._generator)
         for param in params:  # free every moment: blocks always resets
             self.state.pop(param, None)
         for i in window:
-            local = local_part(params[i])
-            self.state[params[i]] = {
-                "exp_avg": torch.zeros_like(local, memory_format=torch.preserve_format),
-                "exp_avg_sq": torch.zeros_like(local, memory_format=torch.preserve_format),
-                "step": torch.zeros((), dtype=torch.float32, device=local.device),
-            }
+            self.state[params[i]] = _fresh_moments(group, local_part(params[i]))
         self._active_blocks[index] = window
         logger.debug("step %d: active blocks %s", self._global_step, _describe(group, window))
 
-    def _reselect_subspaces(self, group: dict[str, Any]) -> None:
-        """Choose a tensor's subspace at its first step with a grad in each period.
+    def _reselect_subspaces(self, index: int, group: dict[str, Any]) -> None:
+        """Choose a tensor's subspace at its first step with a grad in each period, its rank
+        from the period's density.
 
         A sharded tensor's subspace is drawn on its global shape (the same on every rank: the
         generators agree); svd gathers the whole gradient once for it."""
-        period = self._period(group)
+        period, density = self._schedules[index]["period"], self._schedules[index]["density"]
         for param in group["params"]:
             if param.grad is None:
                 continue
             state = self.state[param]
             if "period" in state and int(state["period"]) == period:
                 continue
-            plan = self._plan(group, param)
+            plan = self._plan(group, param, density)
             state["period"] = torch.tensor(period, dtype=torch.int64)
             if plan.kind == "none":
-                for key in ("exp_avg", "exp_avg_sq", "step", "selection"):
+                for key in (*ALL_MOMENT_KEYS, "step", "selection"):
                     state.pop(key, None)
                 continue
             shard = self._shards.get(param)
@@ -625,12 +737,11 @@ class FRUGAL(Optimizer):
                 self._reselect_sharded(group, plan, param, state, shard)
                 continue
             grad_matrix = local_part(param.grad).reshape(plan.rows, plan.cols)
-            state["selection"] = draw_subspace(group["mode"], plan, grad_matrix, self._generator)
-            if group["reset_state"] or "exp_avg" not in state:
-                local = local_part(param)
-                state["exp_avg"] = local.new_zeros(plan.moment_shape)
-                state["exp_avg_sq"] = local.new_zeros(plan.moment_shape)
-                state["step"] = torch.zeros((), dtype=torch.float32, device=local.device)
+            state["selection"] = draw_subspace(
+                group["mode"], plan, grad_matrix, self._generator, exact=not group["reset_state"]
+            )
+            if group["reset_state"] or "step" not in state:
+                state.update(_fresh_moments(group, local_part(param), plan.moment_shape))
 
     def _reselect_sharded(
         self, group: dict[str, Any], plan: SubspacePlan, param: torch.Tensor, state: dict[str, Any], shard: Shard0
@@ -640,26 +751,25 @@ class FRUGAL(Optimizer):
             drawn_from = grad.full_tensor().reshape(plan.rows, plan.cols)  # the one gather per period
         else:  # only the device and dtype are read
             drawn_from = local_part(grad).reshape(-1, plan.cols)
-        selection = draw_subspace(group["mode"], plan, drawn_from, self._generator)
+        selection = draw_subspace(group["mode"], plan, drawn_from, self._generator, exact=not group["reset_state"])
+        keys = MOMENT_KEYS[group["stateful_rule"]]
         carried = None
-        if not group["reset_state"] and "exp_avg" in state and plan.kind in ("rows", "flat"):
+        if not group["reset_state"] and "step" in state and plan.kind in ("rows", "flat"):
             # the carried moments' rows move between ranks with the new selection
             _, _, offset = shard.localize(plan, state["selection"])
-            carried = [shard.assemble(state[key], offset, plan.moment_shape) for key in ("exp_avg", "exp_avg_sq")]
+            carried = [shard.assemble(state[key], offset, plan.moment_shape) for key in keys]
         if plan.kind == "left":
             selection = selection[shard.start : shard.stop].contiguous()  # A's local rows
         state["selection"] = selection
         local_plan, _, offset = shard.localize(plan, selection)
         if carried is not None:
-            state["exp_avg"], state["exp_avg_sq"] = (m.narrow(0, offset, local_plan.count).clone() for m in carried)
-        elif group["reset_state"] or "exp_avg" not in state:
+            state.update({key: m.narrow(0, offset, local_plan.count).clone() for key, m in zip(keys, carried, strict=True)})
+        elif group["reset_state"] or "step" not in state:
             shape = list(local_plan.moment_shape)
             if plan.kind == "left":  # the moments of A^T G by columns
                 start, stop = shard.bounds(plan.cols)
                 shape = [plan.count, stop - start]
-            state["exp_avg"] = local.new_zeros(shape)
-            state["exp_avg_sq"] = local.new_zeros(shape)
-            state["step"] = torch.zeros((), dtype=torch.float32, device=local.device)
+            state.update(_fresh_moments(group, local, tuple(shape)))
 
     def _whole_adam_indices(self, group: dict[str, Any], index: int) -> set[int]:
         """Positions in ``group`` that take plain AdamW on the whole tensor this step: every tensor
@@ -680,12 +790,10 @@ class FRUGAL(Optimizer):
         lr_sf = lr * group["split_lr_scale"]
         return lr, lr_sf, lr_sf * group["state_free_lr_scale"]
 
-    def _ensure_full_state(self, param: torch.Tensor, local: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _ensure_full_state(self, group: dict[str, Any], param: torch.Tensor, local: torch.Tensor) -> dict[str, torch.Tensor]:
         state = self.state[param]
-        if "exp_avg" not in state:
-            state["exp_avg"] = torch.zeros_like(local, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(local, memory_format=torch.preserve_format)
-            state["step"] = torch.zeros((), dtype=torch.float32, device=local.device)
+        if "step" not in state:
+            state.update(_fresh_moments(group, local))
         return state
 
     def _routed(self, group: dict[str, Any], index: int):
@@ -704,13 +812,13 @@ class FRUGAL(Optimizer):
             if shard is not None:
                 local, grad = local_part(param), local_part(grad)
             if i in whole_adam:
-                yield i, local, grad, self._ensure_full_state(param, local), None, True
+                yield i, local, grad, self._ensure_full_state(group, param, local), None, True
                 continue
             state = self.state.get(param, {})
             if group["role"] == "state_free" or "selection" not in state:
                 yield i, local, grad, state, None, False
                 continue
-            plan = self._plan(group, param)
+            plan = self._plan(group, param, self._schedules[index]["density"])
             selection = state["selection"]
             reduce = None
             if shard is not None and shard.sharded:
@@ -722,16 +830,19 @@ class FRUGAL(Optimizer):
     def _step_group_single(self, index: int, group: dict[str, Any]) -> None:
         """Reference path: one tensor at a time, the formulas as written."""
         lr, lr_sf, lr_free = self._rates(group)
-        beta1, beta2 = group["betas"]
-        eps, weight_decay, rule = group["eps"], group["weight_decay"], group["state_free"]
-        adam = {"beta1": beta1, "beta2": beta2, "eps": eps}
+        weight_decay, rule = group["weight_decay"], group["state_free"]
         for _, param, grad, state, split, whole in self._routed(group, index):
             if weight_decay:
                 param.mul_(1 - lr * weight_decay)
-            if whole:
+            if whole and group["stateful_rule"] == "adamw":
+                beta1, beta2 = resolved_betas(group)
                 _math.adamw_single(
-                    param, grad, state["exp_avg"], state["exp_avg_sq"], state["step"], lr=lr_sf, weight_decay=0.0, **adam
+                    param, grad, state["exp_avg"], state["exp_avg_sq"], state["step"],
+                    lr=lr_sf, beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=0.0,
                 )
+                continue
+            if whole:
+                param.add_(self._stateful_delta(group, grad, state, lr_sf, single=True))
                 continue
             if split is None:
                 _math.apply_state_free_single(param, grad, rule, lr_free)
@@ -739,25 +850,47 @@ class FRUGAL(Optimizer):
             plan, param_matrix, grad_matrix, selection, reduce = split
             low = _math.project_down(plan, grad_matrix, selection)
             moment_input = low if reduce is None else _columns_of(reduce.all_reduce(low), reduce)
-            denominator, step_size = _math.adam_moments_single(
-                moment_input, state["exp_avg"], state["exp_avg_sq"], state["step"], lr=lr_sf, **adam
-            )
-            delta_low = torch.zeros_like(moment_input).addcdiv_(state["exp_avg"], denominator, value=-step_size)
+            delta_low = self._stateful_delta(group, moment_input, state, lr_sf, single=True)
             if reduce is not None:
                 delta_low = reduce.gather(delta_low, tuple(low.shape), dim=1)
             param_matrix.add_(_math.lift_up(plan, delta_low, selection))
             residual = grad_matrix - _math.lift_up(plan, low, selection)
             _math.apply_state_free_single(param_matrix, residual, rule, lr_free)
 
+    def _stateful_delta(
+        self, group: dict[str, Any], grad: torch.Tensor, state: dict[str, torch.Tensor], lr: float, *, single: bool
+    ) -> torch.Tensor:
+        """Advance one tensor's moments under the group's state-full rule; return its step.
+
+        ``single``: the reference formulas (AdamW as torch's for-loop); else torch's fused
+        AdamW kernel on zeros. Lion and SGD-momentum take the same ops on either path."""
+        beta1, beta2 = resolved_betas(group)
+        step = state["step"]
+        if group["stateful_rule"] != "adamw":
+            moment = state[MOMENT_KEYS[group["stateful_rule"]][0]]
+            return _math.one_moment_delta(
+                group["stateful_rule"], grad, moment, step, lr=lr, beta1=beta1, beta2=beta2,
+                momentum=group["momentum"], nesterov=group["nesterov"],
+            )
+        adam = {"beta1": beta1, "beta2": beta2, "eps": group["eps"], "lr": lr}
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        if not single:
+            return _math.adam_delta(grad, exp_avg, exp_avg_sq, step, fused=self._fused, **adam)
+        denominator, step_size = _math.adam_moments_single(grad, exp_avg, exp_avg_sq, step, **adam)
+        return torch.zeros_like(grad).addcdiv_(exp_avg, denominator, value=-step_size)
+
     def _step_group_multi(self, index: int, group: dict[str, Any]) -> None:
-        """Fast path: torch's fused AdamW for whole tensors and for the low-rank moments; the
-        state-free rule, weight decay and the lift folded into one pass per tensor."""
+        """Fast path: torch's fused AdamW (foreach ops for Lion and SGD-momentum) for whole
+        tensors, per tensor for the low-rank moments; the state-free rule, weight decay and the
+        lift folded into one pass per tensor."""
         lr, lr_sf, lr_free = self._rates(group)
-        beta1, beta2 = group["betas"]
+        beta1, beta2 = resolved_betas(group)
         eps, weight_decay, rule = group["eps"], group["weight_decay"], group["state_free"]
+        stateful_rule = group["stateful_rule"]
+        keys = MOMENT_KEYS[stateful_rule]
         adam = {"beta1": beta1, "beta2": beta2, "eps": eps, "fused": self._fused}
         decay = 1 - lr * weight_decay
-        whole_tensors: tuple[list[torch.Tensor], ...] = ([], [], [], [], [])  # params, grads, m, v, steps
+        whole_tensors: tuple[list[torch.Tensor], ...] = tuple([] for _ in range(3 + len(keys)))  # p, g, moments, steps
         predecay: list[torch.Tensor] = []  # whole-Adam tensors the fused kernel cannot decay
         free_params: list[torch.Tensor] = []  # whole tensors taking the state-free rule
         free_grads: list[torch.Tensor] = []
@@ -765,10 +898,10 @@ class FRUGAL(Optimizer):
         for _, param, grad, state, split, whole in self._routed(group, index):
             if whole:
                 for bucket, tensor in zip(
-                    whole_tensors, (param, grad, state["exp_avg"], state["exp_avg_sq"], state["step"]), strict=True
+                    whole_tensors, (param, grad, *(state[key] for key in keys), state["step"]), strict=True
                 ):
                     bucket.append(tensor)
-                if lr_sf != lr:
+                if lr_sf != lr or stateful_rule != "adamw":
                     predecay.append(param)
             elif split is None:
                 free_params.append(param)
@@ -779,21 +912,52 @@ class FRUGAL(Optimizer):
         # the fused kernel decays with its own lr, which is right only when that is the group's lr
         if weight_decay and predecay:
             torch._foreach_mul_(predecay, decay)
-        _math.adamw_multi(*whole_tensors, lr=lr_sf, weight_decay=weight_decay if lr_sf == lr else 0.0, **adam)
+        if stateful_rule == "adamw":
+            _math.adamw_multi(*whole_tensors, lr=lr_sf, weight_decay=weight_decay if lr_sf == lr else 0.0, **adam)
+        else:
+            _math.one_moment_multi_(
+                stateful_rule, *whole_tensors, lr=lr_sf, beta1=beta1, beta2=beta2,
+                momentum=group["momentum"], nesterov=group["nesterov"],
+            )
         _math.state_free_update_(free_params, free_grads, rule=rule, lr_free=lr_free, decay=decay)
         # One tensor at a time, so that its gradient and parameter are still in cache when the
         # state-free pass and the lift read them right after the projection.
         for state, (plan, param_matrix, grad_matrix, selection, reduce) in split_tensors:
             low = _math.project_down(plan, grad_matrix, selection)
             moment_input = low if reduce is None else _columns_of(reduce.all_reduce(low), reduce)
-            delta = _math.adam_delta(
-                moment_input, state["exp_avg"], state["exp_avg_sq"], state["step"], lr=lr_sf, **adam
-            )
+            delta = self._stateful_delta(group, moment_input, state, lr_sf, single=False)
             if reduce is not None:
                 delta = reduce.gather(delta, tuple(low.shape), dim=1)
             _math.split_update_(
                 plan, param_matrix, grad_matrix, low, delta, selection, rule=rule, lr_free=lr_free, decay=decay
             )
+
+
+def _fresh_moments(
+    group: dict[str, Any], local: torch.Tensor, shape: tuple[int, ...] | None = None
+) -> dict[str, torch.Tensor]:
+    """Zero moments of the group's state-full rule (``shape``: a low-rank one; None: like ``local``)
+    and a zero step counter: what a selection or a reset starts from."""
+    if shape is None:
+        moments = {key: torch.zeros_like(local, memory_format=torch.preserve_format) for key in MOMENT_KEYS[group["stateful_rule"]]}
+    else:
+        moments = {key: local.new_zeros(shape) for key in MOMENT_KEYS[group["stateful_rule"]]}
+    return {**moments, "step": torch.zeros((), dtype=torch.float32, device=local.device)}
+
+
+def _blocks_peak(group: dict[str, Any], sizes: list[int]) -> int:
+    """A blocks group's largest window over its schedule: every window of a cycle at a fixed
+    density; under a rho schedule (windows of several sizes) the start's count of the largest
+    tensors, which bounds every window and equals the peak for equal-sized tensors."""
+    if group["density_end"] is None:
+        return blocks_peak_bytes(group["block_order"], sizes, group["density"])
+    return sum(sorted(sizes, reverse=True)[: blocks_count(group, group["density"])])
+
+
+def _fixed_schedule(group: dict[str, Any]) -> bool:
+    """Whether a group's re-selection steps and window sizes are fixed by its settings (no rho
+    schedule, no T growth), so that its windows can be enumerated against other groups'."""
+    return group["density_end"] is None and group["update_gap_growth"] == 1.0
 
 
 def _columns_of(low: torch.Tensor, shard: Shard0) -> torch.Tensor:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from frugal_search.optimizer import FRUGAL, check_known_keys, check_rank_applies
+from frugal_search.optimizer import FRUGAL, check_combination, check_known_keys
 from frugal_search.partition.baselines import find_baseline
 from frugal_search.partition.introspect import ParamInfo, introspect
 from frugal_search.partition.memory import TrainingMemory, describe_rules, peak_state_bytes, training_memory
@@ -69,10 +69,8 @@ class Partition:
         self.rules: tuple[Rule, ...] = rules
         self.settings: FrugalSettings = FrugalSettings(**settings)
         for index, rule in enumerate(rules):
-            mode = rule.mode or self.settings.mode
-            rank = rule.rank if rule.rank is not None else self.settings.rank
             try:
-                check_rank_applies(rule.role, mode, rank)
+                check_combination(rule.role, {**self.settings.to_kwargs(), **rule.overrides()})
             except ValueError as error:
                 raise ValueError(f"rules[{index}]: {error}") from None
         self.name: str | None = name

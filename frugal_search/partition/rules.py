@@ -58,6 +58,7 @@ class Rule:
     layers: int | str | None = None
     names: tuple[str, ...] | None = None
     lr_scale: float = 1.0
+    stateful_rule: str | None = None
     mode: str | None = None
     density: float | None = None
     rank: int | None = None

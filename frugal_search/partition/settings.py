@@ -19,9 +19,15 @@ class FrugalSettings:
     """
 
     lr: float = DEFAULTS["lr"]
-    betas: tuple[float, float] = DEFAULTS["betas"]
+    betas: tuple[float, float] | None = DEFAULTS["betas"]
+    """Moment decays of AdamW or Lion; None: the state-full rule's own."""
     eps: float = DEFAULTS["eps"]
     weight_decay: float = DEFAULTS["weight_decay"]
+    momentum: float = DEFAULTS["momentum"]
+    """SGD-momentum's momentum (``stateful_rule="sgdm"`` only)."""
+    nesterov: bool = DEFAULTS["nesterov"]
+    stateful_rule: str = DEFAULTS["stateful_rule"]
+    """Rule of the state-full part: adamw, lion (one moment) or sgdm (SGD with momentum, one moment)."""
     mode: str = DEFAULTS["mode"]
     """Subspace mode of ``frugal`` parameters: blocks, svd, random, randperm, columns, rows, randk."""
     density: float = DEFAULTS["density"]
@@ -30,6 +36,14 @@ class FrugalSettings:
     """Fixed rank for svd/random/randperm/columns/rows instead of ``density`` (None: use density)."""
     update_gap: int = DEFAULTS["update_gap"]
     """T: steps between re-selections of the state-full subspace."""
+    density_end: float | None = DEFAULTS["density_end"]
+    """End of a linear rho schedule from ``density`` over ``density_steps`` steps (None: constant)."""
+    density_steps: int = DEFAULTS["density_steps"]
+    update_gap_growth: float = DEFAULTS["update_gap_growth"]
+    """Factor on T when the loss reported to the optimizer plateaus (1: fixed T)."""
+    update_gap_max: int = DEFAULTS["update_gap_max"]
+    loss_plateau: float = DEFAULTS["loss_plateau"]
+    """Relative change of the reported loss under which T grows."""
     block_order: str = DEFAULTS["block_order"]
     state_free: str = DEFAULTS["state_free"]
     """Update of the state-free part: signsgd, sgd or none (none gives GaLore / BAdam)."""

@@ -48,7 +48,8 @@ class SplitContent:
 def split_to_dict(content: SplitContent) -> dict[str, Any]:
     """Return ``content`` as a JSON-safe dict in the ``frugal-split/1`` format."""
     settings = content.settings.to_kwargs()
-    settings["betas"] = list(settings["betas"])
+    if settings["betas"] is not None:
+        settings["betas"] = list(settings["betas"])
     return {
         "format": SPLIT_FORMAT,
         "name": content.name,

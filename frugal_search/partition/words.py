@@ -14,6 +14,17 @@ def _number(value: float) -> str:
     return f"{value:.3g}"  # words for people: three significant digits are enough
 
 
+def _stateful_rule_words(rule: Rule, partition_settings: FrugalSettings) -> str:
+    """"" for AdamW (the default), else the state-full rule: ``" with Lion"``, ``" with SGD-momentum 0.9"``."""
+    name = rule.stateful_rule or partition_settings.stateful_rule
+    if name == "lion":
+        return " with Lion"
+    if name == "sgdm":
+        nesterov = " Nesterov" if partition_settings.nesterov else ""
+        return f" with{nesterov} SGD-momentum {_number(partition_settings.momentum)}"
+    return ""
+
+
 def _frugal_words(rule: Rule, partition_settings: FrugalSettings) -> str:
     """Describe the FRUGAL settings in force for a ``frugal`` rule (its overrides applied)."""
     settings = partition_settings.to_kwargs()
@@ -24,9 +35,17 @@ def _frugal_words(rule: Rule, partition_settings: FrugalSettings) -> str:
         if settings["rank"] is not None and mode != "blocks"
         else f"rho {_number(settings['density'])}"
     )
+    if settings["density_end"] is not None and settings["rank"] is None:  # partition-wide (not a rule's)
+        size += f" -> {_number(settings['density_end'])} over {settings['density_steps']} steps"
     words = f"frugal {mode} {size} every {settings['update_gap']} steps"
+    if settings["update_gap_growth"] != 1.0:
+        words += (
+            f" (x{_number(settings['update_gap_growth'])} up to {settings['update_gap_max']} when the loss changes"
+            f" under {_number(settings['loss_plateau'])})"
+        )
     if mode == "blocks":
         words += f" ({settings['block_order']})"
+    words += _stateful_rule_words(rule, partition_settings)
     words += f", state-free {_STATE_FREE_WORDS[settings['state_free']]}"
     if settings["state_free"] != "none" and settings["state_free_lr_scale"] != 1.0:
         words += f" at lr x{_number(settings['state_free_lr_scale'])}"
@@ -45,6 +64,8 @@ def rule_settings_words(rule: Rule, settings: FrugalSettings) -> str:
     elif rule.role == "state_free":
         state_free = rule.state_free or settings.state_free
         words = f"state-free {_STATE_FREE_WORDS[state_free]}"
+    elif rule.role == "stateful":
+        words = "stateful" + _stateful_rule_words(rule, settings)
     else:
         words = rule.role
     if rule.lr_scale != 1.0:

@@ -279,6 +279,9 @@ class _ProxyLoop:
         self.net.train()
         if scores:
             self.scores_curve.append((step, scores))
+        report_loss = getattr(self.optimizer, "report_loss", None)
+        if report_loss is not None:  # FRUGAL's loss-aware T (a plateau of the eval loss grows it)
+            report_loss(eval_loss)
         return eval_loss
 
     def _stop_requested(self, step: int, eval_loss: float) -> bool:

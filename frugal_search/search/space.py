@@ -15,6 +15,7 @@ name                             type         allowed                           
 ``mlp_role``                     choice       stateful|frugal|state_free|frozen ``frugal``
 ``stateful_first_layers``        float        0..1 (fraction of depth)          ``0.0``
 ``stateful_last_layers``         float        0..1 (fraction of depth)          ``0.0``
+``stateful_rule``                choice       adamw|lion|sgdm                   ``adamw``
 ``mode``                         choice       blocks|svd|random|randperm|       ``blocks``
                                               columns|rows|randk
 ``density``                      float        0..1                              ``0.25``
@@ -28,7 +29,7 @@ name                             type         allowed                           
 ``reset_state``                  choice       true|false                        ``true``
 ===============================  ===========  ================================  ==============
 
-The FRUGAL settings' dimensions (``mode`` to ``reset_state``, and ``lr``) allow exactly what the
+The FRUGAL settings' dimensions (``stateful_rule`` to ``reset_state``, and ``lr``) allow exactly what the
 optimizer's schema allows (:data:`frugal_search.optimizer.SETTINGS`: finite numbers, no bools as
 numbers, 0 valid for lr and the scales); a range sampled on a log scale is stricter, it needs
 ``low > 0`` (write ``log = false`` to start a range at 0).
@@ -44,7 +45,8 @@ How a dimension is written in ``[space]``:
 
 Conditional dimensions are sampled only where they apply, so Optuna never sees a value that does
 nothing: ``mode``, ``density``, ``rank``, ``update_gap``, ``block_order`` (blocks only) and
-``reset_state`` only when some kind has the ``frugal`` role; ``state_free`` and
+``reset_state`` only when some kind has the ``frugal`` role; ``stateful_rule`` (partition-wide:
+the always-stateful tensors take it too) when some kind is ``frugal`` or ``stateful``; ``state_free`` and
 ``split_lr_scale`` when some kind is ``frugal`` or ``state_free``; ``state_free_lr_scale`` unless
 the state-free rule is ``none``; the stateful layer fractions only when attention or MLP is not
 already ``stateful``.
@@ -354,6 +356,8 @@ def choose_settings(value_of: Callable[[str], Any]) -> dict[str, Any]:
     if values["attention_role"] != "stateful" or values["mlp_role"] != "stateful":
         values["stateful_first_layers"] = value_of("stateful_first_layers")
         values["stateful_last_layers"] = value_of("stateful_last_layers")
+    if roles & {"frugal", "stateful"}:
+        values["stateful_rule"] = value_of("stateful_rule")
     if "frugal" in roles:
         values["mode"] = mode = value_of("mode")
         rank = value_of("rank") if mode in PROJECTION_MODES else None

@@ -10,8 +10,11 @@ from torch.optim import Optimizer
 from frugal_search.optimizer import FRUGAL, MODES, paper_param_groups
 
 
-def _optimizer(model, mode: str, seed: int = 0) -> FRUGAL:
-    return FRUGAL(paper_param_groups(model), mode=mode, density=0.25, update_gap=2, block_order="random", seed=seed)
+def _optimizer(model, mode: str, seed: int = 0, rule: str = "adamw") -> FRUGAL:
+    return FRUGAL(
+        paper_param_groups(model), mode=mode, density=0.25, update_gap=2, block_order="random", seed=seed,
+        stateful_rule=rule,
+    )
 
 
 def _layout(state_dict: dict) -> list:
@@ -28,9 +31,10 @@ def _layout(state_dict: dict) -> list:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_the_layout_is_the_same_before_the_first_step_and_after_a_reselection(mode, llama_factory, trainer):
+@pytest.mark.parametrize("rule", ["adamw", "lion", "sgdm"])
+def test_the_layout_is_the_same_before_the_first_step_and_after_a_reselection(mode, rule, llama_factory, trainer):
     model = llama_factory()
-    optimizer = _optimizer(model, mode)
+    optimizer = _optimizer(model, mode, rule=rule)
     before = _layout(optimizer.state_dict())
     trainer(model, optimizer, range(3))  # steps 1..3: re-selected at 1 and 3
     assert _layout(optimizer.state_dict()) == before

@@ -30,6 +30,10 @@ CASES = {
     "columns": (Partition.paper(0.25, mode="columns", update_gap=2), 64),
     "rows": (Partition.paper(0.25, mode="rows", update_gap=2), 64),
     "randk": (Partition.paper(0.1, mode="randk", update_gap=2), 64),
+    "lion-svd": (Partition.paper(0.25, mode="svd", update_gap=2, stateful_rule="lion"), 64),
+    "sgdm-blocks-rule": (
+        Partition([Rule("frugal", kinds=SPLIT, stateful_rule="sgdm"), Rule("stateful")], update_gap=1), 64
+    ),
     "mixed-roles": (
         Partition(
             [
@@ -73,6 +77,14 @@ def test_adamw_state_is_two_fp32_moments_per_parameter(llama: nn.Module) -> None
     n = sum(p.numel() for p in llama.parameters())
     assert Partition.adamw().state_bytes(llama) == 2 * 4 * n
     assert Partition.adamw().state_bytes(llama, param_dtype=torch.bfloat16) == 2 * 2 * n
+
+
+@pytest.mark.parametrize("rule", ["lion", "sgdm"])
+def test_one_moment_rules_keep_one_fp32_moment_per_parameter(llama: nn.Module, rule: str) -> None:
+    n = sum(p.numel() for p in llama.parameters())
+    partition = Partition.adamw(stateful_rule=rule)
+    assert partition.state_bytes(llama) == 4 * n
+    assert "stateful with " in partition.summary()
 
 
 def test_state_bytes_on_meta_equals_state_bytes_on_the_real_model() -> None:

@@ -68,6 +68,23 @@ def test_on_eval_can_stop_the_run(small_model: ModelSpec, short_budget: ProxyBud
     assert result.eval_loss == seen[-1][1]
 
 
+def test_every_eval_loss_is_reported_to_an_optimizer_that_takes_it(small_model: ModelSpec, short_budget: ProxyBudget) -> None:
+    from frugal_search.optimizer import FRUGAL
+
+    reported: list[float] = []
+
+    class Recording(FRUGAL):
+        def report_loss(self, loss: float) -> None:
+            reported.append(loss)
+            super().report_loss(loss)
+
+    partition = baseline_partition("frugal")
+    result = run_proxy(
+        small_model, "stdlib", lambda model: Recording(partition.param_groups(model)), short_budget,
+    )
+    assert reported == [loss for _, loss in result.eval_curve] and len(reported) == 4  # steps 0, 4, 8, 12
+
+
 def test_state_bytes_match_the_partition_count(small_model: ModelSpec, short_budget: ProxyBudget) -> None:
     model = build_model(small_model)
     parameters = sum(p.numel() for p in model.parameters())

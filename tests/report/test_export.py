@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from frugal_search.optimizer import resolved_betas
 from frugal_search.partition import Partition, baseline_partition
 from frugal_search.report import export_split, select_trial
 
@@ -113,7 +114,7 @@ def test_exported_adamw_baseline_is_plain_adamw(study, tmp_path) -> None:
     model = tiny_lm()
     reference_model = tiny_lm()
     reference = torch.optim.AdamW(
-        reference_model.parameters(), lr=settings.lr, betas=tuple(settings.betas), eps=settings.eps,
+        reference_model.parameters(), lr=settings.lr, betas=resolved_betas(settings.to_kwargs()), eps=settings.eps,
         weight_decay=settings.weight_decay,
     )
     train_steps(model, partition.build_optimizer(model), steps=4)

@@ -53,8 +53,27 @@ def check_setup(config: StudyConfig) -> nn.Module:
         check_storage(config.study.storage)
     except ValueError as error:
         raise SetupError(str(error)) from None
+    _say_missing_kinds(model)
     logger.debug("set-up of study %r checked: model %r, data and storage usable", config.study.name, source)
     return model
+
+
+def _say_missing_kinds(model: nn.Module) -> None:
+    """Say once, for the whole search, which kinds the space names that this model does not have
+    (a head tied to the embedding has no head parameter of its own): their role dimension does
+    nothing here, and the workers keep quiet about the rules that match nothing."""
+    from frugal_search.partition import introspect
+    from frugal_search.search.space import ROLE_KINDS
+
+    present = {info.kind for info in introspect(model)}
+    missing = [kind for kind in ROLE_KINDS if kind not in present]
+    if missing:
+        logger.info(
+            "this model has no %s parameters of its own (a tied head is listed as the embedding): "
+            "[space] %s does nothing on it",
+            " / ".join(missing),
+            ", ".join(f"{kind}_role" for kind in missing),
+        )
 
 
 def _first_line(error: BaseException) -> str:

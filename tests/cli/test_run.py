@@ -190,3 +190,19 @@ def test_set_up_errors_are_setup_errors_in_the_library(tmp_path) -> None:
     with pytest.raises(SetupError, match="cannot be built"):
         run_search(config, progress=False)
     assert not (tmp_path / "x.db").exists()
+
+
+def test_a_tied_head_is_said_once_before_the_search(caplog) -> None:
+    import logging
+
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from frugal_search.search.setup import _say_missing_kinds
+
+    with torch.device("meta"):
+        model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=256))
+    with caplog.at_level(logging.INFO, logger="frugal_search.search.setup"):
+        _say_missing_kinds(model)
+    (record,) = caplog.records
+    assert "no head parameters" in record.getMessage() and "head_role does nothing" in record.getMessage()

@@ -11,6 +11,12 @@ from torch import nn
 from frugal_search.optimizer import FRUGAL, check_combination, check_known_keys
 from frugal_search.partition.baselines import find_baseline
 from frugal_search.partition.introspect import ParamInfo, introspect
+from frugal_search.partition.lr_transfer import (
+    check_base_widths,
+    check_lr_transfer,
+    record_base_widths,
+    width_multiplier,
+)
 from frugal_search.partition.memory import TrainingMemory, describe_rules, peak_state_bytes, training_memory
 from frugal_search.partition.rules import Rule
 from frugal_search.partition.settings import SETTING_NAMES, FrugalSettings
@@ -45,6 +51,15 @@ class Partition:
     ``name`` is a label for reports (baselines use theirs); ``provenance`` is free-form JSON-safe
     metadata written into the split file (``source``: study/trial/command, ``metrics``:
     eval_loss, state_bytes, ...).
+
+    ``lr_transfer`` (``"none"``, the default, or ``"width"``) and ``base_widths`` (the proxy's
+    fan-ins, see :meth:`with_base_widths`) give the learning-rate transfer rule of
+    :mod:`frugal_search.partition.lr_transfer`: with ``"width"`` and base widths, building the
+    optimizer on a model of other widths multiplies the lr of each hidden or output matrix by base
+    fan-in / fan-in. A group whose tensors get different multipliers is split into one group per
+    multiplier, except a ``frugal`` blocks group (blocks schedules whole tensors within one group):
+    it stays one group and takes the smallest multiplier of its tensors, so no tensor steps further
+    than the rule allows.
     """
 
     def __init__(
@@ -53,6 +68,8 @@ class Partition:
         *,
         name: str | None = None,
         provenance: dict[str, Any] | None = None,
+        lr_transfer: str = "none",
+        base_widths: dict[str, int] | None = None,
         **settings: Any,
     ) -> None:
         rules = tuple(rules)
@@ -75,16 +92,20 @@ class Partition:
                 raise ValueError(f"rules[{index}]: {error}") from None
         self.name: str | None = name
         self.provenance: dict[str, Any] = dict(provenance or {})
+        self.lr_transfer: str = check_lr_transfer(lr_transfer)
+        self.base_widths: dict[str, int] | None = None if base_widths is None else check_base_widths(base_widths)
 
     # ---- value semantics ---------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Partition):
             return NotImplemented
-        return (self.rules, self.settings, self.name, self.provenance) == (
+        return (self.rules, self.settings, self.name, self.provenance, self.lr_transfer, self.base_widths) == (
             other.rules,
             other.settings,
             other.name,
             other.provenance,
+            other.lr_transfer,
+            other.base_widths,
         )
 
     def __repr__(self) -> str:
@@ -92,8 +113,14 @@ class Partition:
         return f"Partition({label}{self.summary()!r})"
 
     def replace(self, *, rules: list[Rule] | tuple[Rule, ...] | None = None, **changes: Any) -> Partition:
-        """Return a copy with other rules, settings, ``name`` or ``provenance``."""
-        kwargs: dict[str, Any] = {"name": self.name, "provenance": self.provenance, **self.settings.to_kwargs()}
+        """Return a copy with other rules, settings, ``name``, ``provenance``, ``lr_transfer`` or ``base_widths``."""
+        kwargs: dict[str, Any] = {
+            "name": self.name,
+            "provenance": self.provenance,
+            "lr_transfer": self.lr_transfer,
+            "base_widths": self.base_widths,
+            **self.settings.to_kwargs(),
+        }
         kwargs.update(changes)
         return Partition(self.rules if rules is None else rules, **kwargs)
 
@@ -135,22 +162,49 @@ class Partition:
         """
         return self.groups_from_matches(self.match(model, strict=strict))
 
-    def groups_from_matches(self, matched: list[list[ParamInfo]]) -> list[dict[str, Any]]:
-        """Return the param groups for the output of :meth:`match` (see :meth:`param_groups`)."""
+    def groups_from_matches(self, matched: list[list[ParamInfo]], *, transfer: bool = True) -> list[dict[str, Any]]:
+        """Return the param groups for the output of :meth:`match` (see :meth:`param_groups`).
+
+        ``transfer=False`` leaves the lr transfer rule out (one group per rule, as the state
+        accounting per rule needs; the state does not depend on the lr).
+        """
         groups = []
         for rule, infos in zip(self.rules, matched):
             if not infos:
                 continue
-            group: dict[str, Any] = {
-                "params": [info.param for info in infos],
-                "names": [info.name for info in infos],
-                "role": rule.role,
-            }
-            group.update(rule.overrides())
-            if rule.lr_scale != 1.0:
-                group["lr"] = self.settings.lr * rule.lr_scale
-            groups.append(group)
+            for members, multiplier in self._lr_chunks(rule, infos, transfer=transfer):
+                group: dict[str, Any] = {
+                    "params": [info.param for info in members],
+                    "names": [info.name for info in members],
+                    "role": rule.role,
+                }
+                group.update(rule.overrides())
+                if rule.lr_scale != 1.0 or multiplier != 1.0:
+                    group["lr"] = self.settings.lr * rule.lr_scale * multiplier
+                groups.append(group)
         return groups
+
+    def _lr_chunks(
+        self, rule: Rule, infos: list[ParamInfo], *, transfer: bool
+    ) -> list[tuple[list[ParamInfo], float]]:
+        """Split a rule's tensors by lr multiplier (model order kept); one chunk when the rule is off."""
+        if not transfer or self.lr_transfer != "width" or self.base_widths is None:
+            return [(infos, 1.0)]
+        multipliers = [width_multiplier(info, self.base_widths) for info in infos]
+        if rule.role == "frugal" and (rule.mode or self.settings.mode) == "blocks":
+            return [(infos, min(multipliers))]
+        chunks: dict[float, list[ParamInfo]] = {}
+        for info, multiplier in zip(infos, multipliers):
+            chunks.setdefault(multiplier, []).append(info)
+        return [(members, multiplier) for multiplier, members in chunks.items()]
+
+    def with_base_widths(self, model: nn.Module) -> Partition:
+        """Return a copy that records ``model``'s fan-ins as the base of the lr transfer rule.
+
+        Call it with the proxy the split was found on (a ``meta`` model will do); set
+        ``lr_transfer="width"`` (here through :meth:`replace`) to apply the rule on other widths.
+        """
+        return self.replace(base_widths=record_base_widths(model))
 
     def freeze(self, model: nn.Module) -> list[str]:
         """Set ``requires_grad=False`` on the parameters of ``frozen`` rules; return their names.
@@ -208,7 +262,7 @@ class Partition:
         have a row with zeros.
         """
         matched = self.match(model)
-        groups = self.groups_from_matches(matched)
+        groups = self.groups_from_matches(matched, transfer=False)
         return describe_rules(self.rules, self.settings, matched, groups, param_dtype=param_dtype)
 
     # ---- words -------------------------------------------------------------------------------
@@ -220,7 +274,14 @@ class Partition:
     # ---- split files -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Return the split config as a JSON-safe dict (``"format": "frugal-split/1"``)."""
-        content = SplitContent(rules=self.rules, settings=self.settings, name=self.name, provenance=self.provenance)
+        content = SplitContent(
+            rules=self.rules,
+            settings=self.settings,
+            name=self.name,
+            provenance=self.provenance,
+            lr_transfer=self.lr_transfer,
+            base_widths=self.base_widths,
+        )
         return split_to_dict(content)
 
     @classmethod
@@ -229,7 +290,14 @@ class Partition:
         allowed values."""
         content = split_from_dict(data, source=source)
         try:
-            return cls(content.rules, name=content.name, provenance=content.provenance, **content.settings.to_kwargs())
+            return cls(
+                content.rules,
+                name=content.name,
+                provenance=content.provenance,
+                lr_transfer=content.lr_transfer,
+                base_widths=content.base_widths,
+                **content.settings.to_kwargs(),
+            )
         except ValueError as error:  # what only the rules and settings together can break
             raise ValueError(f"{source}: key 'rules': {error}") from None
 

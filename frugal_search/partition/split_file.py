@@ -10,12 +10,15 @@ Format ``frugal-split/1``::
         {"role": "frugal", "kinds": ["attention", "mlp"]},
         {"role": "stateful"}
       ],
-      "provenance": {"source": {"study": "tiny", "trial": 12}, "metrics": {"eval_loss": 3.1}}
+      "provenance": {"source": {"study": "tiny", "trial": 12}, "metrics": {"eval_loss": 3.1}},
+      "lr_transfer": {"rule": "width", "base_widths": {"model.layers.*.mlp.down_proj.weight": 344, ...}}
     }
 
 ``settings`` holds every FRUGAL setting (missing ones take their defaults when read); ``rules``
 are in the order they are tried; ``provenance`` is free-form (``source`` and ``metrics`` by
-convention). Unknown keys, wrong types and unknown format versions are errors that name the file,
+convention); ``lr_transfer`` (optional, written only when set) holds the learning-rate transfer
+rule and the proxy's fan-ins (:mod:`frugal_search.partition.lr_transfer`): a file without it
+means no rule. Unknown keys, wrong types and unknown format versions are errors that name the file,
 the key and the allowed values.
 """
 
@@ -27,12 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from frugal_search.optimizer import check_known_keys
+from frugal_search.partition.lr_transfer import check_base_widths, check_lr_transfer
 from frugal_search.partition.rules import Rule
 from frugal_search.partition.settings import SETTING_NAMES, FrugalSettings
 
 SPLIT_FORMAT = "frugal-split/1"
 """The format tag written into every split file; the only version this code reads."""
-_TOP_KEYS = ("format", "name", "settings", "rules", "provenance")
+_TOP_KEYS = ("format", "name", "settings", "rules", "provenance", "lr_transfer")
+_LR_TRANSFER_KEYS = ("rule", "base_widths")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +48,8 @@ class SplitContent:
     settings: FrugalSettings
     name: str | None
     provenance: dict[str, Any]
+    lr_transfer: str = "none"
+    base_widths: dict[str, int] | None = None
 
 
 def split_to_dict(content: SplitContent) -> dict[str, Any]:
@@ -50,13 +57,16 @@ def split_to_dict(content: SplitContent) -> dict[str, Any]:
     settings = content.settings.to_kwargs()
     if settings["betas"] is not None:
         settings["betas"] = list(settings["betas"])
-    return {
+    out: dict[str, Any] = {
         "format": SPLIT_FORMAT,
         "name": content.name,
         "settings": settings,
         "rules": [rule.to_dict() for rule in content.rules],
         "provenance": content.provenance,
     }
+    if content.lr_transfer != "none" or content.base_widths is not None:
+        out["lr_transfer"] = {"rule": content.lr_transfer, "base_widths": content.base_widths}
+    return out
 
 
 def split_from_dict(data: Any, *, source: str = "<dict>") -> SplitContent:
@@ -92,7 +102,25 @@ def split_from_dict(data: Any, *, source: str = "<dict>") -> SplitContent:
         checked = FrugalSettings(**settings)
     except ValueError as error:
         raise ValueError(f"{source}: key 'settings': {error}") from None
-    return SplitContent(rules=tuple(rules), settings=checked, name=name, provenance=provenance)
+    rule, widths = _lr_transfer_from(data.get("lr_transfer"), source)
+    return SplitContent(
+        rules=tuple(rules), settings=checked, name=name, provenance=provenance, lr_transfer=rule, base_widths=widths
+    )
+
+
+def _lr_transfer_from(data: Any, source: str) -> tuple[str, dict[str, int] | None]:
+    """The rule and base widths of a split's ``lr_transfer`` object; missing means no rule."""
+    if data is None:
+        return "none", None
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: key 'lr_transfer' must be an object with 'rule' and 'base_widths', got {data!r}")
+    check_known_keys(data, _LR_TRANSFER_KEYS, what="key", where=f"{source}: 'lr_transfer': ")
+    try:
+        rule = check_lr_transfer(data.get("rule", "none"))
+        widths = data.get("base_widths")
+        return rule, None if widths is None else check_base_widths(widths)
+    except ValueError as error:
+        raise ValueError(f"{source}: key 'lr_transfer': {error}") from None
 
 
 def _dumps(value: Any, depth: int = 0) -> str:

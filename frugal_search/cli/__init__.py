@@ -19,6 +19,7 @@ _COMMANDS: dict[str, str] = {
     "export": "frugal_search.cli.export_cmd",
     "memory": "frugal_search.cli.memory_cmd",
     "validate": "frugal_search.cli.validate_cmd",
+    "transfer": "frugal_search.cli.transfer_cmd",
 }
 
 

@@ -14,6 +14,7 @@ _EXPORTS: dict[str, str] = {
     "StudySection": "frugal_search.search.config",
     "ProxySection": "frugal_search.search.config",
     "SearchSection": "frugal_search.search.config",
+    "TransferSection": "frugal_search.search.config",
     "load_study_config": "frugal_search.search.config",
     "SearchSpace": "frugal_search.search.space",
     "Dimension": "frugal_search.search.space",

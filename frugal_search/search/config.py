@@ -88,6 +88,29 @@ class SearchSection:
 
 
 @dataclass(frozen=True)
+class TransferSection:
+    """``[transfer]``: the model the study's splits are confirmed on (``frugal-search transfer``).
+
+    ``model`` is a ``[model]``-like table (``source``, ``overrides``); ``top`` front partitions and
+    as many others are checked under every rule of ``lr_rules``; ``top_k`` front partitions and the
+    baselines are swept over ``lr_multipliers`` under ``confirm_rule``.
+    """
+
+    model: dict[str, Any]
+    top: int = 6
+    top_k: int = 3
+    lr_rules: tuple[str, ...] = ("none", "width")
+    lr_multipliers: tuple[float, ...] = (0.5, 1.0, 2.0)
+    confirm_rule: str = "none"
+
+    def model_spec(self) -> Any:
+        """The proxy stage's ``ModelSpec`` of the target model."""
+        from frugal_search.search._proxy_bridge import model_spec_from_table
+
+        return model_spec_from_table(self.model)
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """A whole study file, checked. ``path`` is the file it was read from (None when built in code)."""
 
@@ -98,6 +121,7 @@ class StudyConfig:
     space: SearchSpace
     search: SearchSection = field(default_factory=SearchSection)
     path: Path | None = None
+    transfer: TransferSection | None = None  # ``[transfer]``, when the file names a target model
 
     def model_spec(self) -> Any:
         """The proxy stage's ``ModelSpec`` of ``[model]``."""
@@ -143,7 +167,8 @@ class StudyConfig:
         )
 
 
-_SECTIONS = ("study", "model", "data", "proxy", "space", "search")
+_SECTIONS = ("study", "model", "data", "proxy", "space", "search", "transfer")
+_LR_RULES = ("none", "width")
 
 
 def load_study_config(path: str | Path) -> StudyConfig:
@@ -197,8 +222,9 @@ def study_config_from_dict(
     model = dict(raw.get("model", {}))
     data = dict(raw.get("data", {}))
     _check_with_proxy_stage(model, data, where)
+    transfer = _read_transfer(dict(raw["transfer"]), where) if "transfer" in raw else None
     return StudyConfig(
-        study=study, model=model, data=data, proxy=proxy, space=space, search=search, path=path
+        study=study, model=model, data=data, proxy=proxy, space=space, search=search, path=path, transfer=transfer
     )
 
 
@@ -382,6 +408,45 @@ def _read_search(table: dict[str, Any], where: str) -> SearchSection:
             f"{where}: [search] reduction_factor: expected a number above 1, got {reduction!r}"
         )
     return SearchSection(fidelity=fidelity, min_fraction=float(min_fraction), reduction_factor=reduction)
+
+
+def _read_transfer(table: dict[str, Any], where: str) -> TransferSection:
+    allowed = [item.name for item in dataclasses.fields(TransferSection)]
+    _reject_unknown(table, allowed, where, section="transfer")
+    model = table.get("model")
+    if not isinstance(model, dict) or "source" not in model:
+        raise StudyConfigError(
+            f"{where}: [transfer] model: expected a table with a source, e.g. model = {{ source = \"tiny-llama\", "
+            f"overrides = {{ hidden_size = 256 }} }}, got {model!r}"
+        )
+    _check_with_proxy_stage(model, {}, where)
+    values: dict[str, Any] = {"model": dict(model)}
+    for key in ("top", "top_k"):
+        if key in table:
+            value = _int(table[key], where, "transfer", key)
+            if value < (1 if key == "top" else 0):
+                raise StudyConfigError(f"{where}: [transfer] {key}: expected an integer >= {1 if key == 'top' else 0}, "
+                                       f"got {value!r}")
+            values[key] = value
+    rules = table.get("lr_rules", ["none", "width"])
+    if not isinstance(rules, list) or not rules or any(r not in _LR_RULES for r in rules) or len(set(rules)) < len(rules):
+        raise StudyConfigError(f"{where}: [transfer] lr_rules: expected distinct names among {', '.join(_LR_RULES)}, "
+                               f"got {rules!r}")
+    values["lr_rules"] = tuple(rules)
+    multipliers = table.get("lr_multipliers", [0.5, 1.0, 2.0])
+    if (
+        not isinstance(multipliers, list) or not multipliers or len(set(multipliers)) < len(multipliers)
+        or not all(_is_number(m) and m > 0 for m in multipliers)
+    ):
+        raise StudyConfigError(f"{where}: [transfer] lr_multipliers: expected distinct numbers > 0, e.g. "
+                               f"[0.5, 1.0, 2.0], got {multipliers!r}")
+    values["lr_multipliers"] = tuple(float(m) for m in multipliers)
+    confirm = table.get("confirm_rule", "none")
+    if confirm not in _LR_RULES:
+        raise StudyConfigError(f"{where}: [transfer] confirm_rule: {confirm!r} is not allowed; allowed: "
+                               f"{' | '.join(_LR_RULES)}")
+    values["confirm_rule"] = confirm
+    return TransferSection(**values)
 
 
 def _check_with_proxy_stage(model: Mapping[str, Any], data: Mapping[str, Any], where: str) -> None:

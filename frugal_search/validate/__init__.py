@@ -2,7 +2,10 @@
 
 ``run_fidelity_check`` re-runs chosen finished trials of a study with a larger budget and several
 seeds; ``summarize_fidelity`` turns the results into rank correlations, memory-band correlations
-and front survival; ``write_fidelity_report`` writes ``fidelity.md`` and ``fidelity.png``.
+and front survival; ``write_fidelity_report`` writes ``fidelity.md`` and ``fidelity.png``. ``run_transfer`` re-runs the front, a spread of other trials
+and the baselines on another (larger) model, with and without the lr transfer rule, and confirms the
+top candidates with a short lr sweep, in the Optuna study ``<study>-transfer``;
+``summarize_transfer`` and ``write_transfer_report`` give ``transfer.md`` and ``transfer.png``.
 Successive halving for the search itself lives in ``frugal_search.search.fidelity``.
 """
 
@@ -27,6 +30,19 @@ _EXPORTS: dict[str, str] = {
     "FidelityCheck": "frugal_search.validate.check",
     "run_fidelity_check": "frugal_search.validate.check",
     "write_fidelity_report": "frugal_search.validate.check",
+    "TransferPlan": "frugal_search.validate.transfer",
+    "TransferResults": "frugal_search.validate.transfer",
+    "TransferRun": "frugal_search.validate.transfer",
+    "plan_runs": "frugal_search.validate.transfer",
+    "run_transfer": "frugal_search.validate.transfer",
+    "transfer_run_key": "frugal_search.validate.transfer",
+    "transfer_study_name": "frugal_search.validate.transfer",
+    "run_partition": "frugal_search.validate.transfer",
+    "model_to_dict": "frugal_search.validate.transfer",
+    "TransferSummary": "frugal_search.validate.transfer_report",
+    "summarize_transfer": "frugal_search.validate.transfer_report",
+    "format_transfer_markdown": "frugal_search.validate.transfer_report",
+    "write_transfer_report": "frugal_search.validate.transfer_report",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -15,26 +15,14 @@ def plot_fidelity(summary: FidelitySummary, path: str | os.PathLike[str]) -> Non
     matplotlib.use("Agg")  # files only; never open a window
     import matplotlib.pyplot as plt
 
-    rows = [row for row in summary.rows if math.isfinite(row.long_loss) and math.isfinite(row.proxy_loss)]
+    rows = finite_rows(summary)
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
-    if rows:
-        memory = [row.state_mib for row in rows]
-        scatter = left.scatter(
-            [row.proxy_loss for row in rows], [row.long_loss for row in rows], c=memory, cmap="viridis", s=40
-        )
-        for row in rows:
-            spread = (max(row.long_losses) - min(row.long_losses)) / 2 if len(row.long_losses) > 1 else 0.0
-            left.errorbar(row.proxy_loss, row.long_loss, yerr=spread, color="grey", alpha=0.5, lw=1)
-            left.annotate(str(row.number), (row.proxy_loss, row.long_loss), fontsize=7, alpha=0.7)
-        figure.colorbar(scatter, ax=left, label="optimizer state (MiB)")
-    left.set_xlabel("proxy eval loss (study)")
-    left.set_ylabel("long-run eval loss (mean of seeds; bar: half range)")
+    draw_rank_panel(figure, left, summary, ylabel="long-run eval loss (mean of seeds; bar: half range)")
     left.set_title(
         f"Spearman {format_number(summary.overall.spearman, 2)}, Kendall {format_number(summary.overall.kendall, 2)}"
         f" (seed-to-seed ceiling {format_number(summary.ceiling.spearman, 2)})",
         fontsize=10,
     )
-    left.grid(alpha=0.3)
 
     proxy_front = set(summary.survival.proxy_front)
     long_front = set(summary.survival.long_front)
@@ -63,3 +51,26 @@ def plot_fidelity(summary: FidelitySummary, path: str | os.PathLike[str]) -> Non
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def finite_rows(summary: FidelitySummary) -> list:
+    """The rows of ``summary`` with a finite proxy and long-run loss (what a scatter can draw)."""
+    return [row for row in summary.rows if math.isfinite(row.long_loss) and math.isfinite(row.proxy_loss)]
+
+
+def draw_rank_panel(figure, axis, summary: FidelitySummary, *, ylabel: str) -> None:
+    """Draw proxy loss against re-run loss on ``axis``, coloured by memory, bars for the seed range."""
+    rows = finite_rows(summary)
+    if rows:
+        scatter = axis.scatter(
+            [row.proxy_loss for row in rows], [row.long_loss for row in rows],
+            c=[row.state_mib for row in rows], cmap="viridis", s=40,
+        )
+        for row in rows:
+            spread = (max(row.long_losses) - min(row.long_losses)) / 2 if len(row.long_losses) > 1 else 0.0
+            axis.errorbar(row.proxy_loss, row.long_loss, yerr=spread, color="grey", alpha=0.5, lw=1)
+            axis.annotate(str(row.number), (row.proxy_loss, row.long_loss), fontsize=7, alpha=0.7)
+        figure.colorbar(scatter, ax=axis, label="optimizer state (MiB)")
+    axis.set_xlabel("proxy eval loss (study)")
+    axis.set_ylabel(ylabel)
+    axis.grid(alpha=0.3)

@@ -114,8 +114,9 @@ def format_number(value: float, digits: int = 3) -> str:
 _DESCRIPTION_CHARS = 160  # a partition's words in the runs table; the full text is in the study
 
 
-def _shorten(text: str) -> str:
-    return text if len(text) <= _DESCRIPTION_CHARS else text[: _DESCRIPTION_CHARS - 3] + "..."
+def shorten(text: str, chars: int = _DESCRIPTION_CHARS) -> str:
+    """Return ``text`` cut to ``chars`` characters (ending in "...") for a table cell."""
+    return text if len(text) <= chars else text[: chars - 3] + "..."
 
 
 def format_fidelity_markdown(summary: FidelitySummary) -> str:
@@ -174,6 +175,6 @@ def format_fidelity_markdown(summary: FidelitySummary) -> str:
         losses = " | ".join(format_number(loss) for loss in row.long_losses)
         lines.append(
             f"| {row.number} | {row.group} | {row.state_mib:.3f} | {format_number(row.proxy_loss)} | {losses} | "
-            f"{format_number(row.long_loss)} | {_shorten(row.description)} |"
+            f"{format_number(row.long_loss)} | {shorten(row.description)} |"
         )
     return "\n".join(lines) + "\n"

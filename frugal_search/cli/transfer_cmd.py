@@ -1,0 +1,135 @@
+"""``frugal-search transfer``: do the proxy's splits hold on a larger model? Check, confirm, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from frugal_search.cli._output import ensure_output_dir
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``transfer`` subcommand."""
+    parser = subparsers.add_parser(
+        "transfer",
+        help="re-run the front, other trials and the baselines on a larger model; confirm the best with an lr sweep",
+        description="Re-run the TOP best front partitions of a finished study, TOP others spread over memory and "
+        "the baselines on a target model (--model, or the study's [transfer] model) at the proxy's token budget, "
+        "with and without the width lr transfer rule, and sweep the lr (x0.5, x1, x2 by default) of the TOP-K "
+        "best searched front partitions and the baselines. Every run is a trial of the study <name>-transfer in "
+        "the study's storage, saved as it ends, so running the same command again resumes; export a confirmed "
+        "run with frugal-search export --name <name>-transfer --best. Writes transfer.md and transfer.png to "
+        "reports/<study name>/.",
+    )
+    parser.add_argument("study_file", help="study TOML, e.g. studies/tiny.toml (data and budget come from it)")
+    parser.add_argument("--model", help="target model source (a preset, config.json, directory or factory); "
+                        "default: the study's [transfer] model")
+    parser.add_argument("--model-override", action="append", default=[], metavar="KEY=VALUE",
+                        help="target config field, e.g. hidden_size=256 (repeat; replaces [transfer] overrides)")
+    parser.add_argument("--storage", help="Optuna storage URL (overrides the file's)")
+    parser.add_argument("--name", "--study", dest="name", help="study name (overrides the file's)")
+    parser.add_argument("--top", type=int, help="front partitions to check, and as many others (default 6)")
+    parser.add_argument("--top-k", type=int, help="searched front partitions to confirm with the sweep (default 3)")
+    parser.add_argument("--trials", help="check these trial numbers (comma-separated) instead of the selection")
+    parser.add_argument("--lr-rules", help="lr transfer rules the check compares (default none,width)")
+    parser.add_argument("--lr-multipliers", help="lr sweep of the confirmation (default 0.5,1,2)")
+    parser.add_argument("--confirm-rule", choices=("none", "width"), help="lr rule the sweep is around (default none)")
+    parser.add_argument("--factor", type=int, default=1, help="target runs take FACTOR x the proxy steps (default 1)")
+    parser.add_argument("--state-share", type=float, default=0.25,
+                        help="the recommendation keeps at most this share of AdamW's state (default 0.25)")
+    parser.add_argument("--device", help="device of the target runs (default: the study's)")
+    parser.add_argument("--max-runs", type=int, help="stop after this many new runs (run again to go on)")
+    parser.add_argument("-o", "--output", help="output folder (default: reports/<study name>/)")
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def _override(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--model-override {text!r}: expected KEY=VALUE, e.g. hidden_size=256")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value  # a bare string, e.g. hidden_act=silu
+
+
+def _numbers(text: str | None, kind: type, option: str) -> tuple | None:
+    if text is None:
+        return None
+    try:
+        return tuple(kind(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: expected comma-separated {kind.__name__}s") from None
+
+
+def build_plan(args: argparse.Namespace) -> Any:
+    """Return the ``TransferPlan`` of the arguments and the study file's ``[transfer]`` section."""
+    from frugal_search.proxy import ModelSpec
+    from frugal_search.search import load_study_config
+    from frugal_search.validate import TransferPlan
+
+    section = load_study_config(args.study_file).transfer
+    if args.model is None and section is None:
+        raise ValueError(
+            f"{args.study_file} has no [transfer] model and no --model was given; name the target, e.g. "
+            "--model tiny-llama --model-override hidden_size=256"
+        )
+    if args.model is not None:
+        model = ModelSpec(args.model, overrides=dict(_override(item) for item in args.model_override))
+    else:
+        model = section.model_spec()
+        if args.model_override:
+            model = ModelSpec(model.source, overrides=dict(_override(item) for item in args.model_override))
+    values: dict[str, Any] = {"model": model, "factor": args.factor, "device": args.device}
+    if section is not None:
+        values.update(top=section.top, top_k=section.top_k, lr_rules=section.lr_rules,
+                      lr_multipliers=section.lr_multipliers, confirm_rule=section.confirm_rule)
+    for key, value in (
+        ("top", args.top),
+        ("top_k", args.top_k),
+        ("trials", _numbers(args.trials, int, "--trials")),
+        ("lr_rules", None if args.lr_rules is None else tuple(args.lr_rules.split(","))),
+        ("lr_multipliers", _numbers(args.lr_multipliers, float, "--lr-multipliers")),
+        ("confirm_rule", args.confirm_rule),
+    ):
+        if value is not None:
+            values[key] = value
+    return TransferPlan(**values)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Make the missing runs, write the report and print the correlations. Returns 2 on bad input."""
+    from frugal_search.search import load_study_config
+    from frugal_search.validate import run_transfer, summarize_transfer, write_transfer_report
+
+    try:
+        plan = build_plan(args)
+        if args.output:
+            ensure_output_dir(args.output)
+        name = args.name or load_study_config(args.study_file).study.name
+        out_dir = ensure_output_dir(args.output or Path("reports") / name)
+
+        def show(key: str, result: dict) -> None:
+            loss = "diverged" if result["eval_loss"] is None else f"{result['eval_loss']:.4f}"
+            print(f"  {key}: target loss {loss} ({result['wall_s']:.0f} s)", flush=True)
+
+        results = run_transfer(args.study_file, plan=plan, storage=args.storage, name=args.name, on_run=show,
+                               max_runs=args.max_runs)
+        summary = summarize_transfer(results, state_share=args.state_share)
+        paths = write_transfer_report(summary, out_dir)
+    except ValueError as error:
+        print(f"frugal-search transfer: {error}", file=sys.stderr)
+        return 2
+    for condition in summary.conditions:
+        overall = condition.summary.overall
+        print(f"{condition.label}: {overall.count} partitions, Spearman {overall.spearman:.3f}, "
+              f"Kendall {overall.kendall:.3f}, diverged {condition.diverged or 'none'}")
+    if summary.recommendation is not None:
+        rec = summary.recommendation
+        print(f"recommended: trial {rec.number} at lr x{rec.best_multiplier:g}: {rec.best_loss:.4f}")
+    print(f"wrote {', '.join(str(path) for path in paths)}")
+    return 0

@@ -1,0 +1,381 @@
+"""Transfer: does a split found on the proxy hold on the model the user trains?
+
+Two sets of runs on a *target* model (another ``ModelSpec``: a wider and deeper sibling, the user's
+model), at the proxy's token budget (or ``factor`` times it), one seed:
+
+* the **check**: the study's front and a spread of other finished trials (the fidelity check's
+  selection, :func:`~frugal_search.validate.selection.select_for_fidelity`) plus every baseline, each
+  trained as found under every lr transfer rule of ``lr_rules`` (``none``: the proxy's lrs;
+  ``width``: :mod:`frugal_search.partition.lr_transfer`); their target ranking is compared with the
+  proxy's;
+* the **confirmation**: the ``top_k`` best searched partitions of the front and every baseline, each
+  trained with its lr times every point of ``lr_multipliers`` (a short sweep around the transferred
+  lr, under ``confirm_rule``); the best point of each is its confirmed run.
+
+Every run is a trial of a second Optuna study, ``<study>-transfer``, in the study's own storage
+(values: target loss and state MiB, as the search's; attributes ``source_trial``, ``lr_rule``,
+``lr_multiplier``, ``target_model``, ``run_key`` and the ``split`` that ran, carrying the confirmed
+lr and rule), told as soon as it ends: a killed command resumes where it stopped, and
+``frugal-search export --name <study>-transfer --best`` exports a confirmed run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from frugal_search.validate.check import candidates_of, scale_budget
+from frugal_search.validate.selection import select_for_fidelity
+from frugal_search.validate.store import split_fingerprint
+
+logger = logging.getLogger(__name__)
+
+TRANSFER_SUFFIX = "-transfer"
+"""The transfer study of study ``S`` is named ``S-transfer`` and lives in the same storage."""
+DEFAULT_LR_MULTIPLIERS: tuple[float, ...] = (0.5, 1.0, 2.0)
+_RULES = ("none", "width")
+
+
+@dataclass(frozen=True)
+class TransferPlan:
+    """Which runs the transfer check and confirmation make on the target model."""
+
+    model: Any  # the target: a proxy-stage ModelSpec
+    top: int = 6  # check: front partitions, and as many others spread over memory (plus every baseline)
+    top_k: int = 3  # confirmation: best searched front partitions swept (plus every baseline)
+    lr_rules: tuple[str, ...] = _RULES  # check: every partition once per rule, as found
+    lr_multipliers: tuple[float, ...] = DEFAULT_LR_MULTIPLIERS  # confirmation sweep around the lr
+    confirm_rule: str = "none"  # the lr transfer rule the confirmation sweeps around
+    factor: int = 1  # target runs take factor x the proxy's steps
+    seed: int = 0
+    trials: tuple[int, ...] | None = None  # check these trial numbers instead of the selection
+    device: str | None = None  # None: the study's [proxy] device
+
+    def __post_init__(self) -> None:
+        for name in ("top", "factor"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"top_k must be an integer >= 0 (0: no confirmation sweep), got {self.top_k!r}")
+        rules = tuple(self.lr_rules)
+        if not rules or any(rule not in _RULES for rule in rules) or len(set(rules)) != len(rules):
+            raise ValueError(f"lr_rules must be distinct names among {', '.join(_RULES)}, got {self.lr_rules!r}")
+        if self.confirm_rule not in _RULES:
+            raise ValueError(f"confirm_rule must be one of {', '.join(_RULES)}, got {self.confirm_rule!r}")
+        multipliers = tuple(self.lr_multipliers)
+        if (
+            not multipliers
+            or len(set(multipliers)) != len(multipliers)
+            or not all(isinstance(m, (int, float)) and not isinstance(m, bool) and math.isfinite(m) and m > 0
+                       for m in multipliers)
+        ):
+            raise ValueError(
+                f"lr_multipliers must be distinct finite numbers > 0 (e.g. 0.5, 1, 2), got {self.lr_multipliers!r}"
+            )
+        object.__setattr__(self, "lr_rules", rules)
+        object.__setattr__(self, "lr_multipliers", tuple(float(m) for m in multipliers))
+
+
+@dataclass(frozen=True)
+class TransferRun:
+    """One planned target run: a source trial under an lr rule and multiplier."""
+
+    source_trial: int
+    lr_rule: str
+    lr_multiplier: float
+    purpose: str  # "check" or "confirm" (a run may serve both; the first planned names it)
+
+
+@dataclass(frozen=True)
+class TransferResults:
+    """What the transfer report reads: the source trials and the target losses of every run."""
+
+    study: str
+    proxy_loss: dict[int, float]
+    state_mib: dict[int, float]
+    description: dict[int, str]
+    baselines: dict[int, str]  # source trial -> baseline name
+    checked: list[int]  # check set, front first
+    front: list[int]  # the check's front picks
+    confirmed: list[int]  # confirmation set
+    losses: dict[tuple[int, str, float], float]  # (trial, rule, multiplier) -> target loss, +inf diverged
+    transfer_trials: dict[tuple[int, str, float], int]  # the same key -> trial number in the transfer study
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def model_fingerprint(model: Any) -> str:
+    """Return a short digest of a target ``ModelSpec`` (source and overrides)."""
+    text = json.dumps(model_to_dict(model), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def model_to_dict(model: Any) -> dict[str, Any]:
+    """Return a ``ModelSpec`` as a JSON-safe dict (``source``, ``overrides``)."""
+    return {"source": str(model.source), "overrides": dict(model.overrides)}
+
+
+def transfer_run_key(run: TransferRun, *, steps: int, seed: int, model: Any, split: dict[str, Any]) -> str:
+    """Return the key of one target run: what it trained, on which model, for how long.
+
+    The split's fingerprint is part of it, so a study run again (same numbers, other partitions)
+    never reuses a stored run.
+    """
+    return (
+        f"trial-{run.source_trial}/rule-{run.lr_rule}/lr-x{run.lr_multiplier:g}/steps-{steps}/seed-{seed}"
+        f"/model-{model_fingerprint(model)}/split-{split_fingerprint(split)}"
+    )
+
+
+def plan_runs(candidates: Sequence[Any], baselines: dict[int, str], plan: TransferPlan) -> tuple[
+    list[int], list[int], list[int], list[TransferRun]
+]:
+    """Return ``(checked, front, confirmed, runs)`` for finished ``candidates`` of a study.
+
+    ``baselines`` maps the trial numbers of baseline trials to their names. The check set is
+    ``plan.trials`` or the fidelity selection plus every baseline; the confirmation set is the
+    ``top_k`` searched trials of the front with the lowest proxy loss plus every baseline.
+    """
+    numbers = {c.number for c in candidates}
+    if plan.trials is not None:
+        unknown = sorted(set(plan.trials) - numbers)
+        if unknown:
+            raise ValueError(
+                f"trials {unknown} are not finished feasible trials of the study; pick among {sorted(numbers)}"
+            )
+        on_front = set(_front_numbers(candidates))
+        front = [n for n in plan.trials if n in on_front]
+        others = [n for n in plan.trials if n not in on_front]
+    else:
+        front, others = select_for_fidelity(candidates, top=plan.top)
+    checked = list(dict.fromkeys([*front, *others, *sorted(n for n in baselines if n in numbers)]))
+    by_loss = sorted((c for c in candidates if c.number not in baselines), key=lambda c: (c.proxy_loss, c.number))
+    searched_front = [c.number for c in by_loss if c.number in set(_front_numbers(candidates))]
+    confirmed = list(dict.fromkeys([*searched_front[: plan.top_k], *sorted(n for n in baselines if n in numbers)]))
+    if plan.top_k == 0:
+        confirmed = []
+    runs: dict[tuple[int, str, float], TransferRun] = {}
+    for number in checked:
+        for rule in plan.lr_rules:
+            runs.setdefault((number, rule, 1.0), TransferRun(number, rule, 1.0, "check"))
+    for number in confirmed:
+        for multiplier in plan.lr_multipliers:
+            runs.setdefault((number, plan.confirm_rule, multiplier),
+                            TransferRun(number, plan.confirm_rule, multiplier, "confirm"))
+    return checked, front, confirmed, list(runs.values())
+
+
+def _front_numbers(candidates: Sequence[Any]) -> list[int]:
+    from frugal_search.search import pareto_front_indices
+
+    indices = pareto_front_indices([(c.proxy_loss, c.state_mib) for c in candidates])
+    return [candidates[i].number for i in indices]
+
+
+def run_partition(partition: Any, run: TransferRun, proxy: Any) -> Any:
+    """Return ``partition`` as a target run trains it: the run's rule on ``proxy``'s widths, lr x multiplier."""
+    recorded = partition.with_base_widths(proxy) if run.lr_rule == "width" else partition
+    return recorded.replace(lr_transfer=run.lr_rule, lr=partition.settings.lr * run.lr_multiplier)
+
+
+def transfer_study_name(study_name: str) -> str:
+    """Return the name of the transfer study of ``study_name``."""
+    return study_name + TRANSFER_SUFFIX
+
+
+def run_transfer(
+    study_file: Any,
+    *,
+    plan: TransferPlan,
+    storage: str | None = None,
+    name: str | None = None,
+    on_run: Callable[[str, dict[str, Any]], None] | None = None,
+    max_runs: int | None = None,
+) -> TransferResults:
+    """Make the planned target runs still missing from ``<study>-transfer`` and return every result.
+
+    A run is told to the transfer study as soon as it ends; a trial left RUNNING by a killed command
+    is failed and run again. ``max_runs`` stops after that many new runs (tests, partial progress).
+    Raises ``ValueError`` when the study has fewer than two finished feasible trials.
+    """
+    import optuna
+
+    from frugal_search.partition import Partition
+    from frugal_search.report import open_study
+    from frugal_search.search import open_storage
+
+    opened = open_study(study_file, storage=storage, name=name)
+    config, study = opened.config, opened.study
+    candidates = candidates_of(study)
+    if len(candidates) < 2:
+        raise ValueError(
+            f"study {study.study_name!r} has {len(candidates)} finished feasible trials; the transfer check "
+            "needs at least 2 (run the search first: frugal-search run <study.toml>)"
+        )
+    baselines = {
+        c.number: str(study.trials[c.number].user_attrs["baseline"])
+        for c in candidates
+        if study.trials[c.number].user_attrs.get("baseline")
+    }
+    checked, front, confirmed, runs = plan_runs(candidates, baselines, plan)
+    budget = scale_budget(config.proxy.budget(), plan.factor)
+    proxy_model = _meta_model(config.model_spec(), seed=config.study.seed)
+    target_meta = _meta_model(plan.model, seed=plan.seed)
+    device = plan.device or config.proxy.device
+    transfer = optuna.create_study(
+        storage=open_storage(opened.storage_url, heartbeat_interval=config.study.heartbeat_interval,
+                             grace_period=config.study.grace_period),
+        study_name=transfer_study_name(study.study_name),
+        directions=["minimize", "minimize"],
+        load_if_exists=True,
+    )
+    done = _finished_runs(transfer)
+    splits = {}
+    for run in runs:
+        partition = run_partition(Partition.from_dict(study.trials[run.source_trial].user_attrs["split"]), run,
+                                  proxy_model)
+        splits[run] = partition
+    keys = {run: transfer_run_key(run, steps=budget.total_steps, seed=plan.seed, model=plan.model,
+                                  split=splits[run].to_dict()) for run in runs}
+    todo = [run for run in runs if keys[run] not in done]
+    logger.info("transfer of %r to %s: %d runs planned, %d stored, %d to do",
+                study.study_name, plan.model.source, len(runs), len(runs) - len(todo), len(todo))
+    for count, run in enumerate(todo):
+        if max_runs is not None and count >= max_runs:
+            break
+        frozen = study.trials[run.source_trial]
+        with warnings.catch_warnings():
+            # the storage's heartbeat serves the search's workers; a killed run is failed on resume instead
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = transfer.ask()
+        attrs = {
+            "source_trial": run.source_trial, "lr_rule": run.lr_rule, "lr_multiplier": run.lr_multiplier,
+            "purpose": run.purpose, "target_model": model_to_dict(plan.model), "run_key": keys[run],
+            "split": splits[run].to_dict(), "baseline": frozen.user_attrs.get("baseline"),
+            "summary": frozen.user_attrs.get("summary"), "proxy_eval_loss": float(frozen.values[0]),
+            "state_bytes": int(splits[run].state_bytes(target_meta)),
+        }
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        result = _target_run(plan.model, config.data_spec(), splits[run], budget, device, plan.seed)
+        for key, value in result.items():
+            trial.set_user_attr(key, value)
+        state_mib = attrs["state_bytes"] / 2**20
+        if result["outcome"] == "ok":
+            transfer.tell(trial, [result["eval_loss"], state_mib])
+        else:
+            transfer.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        if on_run is not None:
+            on_run(keys[run], result)
+    return _collect(study, transfer, candidates, baselines, checked, front, confirmed, runs, keys, plan, budget,
+                    config.proxy.budget().total_steps, storage=storage, name=name, study_file=study_file)
+
+
+def _meta_model(spec: Any, *, seed: int) -> Any:
+    """The model on ``meta`` (shapes only) when it can be built there, else on the CPU."""
+    import torch
+
+    from frugal_search.proxy import build_model
+
+    try:
+        with torch.device("meta"):
+            return build_model(spec, seed=seed)
+    except Exception as error:  # some factories or checkpoints cannot be built on meta
+        logger.info("building %s on the meta device failed (%s); using a CPU copy", spec, error)
+        return build_model(spec, seed=seed)
+
+
+def _finished_runs(transfer: Any) -> dict[str, Any]:
+    """Return ``{run_key: trial}`` of the told runs; fail the trials a killed command left RUNNING."""
+    import optuna
+
+    finished = {}
+    for frozen in transfer.get_trials(deepcopy=False):
+        if frozen.state == optuna.trial.TrialState.RUNNING:
+            logger.info("transfer trial %d was left running (killed?); failing it to run again", frozen.number)
+            transfer.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
+        elif frozen.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
+            finished[frozen.user_attrs.get("run_key")] = frozen
+    return finished
+
+
+def _target_run(model: Any, data: Any, partition: Any, budget: Any, device: str, seed: int) -> dict[str, Any]:
+    """One run on the target; the figures a transfer trial keeps (JSON-safe: a diverged loss is None)."""
+    from frugal_search.partition import UNMATCHED_RULE_LOGGER
+    from frugal_search.proxy import run_proxy
+
+    # sampled partitions carry rules a model may not need (e.g. "first 0 layers stateful")
+    unmatched = logging.getLogger(UNMATCHED_RULE_LOGGER)
+    level = unmatched.level
+    unmatched.setLevel(logging.ERROR)
+    try:
+        result = run_proxy(model, data, partition, budget, device=device, seed=seed)
+    finally:
+        unmatched.setLevel(level)
+    finite = result.eval_loss is not None and math.isfinite(result.eval_loss)
+    return {
+        "outcome": "ok" if finite and not result.diverged else "diverged",
+        "eval_loss": float(result.eval_loss) if finite and not result.diverged else None,
+        "reason": result.reason,
+        "steps": result.steps,
+        "wall_s": result.wall_s,
+        "tokens_per_s": result.tokens_per_s,
+    }
+
+
+def _collect(study, transfer, candidates, baselines, checked, front, confirmed, runs, keys, plan, budget,
+             proxy_steps, *, storage, name, study_file) -> TransferResults:
+    import shlex
+
+    done = _finished_runs(transfer)
+    losses, numbers = {}, {}
+    for run in runs:
+        frozen = done.get(keys[run])
+        if frozen is None:
+            continue
+        loss = frozen.user_attrs.get("eval_loss")
+        losses[(run.source_trial, run.lr_rule, run.lr_multiplier)] = math.inf if loss is None else float(loss)
+        numbers[(run.source_trial, run.lr_rule, run.lr_multiplier)] = frozen.number
+    by_number = {c.number: c for c in candidates}
+    involved = sorted(set(checked) | set(confirmed))
+    overrides = " ".join(f"--model-override {shlex.quote(f'{k}={v}')}" for k, v in plan.model.overrides.items())
+    command = (
+        f"frugal-search transfer {shlex.quote(str(study_file))} --model {shlex.quote(str(plan.model.source))} "
+        f"{overrides} --top {plan.top} --top-k {plan.top_k} --lr-rules {','.join(plan.lr_rules)} "
+        f"--lr-multipliers {','.join(f'{m:g}' for m in plan.lr_multipliers)} --confirm-rule {plan.confirm_rule} "
+        f"--factor {plan.factor}"
+        + (f" --trials {','.join(str(n) for n in plan.trials)}" if plan.trials is not None else "")
+        + (f" --storage {shlex.quote(storage)}" if storage else "")
+        + (f" --name {shlex.quote(name)}" if name else "")
+    )
+    return TransferResults(
+        study=study.study_name,
+        proxy_loss={n: by_number[n].proxy_loss for n in involved},
+        state_mib={n: by_number[n].state_mib for n in involved},
+        description={n: str(study.trials[n].user_attrs.get("baseline") or study.trials[n].user_attrs.get("summary", ""))
+                     for n in involved},
+        baselines={n: b for n, b in baselines.items() if n in involved},
+        checked=checked,
+        front=front,
+        confirmed=confirmed,
+        losses=losses,
+        transfer_trials=numbers,
+        settings={
+            "study": study.study_name,
+            "transfer_study": transfer.study_name,
+            "target": model_to_dict(plan.model),
+            "proxy_steps": proxy_steps,
+            "target_steps": budget.total_steps,
+            "seed": plan.seed,
+            "lr_rules": list(plan.lr_rules),
+            "lr_multipliers": list(plan.lr_multipliers),
+            "confirm_rule": plan.confirm_rule,
+            "command": command,
+        },
+    )

@@ -1,0 +1,167 @@
+"""The transfer check and confirmation end to end on a hand-made study of a very small model (seconds on a CPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import optuna
+import pytest
+
+from frugal_search.cli import main
+from frugal_search.partition import Partition
+from frugal_search.proxy import ModelSpec
+from frugal_search.validate import (
+    TransferPlan,
+    TransferResults,
+    plan_runs,
+    run_transfer,
+    summarize_transfer,
+    transfer_study_name,
+)
+from frugal_search.validate.selection import Candidate
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+STUDY_TOML = """
+[study]
+name = "mini"
+storage = "sqlite:///{db}"
+trials = 6
+
+[model]
+source = "tiny-llama"
+overrides = {{ hidden_size = 32, intermediate_size = 64, num_hidden_layers = 1, num_attention_heads = 2 }}
+
+[data]
+source = "stdlib"
+
+[proxy]
+steps = 3
+batch_size = 2
+seq_len = 16
+eval_every = 3
+eval_batches = 1
+warmup_steps = 1
+
+[space]
+lr = [1e-3, 1e-2]
+
+[transfer]
+model = {{ source = "tiny-llama", overrides = {{ hidden_size = 64, intermediate_size = 128, num_hidden_layers = 2, num_attention_heads = 4 }} }}
+top = 1
+top_k = 1
+lr_multipliers = [0.5, 1.0]
+"""
+TARGET = ModelSpec(
+    "tiny-llama", overrides={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
+)
+
+
+@pytest.fixture()
+def mini_study(tmp_path):
+    db = tmp_path / "mini.db"
+    study_file = tmp_path / "mini.toml"
+    study_file.write_text(STUDY_TOML.format(db=db))
+    study = optuna.create_study(study_name="mini", storage=f"sqlite:///{db}", directions=["minimize", "minimize"])
+    trials = [
+        (Partition.adamw(lr=3e-3), "adamw", (3.4, 6.0)),
+        (Partition.paper(0.25, lr=3e-3, update_gap=2), None, (3.0, 2.0)),  # the front's best searched trial
+        (Partition.paper(0.0, lr=3e-3, update_gap=2), None, (3.9, 1.0)),  # front, low memory
+        (Partition.badam(0.5, lr=3e-3, update_gap=2), None, (4.2, 5.0)),
+    ]
+    for partition, baseline, (loss, mib) in trials:
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=[loss, mib],
+                user_attrs={"split": partition.to_dict(), "outcome": "ok", "summary": "s", "baseline": baseline},
+            )
+        )
+    return study_file, db
+
+
+def test_plan_checks_front_spread_and_baselines_and_confirms_top_k_plus_baselines() -> None:
+    candidates = [Candidate(0, 3.4, 6.0), Candidate(1, 3.0, 2.0), Candidate(2, 3.9, 1.0), Candidate(3, 4.2, 5.0)]
+    checked, front, confirmed, runs = plan_runs(candidates, {0: "adamw"}, TransferPlan(model=TARGET, top=1, top_k=1))
+    assert 0 in checked and len(front) == 1 and front[0] in (1, 2)
+    assert confirmed == [1, 0]  # the best searched front trial by proxy loss, then the baseline
+    keys = {(r.source_trial, r.lr_rule, r.lr_multiplier) for r in runs}
+    assert {(n, rule, 1.0) for n in checked for rule in ("none", "width")} <= keys
+    assert {(n, "none", m) for n in confirmed for m in (0.5, 1.0, 2.0)} <= keys
+    assert len(keys) == len(runs)  # the check's x1 "none" run is the sweep's x1: planned once
+
+
+def test_transfer_runs_resume_after_a_kill_and_store_the_confirmed_lr(mini_study, tmp_path) -> None:
+    study_file, db = mini_study
+    plan = TransferPlan(model=TARGET, top=1, top_k=1, lr_multipliers=(0.5, 1.0))
+    partial = run_transfer(study_file, plan=plan, max_runs=2)
+    assert len(partial.losses) == 2
+    storage = f"sqlite:///{db}"
+    transfer = optuna.load_study(study_name=transfer_study_name("mini"), storage=storage)
+    killed = transfer.ask()  # a run whose command was killed: left RUNNING, never told
+    killed.set_user_attr("run_key", next(iter(t.user_attrs["run_key"] for t in transfer.get_trials()
+                                              if t.state.name in ("COMPLETE", "PRUNED"))) + "-killed")
+    done = run_transfer(study_file, plan=plan)
+    trials = optuna.load_study(study_name=transfer_study_name("mini"), storage=storage).get_trials()
+    told = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    planned = plan_runs(
+        [Candidate(0, 3.4, 6.0), Candidate(1, 3.0, 2.0), Candidate(2, 3.9, 1.0), Candidate(3, 4.2, 5.0)],
+        {0: "adamw"}, plan,
+    )[3]
+    assert len(told) == len(planned) == len(done.losses)  # nothing ran twice, nothing is missing
+    assert trials[killed.number].state.name == "FAIL"
+    assert len({t.user_attrs["run_key"] for t in told}) == len(told)
+    # a third call makes no new run
+    assert len(run_transfer(study_file, plan=plan).losses) == len(told)
+    for frozen in told:
+        split = Partition.from_dict(frozen.user_attrs["split"])
+        source = Partition.from_dict(optuna.load_study(study_name="mini", storage=storage)
+                                     .trials[frozen.user_attrs["source_trial"]].user_attrs["split"])
+        assert split.settings.lr == pytest.approx(source.settings.lr * frozen.user_attrs["lr_multiplier"])
+        assert split.lr_transfer == frozen.user_attrs["lr_rule"]
+        if split.lr_transfer == "width":
+            assert split.base_widths["model.layers.*.mlp.down_proj.weight"] == 64  # the proxy's ffn
+
+
+def test_transfer_command_writes_the_report_and_export_takes_a_confirmed_run(mini_study, tmp_path, capsys) -> None:
+    study_file, db = mini_study
+    out = tmp_path / "report"
+    assert main(["transfer", str(study_file), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "lr rule none, as found" in printed and "lr rule width, as found" in printed
+    text = (out / "transfer.md").read_text()
+    assert "## Confirmation: a short lr sweep on the target" in text and (out / "transfer.png").stat().st_size > 0
+    split = tmp_path / "confirmed.json"
+    assert main(["export", "--storage", f"sqlite:///{db}", "--name", "mini-transfer", "--best",
+                 "-o", str(split)]) == 0
+    exported = json.loads(split.read_text())
+    assert exported["provenance"]["source"]["study"] == "mini-transfer"
+    Partition.from_json(split)  # a valid split file, with the confirmed lr
+
+
+def _results(losses, *, baselines=None, confirmed=(), rules=("none",)) -> TransferResults:
+    numbers = sorted({k[0] for k in losses})
+    return TransferResults(
+        study="s", proxy_loss={n: 1.0 + n for n in numbers}, state_mib={n: 1.0 if n else 8.0 for n in numbers},
+        description={n: "" for n in numbers}, baselines=baselines or {}, checked=numbers, front=[], confirmed=list(confirmed),
+        losses=losses, transfer_trials={}, settings={"lr_rules": list(rules), "lr_multipliers": [0.5, 1.0, 2.0],
+                                                     "confirm_rule": "none"},
+    )
+
+
+def test_summary_ranks_a_diverged_run_last_and_reverses_a_reversed_ranking() -> None:
+    # proxy order 0 < 1 < 2 < 3; target: 3 best, 2, 1, then 0 diverged -> exactly reversed: Spearman -1
+    losses = {(0, "none", 1.0): math.inf, (1, "none", 1.0): 2.0, (2, "none", 1.0): 1.5, (3, "none", 1.0): 1.0}
+    condition = summarize_transfer(_results(losses)).conditions[0]
+    assert condition.summary.overall.spearman == pytest.approx(-1.0)
+    assert condition.diverged == [0]
+
+
+def test_recommendation_is_the_best_confirmed_searched_run_under_the_state_share() -> None:
+    # trial 0 is AdamW (8 MiB); trials 1 and 2 keep 1 MiB (12.5%); 2 is best at x0.5
+    losses = {(0, "none", m): 2.0 for m in (0.5, 1.0, 2.0)}
+    losses.update({(1, "none", 0.5): 1.9, (1, "none", 1.0): 1.95, (2, "none", 0.5): 1.7, (2, "none", 1.0): math.inf})
+    summary = summarize_transfer(_results(losses, baselines={0: "adamw"}, confirmed=[1, 2, 0]))
+    assert (summary.recommendation.number, summary.recommendation.best_multiplier) == (2, 0.5)
+    assert summary.best_baseline.number == 0
+    assert summary.conditions[-1].summary.overall.count == 3

@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
         def show(key: str, result: dict) -> None:
             loss = "diverged" if result["eval_loss"] is None else f"{result['eval_loss']:.4f}"
-            print(f"  {key}: target loss {loss} ({result['wall_s']:.0f} s)", flush=True)
+            print(f"  {key}: target loss {loss} ({result.get('reason')})", flush=True)
 
         results = run_transfer(args.study_file, plan=plan, storage=args.storage, name=args.name, on_run=show,
                                max_runs=args.max_runs)

@@ -28,6 +28,9 @@ _PROVENANCE_METRICS: tuple[str, ...] = (
     "peak_memory_bytes",
 )
 
+# Attributes of a transfer trial (``<study>-transfer``) copied into the source of its exported split.
+_TRANSFER_SOURCE: tuple[str, ...] = ("source_trial", "lr_rule", "lr_multiplier", "target_model")
+
 
 def select_trial(
     study: optuna.Study,
@@ -87,7 +90,9 @@ def select_trial(
 def provenance_of(study: optuna.Study, frozen: optuna.trial.FrozenTrial, *, storage_url: str | None) -> dict[str, Any]:
     """Return where an exported split came from, in the split file's convention (JSON-safe).
 
-    ``{"source": {study, storage, trial, state, outcome, baseline, summary}, "metrics": {...}}``.
+    ``{"source": {study, storage, trial, state, outcome, baseline, summary}, "metrics": {...}}``; a
+    confirmed run of ``frugal-search transfer`` adds ``source_trial``, ``lr_rule``, ``lr_multiplier``
+    and ``target_model`` to ``source``.
     """
     metrics: dict[str, Any] = {}
     for key in _PROVENANCE_METRICS:
@@ -106,6 +111,8 @@ def provenance_of(study: optuna.Study, frozen: optuna.trial.FrozenTrial, *, stor
         "baseline": frozen.user_attrs.get("baseline"),
         "summary": frozen.user_attrs.get("summary"),
     }
+    # a confirmed run of ``frugal-search transfer``: which proxy trial, lr and model it confirms
+    source.update({key: frozen.user_attrs[key] for key in _TRANSFER_SOURCE if key in frozen.user_attrs})
     return {"source": source, "metrics": metrics}
 
 

@@ -36,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     "plan_runs": "frugal_search.validate.transfer",
     "run_transfer": "frugal_search.validate.transfer",
     "transfer_run_key": "frugal_search.validate.transfer",
+    "target_run": "frugal_search.validate.transfer",
     "transfer_study_name": "frugal_search.validate.transfer",
     "run_partition": "frugal_search.validate.transfer",
     "model_to_dict": "frugal_search.validate.transfer",

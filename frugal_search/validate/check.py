@@ -231,13 +231,20 @@ def write_fidelity_report(summary: FidelitySummary, report_dir: str | Path) -> l
     """Write ``fidelity.md`` and ``fidelity.png`` into ``report_dir``; return their paths."""
     from frugal_search.validate.plot import plot_fidelity
 
+    return write_markdown_and_plot(report_dir, (MARKDOWN_FILE, format_fidelity_markdown(summary)),
+                                   (PLOT_FILE, lambda path: plot_fidelity(summary, path)))
+
+
+def write_markdown_and_plot(
+    report_dir: str | Path, markdown: tuple[str, str], plot: tuple[str, Callable[[Path], None]]
+) -> list[Path]:
+    """Write ``markdown`` (file name, text) and draw ``plot`` (file name, drawer) into ``report_dir``."""
     directory = Path(report_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    markdown = directory / MARKDOWN_FILE
-    markdown.write_text(format_fidelity_markdown(summary))
-    plot = directory / PLOT_FILE
-    plot_fidelity(summary, plot)
-    return [markdown, plot]
+    markdown_path, plot_path = directory / markdown[0], directory / plot[0]
+    markdown_path.write_text(markdown[1])
+    plot[1](plot_path)
+    return [markdown_path, plot_path]
 
 
 def _json_safe(result: dict[str, Any]) -> dict[str, Any]:

@@ -197,12 +197,16 @@ def run_transfer(
     name: str | None = None,
     on_run: Callable[[str, dict[str, Any]], None] | None = None,
     max_runs: int | None = None,
+    runner: Callable[..., dict[str, Any] | None] | None = None,
 ) -> TransferResults:
     """Make the planned target runs still missing from ``<study>-transfer`` and return every result.
 
     A run is told to the transfer study as soon as it ends; a trial left RUNNING by a killed command
     is failed and run again. ``max_runs`` stops after that many new runs (tests, partial progress).
-    Raises ``ValueError`` when the study has fewer than two finished feasible trials.
+    ``runner(model, data, partition, budget, device, seed)`` makes one run (default: a proxy run on
+    the target) and returns the figures :func:`target_run` returns, or None to leave the run out
+    for now (runs made elsewhere can be fed in this way). Raises ``ValueError`` when the study has
+    fewer than two finished feasible trials.
     """
     import optuna
 
@@ -250,6 +254,9 @@ def run_transfer(
         if max_runs is not None and count >= max_runs:
             break
         frozen = study.trials[run.source_trial]
+        result = (runner or target_run)(plan.model, config.data_spec(), splits[run], budget, device, plan.seed)
+        if result is None:
+            continue
         with warnings.catch_warnings():
             # the storage's heartbeat serves the search's workers; a killed run is failed on resume instead
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
@@ -261,10 +268,7 @@ def run_transfer(
             "summary": frozen.user_attrs.get("summary"), "proxy_eval_loss": float(frozen.values[0]),
             "state_bytes": int(splits[run].state_bytes(target_meta)),
         }
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        result = _target_run(plan.model, config.data_spec(), splits[run], budget, device, plan.seed)
-        for key, value in result.items():
+        for key, value in {**attrs, **result}.items():
             trial.set_user_attr(key, value)
         state_mib = attrs["state_bytes"] / 2**20
         if result["outcome"] == "ok":
@@ -305,8 +309,12 @@ def _finished_runs(transfer: Any) -> dict[str, Any]:
     return finished
 
 
-def _target_run(model: Any, data: Any, partition: Any, budget: Any, device: str, seed: int) -> dict[str, Any]:
-    """One run on the target; the figures a transfer trial keeps (JSON-safe: a diverged loss is None)."""
+def target_run(model: Any, data: Any, partition: Any, budget: Any, device: str, seed: int) -> dict[str, Any]:
+    """One run on the target; the figures a transfer trial keeps (JSON-safe: a diverged loss is None).
+
+    ``outcome`` (``ok`` | ``diverged``), ``eval_loss`` (None when diverged), ``reason``, ``steps``,
+    ``wall_s``, ``tokens_per_s``.
+    """
     from frugal_search.partition import UNMATCHED_RULE_LOGGER
     from frugal_search.proxy import run_proxy
 

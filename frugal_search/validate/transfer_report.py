@@ -157,7 +157,7 @@ def format_transfer_markdown(summary: TransferSummary) -> str:
     lines += ["", "`lr rule width`: the lr of every attention, mlp and head matrix times proxy fan-in / target "
               "fan-in (`frugal_search.partition.lr_transfer`); embeddings, norms and biases keep theirs.", ""]
     lines += _confirmation_lines(summary)
-    lines += ["## Runs at the transferred lr", ""]
+    lines += ["## Runs", ""]
     labels = [c.label for c in summary.conditions]
     lines.append("| trial | picked as | state MiB | proxy loss | " + " | ".join(labels) + " | partition |")
     lines.append("|" + "---|" * (5 + len(labels)))
@@ -196,12 +196,13 @@ def _confirmation_lines(summary: TransferSummary) -> list[str]:
         )
         if base is not None:
             margin = base.best_loss - rec.best_loss
-            verdict = "beats" if margin > 0 else "does not beat"
+            verdict = f"beats it by {margin:.3f}" if margin > 0 else f"is {-margin:.3f} behind it"
             lines.append(
-                f"It {verdict} the best baseline at its best lr ({base.baseline}, {format_number(base.best_loss)} at "
-                f"x{base.best_multiplier:g}) by {margin:+.3f}; one seed, so whether that exceeds the seed spread is "
+                f"Against the best baseline at its best lr ({base.baseline}, {format_number(base.best_loss)} at "
+                f"x{base.best_multiplier:g}) it {verdict}; one seed, so whether that exceeds the seed spread is "
                 "not measured here. Export it with `frugal-search export --storage <the study's storage> --name "
-                f"{summary.settings.get('transfer_study', '<study>-transfer')} --best --max-memory ...`."
+                f"{summary.settings.get('transfer_study', '<study>-transfer')} --trial <its transfer trial>` (or "
+                "`--best --max-memory ...`)."
             )
     lines.append("")
     return lines
@@ -232,10 +233,7 @@ def plot_transfer(summary: TransferSummary, path: str | os.PathLike[str]) -> Non
 
 def write_transfer_report(summary: TransferSummary, report_dir: str | Path) -> list[Path]:
     """Write ``transfer.md`` and ``transfer.png`` into ``report_dir``; return their paths."""
-    directory = Path(report_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    markdown = directory / MARKDOWN_FILE
-    markdown.write_text(format_transfer_markdown(summary))
-    plot = directory / PLOT_FILE
-    plot_transfer(summary, plot)
-    return [markdown, plot]
+    from frugal_search.validate.check import write_markdown_and_plot
+
+    return write_markdown_and_plot(report_dir, (MARKDOWN_FILE, format_transfer_markdown(summary)),
+                                   (PLOT_FILE, lambda path: plot_transfer(summary, path)))

@@ -13,33 +13,12 @@ from frugal_search.proxy import ProxyBudget, run_proxy
 from frugal_search.proxy.models import ModelSpec
 from frugal_search.validate.check import FidelityCheck, run_fidelity_check, scale_budget, write_fidelity_report
 
+from .conftest import MINI_STUDY_TOML
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 _MODEL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
-STUDY_TOML = """
-[study]
-name = "mini"
-storage = "sqlite:///{db}"
-trials = 6
-
-[model]
-source = "tiny-llama"
-overrides = {{ hidden_size = 32, intermediate_size = 64, num_hidden_layers = 1, num_attention_heads = 2 }}
-
-[data]
-source = "stdlib"
-
-[proxy]
-steps = 4
-batch_size = 2
-seq_len = 16
-eval_every = 2
-eval_batches = 1
-warmup_steps = 1
-
-[space]
-lr = [1e-3, 1e-2]
-"""
+STUDY_TOML = MINI_STUDY_TOML
 
 
 @pytest.fixture()

@@ -21,32 +21,11 @@ from frugal_search.validate import (
 )
 from frugal_search.validate.selection import Candidate
 
+from .conftest import MINI_STUDY_TOML
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-STUDY_TOML = """
-[study]
-name = "mini"
-storage = "sqlite:///{db}"
-trials = 6
-
-[model]
-source = "tiny-llama"
-overrides = {{ hidden_size = 32, intermediate_size = 64, num_hidden_layers = 1, num_attention_heads = 2 }}
-
-[data]
-source = "stdlib"
-
-[proxy]
-steps = 3
-batch_size = 2
-seq_len = 16
-eval_every = 3
-eval_batches = 1
-warmup_steps = 1
-
-[space]
-lr = [1e-3, 1e-2]
-
+STUDY_TOML = MINI_STUDY_TOML + """
 [transfer]
 model = {{ source = "tiny-llama", overrides = {{ hidden_size = 64, intermediate_size = 128, num_hidden_layers = 2, num_attention_heads = 4 }} }}
 top = 1
@@ -135,8 +114,13 @@ def test_transfer_command_writes_the_report_and_export_takes_a_confirmed_run(min
     assert main(["export", "--storage", f"sqlite:///{db}", "--name", "mini-transfer", "--best",
                  "-o", str(split)]) == 0
     exported = json.loads(split.read_text())
-    assert exported["provenance"]["source"]["study"] == "mini-transfer"
-    Partition.from_json(split)  # a valid split file, with the confirmed lr
+    source = exported["provenance"]["source"]
+    assert source["study"] == "mini-transfer" and source["target_model"]["overrides"]["hidden_size"] == 64
+    confirmed = Partition.from_json(split)
+    proxy_lr = Partition.from_dict(
+        optuna.load_study(study_name="mini", storage=f"sqlite:///{db}").trials[source["source_trial"]].user_attrs["split"]
+    ).settings.lr
+    assert confirmed.settings.lr == pytest.approx(proxy_lr * source["lr_multiplier"])  # carries the confirmed lr
 
 
 def _results(losses, *, baselines=None, confirmed=(), rules=("none",)) -> TransferResults:

@@ -80,7 +80,8 @@ def fed_runs(run_files: list[Path], lead_file: Path | None) -> dict[str, dict]:
             print(f"no runs in {path} yet")
             continue
         for key, result in json.loads(path.read_text()).items():
-            fed[split_fingerprint(result["split"])] = {**_figures(result), "run_source": f"{path.name}:{key}"}
+            origin = result.get("run_source") or f"{path.name}:{key}"
+            fed[split_fingerprint(result["split"])] = {**_figures(result), "run_source": origin}
     if lead_file is None:
         return fed
     import pandas as pd
@@ -103,7 +104,7 @@ def fed_runs(run_files: list[Path], lead_file: Path | None) -> dict[str, dict]:
 
 def _figures(result: dict) -> dict:
     loss = result.get("loss", result.get("eval_loss"))
-    diverged = bool(result.get("diverged")) or loss is None
+    diverged = bool(result.get("diverged")) or result.get("outcome") == "diverged" or loss is None
     return {"outcome": "diverged" if diverged else "ok", "eval_loss": None if diverged else float(loss),
             "reason": result.get("reason"), "steps": result.get("steps"), "wall_s": result.get("wall_s"),
             "tokens_per_s": result.get("tokens_per_s")}
@@ -159,8 +160,25 @@ def main() -> None:
     results.settings["command"] = "python " + " ".join(shlex.quote(a) for a in [str(Path(__file__).relative_to(
         STUDY_FILE.parents[1])), *sys.argv[1:]])
     summary = summarize_transfer(results)
-    for path in write_transfer_report(summary, HERE):
+    for path in [*write_transfer_report(summary, HERE), dump_runs(args.db)]:
         print("wrote", path)
+
+
+def dump_runs(db: Path) -> Path:
+    """Write every told transfer run to ``transfer_runs.json`` (the ``--runs`` format), so the report
+    can be regenerated from git alone: ``--runs reports/tiny/transfer_runs.json --no-new-runs``."""
+    import optuna
+
+    study = optuna.load_study(study_name="tiny-transfer", storage=f"sqlite:///{db}")
+    keep = ("split", "eval_loss", "outcome", "reason", "steps", "wall_s", "tokens_per_s", "run_source")
+    runs = {
+        frozen.user_attrs["run_key"]: {key: frozen.user_attrs.get(key) for key in keep}
+        for frozen in study.get_trials(deepcopy=False)
+        if frozen.state.name in ("COMPLETE", "PRUNED")
+    }
+    path = HERE / "transfer_runs.json"
+    path.write_text(json.dumps(runs, indent=1, sort_keys=True) + "\n")
+    return path
 
 
 if __name__ == "__main__":

@@ -157,9 +157,11 @@ def plan_runs(candidates: Sequence[Any], baselines: dict[int, str], plan: Transf
     checked = list(dict.fromkeys([*front, *others, *sorted(n for n in baselines if n in numbers)]))
     by_loss = sorted((c for c in candidates if c.number not in baselines), key=lambda c: (c.proxy_loss, c.number))
     searched_front = [c.number for c in by_loss if c.number in set(_front_numbers(candidates))]
-    confirmed = list(dict.fromkeys([*searched_front[: plan.top_k], *sorted(n for n in baselines if n in numbers)]))
-    if plan.top_k == 0:
-        confirmed = []
+    confirmed = (
+        list(dict.fromkeys([*searched_front[: plan.top_k], *sorted(n for n in baselines if n in numbers)]))
+        if plan.top_k > 0
+        else []
+    )
     runs: dict[tuple[int, str, float], TransferRun] = {}
     for number in checked:
         for rule in plan.lr_rules:

@@ -42,6 +42,7 @@ class Confirmation:
     best_multiplier: float | None
     best_loss: float
     description: str
+    transfer_trial: int | None = None  # the best point's trial in the transfer study (to export it)
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ def summarize_transfer(results: Any, *, state_share: float = 0.25) -> TransferSu
                 best_multiplier=best,
                 best_loss=losses[best] if best is not None else math.inf,
                 description=results.description[number],
+                transfer_trial=results.transfer_trials.get((number, rule, best)),
             )
         )
     if confirmations:
@@ -179,12 +181,12 @@ def _confirmation_lines(summary: TransferSummary) -> list[str]:
     multipliers = summary.settings.get("lr_multipliers", [])
     lines = ["## Confirmation: a short lr sweep on the target", "",
              "| trial | baseline | state MiB | proxy loss | " + " | ".join(f"x{m:g}" for m in multipliers)
-             + " | best |", "|" + "---|" * (5 + len(multipliers))]
+             + " | best | transfer trial |", "|" + "---|" * (6 + len(multipliers))]
     for c in summary.confirmations:
         cells = " | ".join(format_number(c.losses[m]) if m in c.losses else "-" for m in multipliers)
         best = f"x{c.best_multiplier:g}: {format_number(c.best_loss)}" if c.best_multiplier is not None else "-"
         lines.append(f"| {c.number} | {c.baseline or '-'} | {c.state_mib:.3f} | {format_number(c.proxy_loss)} | "
-                     f"{cells} | {best} |")
+                     f"{cells} | {best} | {'-' if c.transfer_trial is None else c.transfer_trial} |")
     lines.append("")
     rec, base = summary.recommendation, summary.best_baseline
     if rec is None:
@@ -200,9 +202,9 @@ def _confirmation_lines(summary: TransferSummary) -> list[str]:
             lines.append(
                 f"Against the best baseline at its best lr ({base.baseline}, {format_number(base.best_loss)} at "
                 f"x{base.best_multiplier:g}) it {verdict}; one seed, so whether that exceeds the seed spread is "
-                "not measured here. Export it with `frugal-search export --storage <the study's storage> --name "
-                f"{summary.settings.get('transfer_study', '<study>-transfer')} --trial <its transfer trial>` (or "
-                "`--best --max-memory ...`)."
+                "not measured here. Export it, with its confirmed lr, with `frugal-search export --storage <the "
+                f"study's storage> --name {summary.settings.get('transfer_study', '<study>-transfer')} --trial "
+                f"{rec.transfer_trial}`."
             )
     lines.append("")
     return lines

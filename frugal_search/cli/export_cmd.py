@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Export the split; print where it went. Returns 2 on bad input."""
-    from frugal_search.report import export_split, open_study
+    from frugal_search.report import export_split, model_on_meta, open_study
 
     try:
         ensure_output_file(args.output)
@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
             max_memory=args.max_memory,
             path=args.output,
             storage_url=opened.storage_url,
+            # the study file's model is the proxy: its widths are the base of the lr transfer rule
+            base_model=None if opened.config is None else model_on_meta(opened.config.model_spec()),
         )
     except ValueError as error:
         print(f"frugal-search export: {error}", file=sys.stderr)

@@ -15,7 +15,7 @@ from frugal_search.report._analysis import (
     objective_importances,
     outcome_counts,
 )
-from frugal_search.report._export import export_split, select_trial
+from frugal_search.report._export import export_split, model_on_meta, select_trial
 from frugal_search.report._front import (
     hypervolume_2d,
     hypervolume_history,
@@ -45,6 +45,7 @@ __all__ = [
     "hypervolume_2d",
     "hypervolume_history",
     "hypervolume_reference_point",
+    "model_on_meta",
     "objective_importances",
     "open_study",
     "outcome_counts",

@@ -87,6 +87,21 @@ def select_trial(
     return chosen
 
 
+def model_on_meta(spec: Any, *, seed: int = 0) -> Any:
+    """Return the model of ``spec`` (a proxy ``ModelSpec``) built on ``meta`` (shapes only), or on the
+    CPU when it cannot be built there (some factories and checkpoints)."""
+    import torch
+
+    from frugal_search.proxy import build_model
+
+    try:
+        with torch.device("meta"):
+            return build_model(spec, seed=seed)
+    except Exception as error:  # some factories or checkpoints cannot be built on meta
+        logger.info("building %s on the meta device failed (%s); using a CPU copy", spec, error)
+        return build_model(spec, seed=seed)
+
+
 def provenance_of(study: optuna.Study, frozen: optuna.trial.FrozenTrial, *, storage_url: str | None) -> dict[str, Any]:
     """Return where an exported split came from, in the split file's convention (JSON-safe).
 
@@ -124,13 +139,17 @@ def export_split(
     max_memory: int | str | None = None,
     path: str | Path,
     storage_url: str | None = None,
+    base_model: Any = None,
 ) -> Path:
     """Write the split config of one trial to ``path`` (JSON) and return ``path``.
 
     The trial is chosen as in `select_trial`. The stored split dict goes through
     ``Partition.from_dict`` and ``Partition.to_json``, so the file is validated and
     ``Partition.from_json(path)`` rebuilds the same optimizer. Its provenance names the study, the
-    storage (``storage_url``, by default the study's database URL), the trial and its metrics.
+    storage (``storage_url``, by default the study's database URL), the trial and its metrics. With ``base_model`` (the study's proxy model; ``meta`` will
+    do) the file records its fan-ins as the base of the lr transfer rule
+    (``Partition.with_base_widths``), so the split can be switched to ``lr_transfer = "width"`` on
+    a wider model.
     """
     from frugal_search.partition import Partition
 
@@ -148,6 +167,8 @@ def export_split(
     provenance.update(provenance_of(study, chosen, storage_url=storage_url or storage_url_of(study)))
     split["provenance"] = provenance
     partition = Partition.from_dict(split, source=f"trial {chosen.number} of study {study.study_name!r}")
+    if base_model is not None and partition.base_widths is None:
+        partition = partition.with_base_widths(base_model)
     out_path = Path(path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partition.to_json(out_path)

@@ -213,7 +213,7 @@ def run_transfer(
     import optuna
 
     from frugal_search.partition import Partition
-    from frugal_search.report import open_study
+    from frugal_search.report import model_on_meta, open_study
     from frugal_search.search import open_storage
 
     opened = open_study(study_file, storage=storage, name=name)
@@ -231,8 +231,8 @@ def run_transfer(
     }
     checked, front, confirmed, runs = plan_runs(candidates, baselines, plan)
     budget = scale_budget(config.proxy.budget(), plan.factor)
-    proxy_model = _meta_model(config.model_spec(), seed=config.study.seed)
-    target_meta = _meta_model(plan.model, seed=plan.seed)
+    proxy_model = model_on_meta(config.model_spec(), seed=config.study.seed)
+    target_meta = model_on_meta(plan.model, seed=plan.seed)
     device = plan.device or config.proxy.device
     transfer = optuna.create_study(
         storage=open_storage(opened.storage_url, heartbeat_interval=config.study.heartbeat_interval,
@@ -281,20 +281,6 @@ def run_transfer(
             on_run(keys[run], result)
     return _collect(study, transfer, candidates, baselines, checked, front, confirmed, runs, keys, plan, budget,
                     config.proxy.budget().total_steps, storage=storage, name=name, study_file=study_file)
-
-
-def _meta_model(spec: Any, *, seed: int) -> Any:
-    """The model on ``meta`` (shapes only) when it can be built there, else on the CPU."""
-    import torch
-
-    from frugal_search.proxy import build_model
-
-    try:
-        with torch.device("meta"):
-            return build_model(spec, seed=seed)
-    except Exception as error:  # some factories or checkpoints cannot be built on meta
-        logger.info("building %s on the meta device failed (%s); using a CPU copy", spec, error)
-        return build_model(spec, seed=seed)
 
 
 def _finished_runs(transfer: Any) -> dict[str, Any]:

@@ -121,6 +121,13 @@ def test_transfer_command_writes_the_report_and_export_takes_a_confirmed_run(min
         optuna.load_study(study_name="mini", storage=f"sqlite:///{db}").trials[source["source_trial"]].user_attrs["split"]
     ).settings.lr
     assert confirmed.settings.lr == pytest.approx(proxy_lr * source["lr_multiplier"])  # carries the confirmed lr
+    # exported from the study file, a split records the proxy's widths, the base of the lr rule
+    proxy_split = tmp_path / "proxy.json"
+    assert main(["export", str(study_file), "--trial", "1", "-o", str(proxy_split)]) == 0
+    recorded = Partition.from_json(proxy_split)
+    assert recorded.lr_transfer == "none"
+    assert recorded.base_widths["model.layers.*.mlp.down_proj.weight"] == 64
+    assert recorded.base_widths["model.layers.*.self_attn.q_proj.weight"] == 32
 
 
 def _results(losses, *, baselines=None, confirmed=(), rules=("none",)) -> TransferResults:

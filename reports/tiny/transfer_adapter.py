@@ -30,7 +30,8 @@ MATRIX_KINDS = {"attention", "mlp", "head"}
 
 
 def partition_of(row, num_layers: int):
-    from frugal_search.partition import baseline_partition
+    """The partition trial ``row`` of ``trials.csv`` ran, as the search that wrote the file built it."""
+    from frugal_search.partition import Rule, baseline_partition
     from frugal_search.search import partition_from_settings
 
     if isinstance(row["baseline"], str):
@@ -38,8 +39,18 @@ def partition_of(row, num_layers: int):
     values = {}
     for column, value in row.items():
         if column.startswith("param_") and not (isinstance(value, float) and math.isnan(value)):
-            values[column[6:]] = int(value) if column == "param_update_gap" else value
-    return partition_from_settings(values, num_layers=num_layers)
+            values[column[6:]] = int(value) if column == "param_update_gap" else float(value) if isinstance(
+                value, float) else value
+    partition = partition_from_settings(values, num_layers=num_layers)
+    # The shipped study was searched before attention and mlp of one role shared one rule (commit
+    # 4063d8a): it gave each its own rule, hence its own group (its own blocks window). Rebuild that.
+    rules = []
+    for rule in partition.rules:
+        if rule.kinds == ("attention", "mlp") and rule.layers is None:
+            rules += [Rule.from_dict({**rule.to_dict(), "kinds": [kind]}) for kind in ("attention", "mlp")]
+        else:
+            rules.append(rule)
+    return partition.replace(rules=rules)
 
 
 def rebuild_study(db: Path) -> None:

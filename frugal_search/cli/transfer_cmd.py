@@ -36,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--trials", help="check these trial numbers (comma-separated) instead of the selection")
     parser.add_argument("--lr-rules", help="lr transfer rules the check compares (default none,width)")
     parser.add_argument("--lr-multipliers", help="lr sweep of the confirmation (default 0.5,1,2)")
-    parser.add_argument("--confirm-rule", choices=("none", "width"), help="lr rule the sweep is around (default none)")
+    parser.add_argument("--confirm-rule", choices=("none", "width"), help="lr rule the sweep is around (default width)")
     parser.add_argument("--factor", type=int, default=1, help="target runs take FACTOR x the proxy steps (default 1)")
     parser.add_argument("--state-share", type=float, default=0.25,
                         help="the recommendation keeps at most this share of AdamW's state (default 0.25)")
@@ -130,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
               f"Kendall {overall.kendall:.3f}, diverged {condition.diverged or 'none'}")
     if summary.recommendation is not None:
         rec = summary.recommendation
-        print(f"recommended: trial {rec.number} at lr x{rec.best_multiplier:g}: {rec.best_loss:.4f}")
+        print(f"recommended: trial {rec.number} at lr rule {rec.best_point[0]} x{rec.best_point[1]:g}: "
+              f"{rec.best_loss:.4f}")
     print(f"wrote {', '.join(str(path) for path in paths)}")
     return 0

@@ -146,10 +146,10 @@ def export_split(
     The trial is chosen as in `select_trial`. The stored split dict goes through
     ``Partition.from_dict`` and ``Partition.to_json``, so the file is validated and
     ``Partition.from_json(path)`` rebuilds the same optimizer. Its provenance names the study, the
-    storage (``storage_url``, by default the study's database URL), the trial and its metrics. With ``base_model`` (the study's proxy model; ``meta`` will
-    do) the file records its fan-ins as the base of the lr transfer rule
-    (``Partition.with_base_widths``), so the split can be switched to ``lr_transfer = "width"`` on
-    a wider model.
+    storage (``storage_url``, by default the study's database URL), the trial and its metrics.
+    With ``base_model`` (the study's proxy model; ``meta`` will do) a proxy trial's file records its fan-ins as the base of the lr transfer rule
+    (``Partition.with_base_widths``) and ``lr_transfer = "width"``: on a wider model its matrix lrs
+    scale by base fan-in / fan-in (set ``"none"`` in the file to keep them).
     """
     from frugal_search.partition import Partition
 
@@ -167,8 +167,11 @@ def export_split(
     provenance.update(provenance_of(study, chosen, storage_url=storage_url or storage_url_of(study)))
     split["provenance"] = provenance
     partition = Partition.from_dict(split, source=f"trial {chosen.number} of study {study.study_name!r}")
-    if base_model is not None and partition.base_widths is None:
-        partition = partition.with_base_widths(base_model)
+    if base_model is not None and partition.base_widths is None and "lr_rule" not in chosen.user_attrs:
+        # a split of the proxy study: record its widths and transfer by the width rule (measured to
+        # rank and stabilise better on a 5.6x sibling, reports/tiny/transfer.md); identity on the proxy.
+        # A confirmed run of the transfer study keeps the rule it ran with.
+        partition = partition.with_base_widths(base_model).replace(lr_transfer="width")
     out_path = Path(path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partition.to_json(out_path)

@@ -101,7 +101,7 @@ class TransferSection:
     top_k: int = 3
     lr_rules: tuple[str, ...] = ("none", "width")
     lr_multipliers: tuple[float, ...] = (0.5, 1.0, 2.0)
-    confirm_rule: str = "none"
+    confirm_rule: str = "width"
 
     def model_spec(self) -> Any:
         """The proxy stage's ``ModelSpec`` of the target model."""
@@ -441,7 +441,7 @@ def _read_transfer(table: dict[str, Any], where: str) -> TransferSection:
         raise StudyConfigError(f"{where}: [transfer] lr_multipliers: expected distinct numbers > 0, e.g. "
                                f"[0.5, 1.0, 2.0], got {multipliers!r}")
     values["lr_multipliers"] = tuple(float(m) for m in multipliers)
-    confirm = table.get("confirm_rule", "none")
+    confirm = table.get("confirm_rule", "width")
     if confirm not in _LR_RULES:
         raise StudyConfigError(f"{where}: [transfer] confirm_rule: {confirm!r} is not allowed; allowed: "
                                f"{' | '.join(_LR_RULES)}")

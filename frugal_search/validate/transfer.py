@@ -51,7 +51,7 @@ class TransferPlan:
     top_k: int = 3  # confirmation: best searched front partitions swept (plus every baseline)
     lr_rules: tuple[str, ...] = _RULES  # check: every partition once per rule, as found
     lr_multipliers: tuple[float, ...] = DEFAULT_LR_MULTIPLIERS  # confirmation sweep around the lr
-    confirm_rule: str = "none"  # the lr transfer rule the confirmation sweeps around
+    confirm_rule: str = "width"  # the lr transfer rule the confirmation sweeps around (measured: see tiny's report)
     factor: int = 1  # target runs take factor x the proxy's steps
     seed: int = 0
     trials: tuple[int, ...] | None = None  # check these trial numbers instead of the selection

@@ -32,14 +32,14 @@ class Condition:
 
 @dataclass(frozen=True)
 class Confirmation:
-    """One confirmed partition: its target loss at every lr multiplier and its best point."""
+    """One confirmed partition: its target loss at every (lr rule, multiplier) run and its best point."""
 
     number: int
     baseline: str | None
     state_mib: float
     proxy_loss: float
-    losses: dict[float, float]  # multiplier -> target loss (+inf diverged); missing: not run yet
-    best_multiplier: float | None
+    losses: dict[tuple[str, float], float]  # (rule, multiplier) -> target loss (+inf diverged); missing: not run
+    best_point: tuple[str, float] | None  # (rule, multiplier) of the lowest loss
     best_loss: float
     description: str
     transfer_trial: int | None = None  # the best point's trial in the transfer study (to export it)
@@ -54,6 +54,7 @@ class TransferSummary:
     recommendation: Confirmation | None  # best confirmed searched partition under the state share
     best_baseline: Confirmation | None  # best baseline at its best lr
     state_share: float  # the recommendation keeps at most this share of AdamW's state
+    adamw_mib: float = math.nan  # AdamW's state among the confirmed runs (NaN: AdamW not confirmed)
     settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -89,12 +90,13 @@ def summarize_transfer(results: Any, *, state_share: float = 0.25) -> TransferSu
                    lambda n, rule=rule: results.losses.get((n, rule, 1.0)))
         for rule in results.settings["lr_rules"]
     ]
-    rule = results.settings["confirm_rule"]
+    rules = sweep_rules(results.settings)
     multipliers = results.settings["lr_multipliers"]
     confirmations = []
     for number in results.confirmed:
-        losses = {m: results.losses[(number, rule, m)] for m in multipliers if (number, rule, m) in results.losses}
-        best = min(losses, key=lambda m: (losses[m], m)) if losses else None
+        losses = {(r, m): results.losses[(number, r, m)] for r in rules for m in multipliers
+                  if (number, r, m) in results.losses}
+        best = min(losses, key=lambda point: (losses[point], point)) if losses else None
         confirmations.append(
             Confirmation(
                 number=number,
@@ -102,15 +104,16 @@ def summarize_transfer(results: Any, *, state_share: float = 0.25) -> TransferSu
                 state_mib=results.state_mib[number],
                 proxy_loss=results.proxy_loss[number],
                 losses=losses,
-                best_multiplier=best,
+                best_point=best,
                 best_loss=losses[best] if best is not None else math.inf,
                 description=results.description[number],
-                transfer_trial=results.transfer_trials.get((number, rule, best)),
+                transfer_trial=None if best is None else results.transfer_trials.get((number, *best)),
             )
         )
     if confirmations:
         conditions.append(
-            _condition(f"best of the sweep x{', x'.join(f'{m:g}' for m in multipliers)} (rule {rule})", results,
+            _condition(f"best of the sweep (rules {', '.join(rules)}; lr x{', x'.join(f'{m:g}' for m in multipliers)})",
+                       results,
                        results.confirmed,
                        lambda n: next((c.best_loss for c in confirmations if c.number == n and c.losses), None))
         )
@@ -124,6 +127,7 @@ def summarize_transfer(results: Any, *, state_share: float = 0.25) -> TransferSu
         recommendation=min(searched, key=lambda c: (c.best_loss, c.state_mib), default=None),
         best_baseline=min(baselines, key=lambda c: (c.best_loss, c.state_mib), default=None),
         state_share=state_share,
+        adamw_mib=math.nan if adamw is None else adamw,
         settings=dict(results.settings),
     )
 
@@ -175,16 +179,29 @@ def format_transfer_markdown(summary: TransferSummary) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sweep_rules(settings: dict[str, Any]) -> list[str]:
+    """The lr rules whose runs count for a confirmation: the sweep's rule, then the check's."""
+    return list(dict.fromkeys([settings["confirm_rule"], *settings["lr_rules"]]))
+
+
+def _point(point: tuple[str, float]) -> str:
+    return f"{point[0]} x{point[1]:g}"
+
+
 def _confirmation_lines(summary: TransferSummary) -> list[str]:
     if not summary.confirmations:
         return []
-    multipliers = summary.settings.get("lr_multipliers", [])
+    points = [(r, m) for r in sweep_rules(summary.settings) for m in summary.settings.get("lr_multipliers", [])]
+    points = [p for p in points if any(p in c.losses for c in summary.confirmations)]
     lines = ["## Confirmation: a short lr sweep on the target", "",
-             "| trial | baseline | state MiB | proxy loss | " + " | ".join(f"x{m:g}" for m in multipliers)
-             + " | best | transfer trial |", "|" + "---|" * (6 + len(multipliers))]
+             f"Each partition's lr times {', '.join(f'x{m:g}' for m in summary.settings.get('lr_multipliers', []))} "
+             f"under the sweep's rule ({summary.settings.get('confirm_rule')}); runs under the other rule count too "
+             "(the best point of all is the confirmed one).", "",
+             "| trial | baseline | state MiB | proxy loss | " + " | ".join(_point(p) for p in points)
+             + " | best | transfer trial |", "|" + "---|" * (6 + len(points))]
     for c in summary.confirmations:
-        cells = " | ".join(format_number(c.losses[m]) if m in c.losses else "-" for m in multipliers)
-        best = f"x{c.best_multiplier:g}: {format_number(c.best_loss)}" if c.best_multiplier is not None else "-"
+        cells = " | ".join(format_number(c.losses[p]) if p in c.losses else "-" for p in points)
+        best = f"{_point(c.best_point)}: {format_number(c.best_loss)}" if c.best_point is not None else "-"
         lines.append(f"| {c.number} | {c.baseline or '-'} | {c.state_mib:.3f} | {format_number(c.proxy_loss)} | "
                      f"{cells} | {best} | {'-' if c.transfer_trial is None else c.transfer_trial} |")
     lines.append("")
@@ -194,14 +211,15 @@ def _confirmation_lines(summary: TransferSummary) -> list[str]:
     else:
         lines.append(
             f"Recommended (lowest confirmed target loss under {summary.state_share:.0%} of AdamW's state): trial "
-            f"{rec.number}, {format_number(rec.best_loss)} at lr x{rec.best_multiplier:g}, {rec.state_mib:.3f} MiB."
+            f"{rec.number}, {format_number(rec.best_loss)} at {_point(rec.best_point)}, {rec.state_mib:.3f} MiB"
+            + ("." if math.isnan(summary.adamw_mib) else f" ({rec.state_mib / summary.adamw_mib:.1%} of AdamW's state).")
         )
         if base is not None:
             margin = base.best_loss - rec.best_loss
             verdict = f"beats it by {margin:.3f}" if margin > 0 else f"is {-margin:.3f} behind it"
             lines.append(
                 f"Against the best baseline at its best lr ({base.baseline}, {format_number(base.best_loss)} at "
-                f"x{base.best_multiplier:g}) it {verdict}; one seed, so whether that exceeds the seed spread is "
+                f"{_point(base.best_point)}) it {verdict}; one seed, so whether that exceeds the seed spread is "
                 "not measured here. Export it, with its confirmed lr, with `frugal-search export --storage <the "
                 f"study's storage> --name {summary.settings.get('transfer_study', '<study>-transfer')} --trial "
                 f"{rec.transfer_trial}`."

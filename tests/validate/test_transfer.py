@@ -66,8 +66,8 @@ def test_plan_checks_front_spread_and_baselines_and_confirms_top_k_plus_baseline
     assert confirmed == [1, 0]  # the best searched front trial by proxy loss, then the baseline
     keys = {(r.source_trial, r.lr_rule, r.lr_multiplier) for r in runs}
     assert {(n, rule, 1.0) for n in checked for rule in ("none", "width")} <= keys
-    assert {(n, "none", m) for n in confirmed for m in (0.5, 1.0, 2.0)} <= keys
-    assert len(keys) == len(runs)  # the check's x1 "none" run is the sweep's x1: planned once
+    assert {(n, "width", m) for n in confirmed for m in (0.5, 1.0, 2.0)} <= keys  # swept around the width rule
+    assert len(keys) == len(runs)  # the check's x1 "width" run is the sweep's x1: planned once
 
 
 def test_transfer_runs_resume_after_a_kill_and_store_the_confirmed_lr(mini_study, tmp_path) -> None:
@@ -125,7 +125,7 @@ def test_transfer_command_writes_the_report_and_export_takes_a_confirmed_run(min
     proxy_split = tmp_path / "proxy.json"
     assert main(["export", str(study_file), "--trial", "1", "-o", str(proxy_split)]) == 0
     recorded = Partition.from_json(proxy_split)
-    assert recorded.lr_transfer == "none"
+    assert recorded.lr_transfer == "width"  # exported proxy splits transfer by the width rule
     assert recorded.base_widths["model.layers.*.mlp.down_proj.weight"] == 64
     assert recorded.base_widths["model.layers.*.self_attn.q_proj.weight"] == 32
 
@@ -153,6 +153,6 @@ def test_recommendation_is_the_best_confirmed_searched_run_under_the_state_share
     losses = {(0, "none", m): 2.0 for m in (0.5, 1.0, 2.0)}
     losses.update({(1, "none", 0.5): 1.9, (1, "none", 1.0): 1.95, (2, "none", 0.5): 1.7, (2, "none", 1.0): math.inf})
     summary = summarize_transfer(_results(losses, baselines={0: "adamw"}, confirmed=[1, 2, 0]))
-    assert (summary.recommendation.number, summary.recommendation.best_multiplier) == (2, 0.5)
+    assert (summary.recommendation.number, summary.recommendation.best_point) == (2, ("none", 0.5))
     assert summary.best_baseline.number == 0
     assert summary.conditions[-1].summary.overall.count == 3

@@ -36,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--trials", help="check these trial numbers (comma-separated) instead of the selection")
     parser.add_argument("--lr-rules", help="lr transfer rules the check compares (default none,width)")
     parser.add_argument("--lr-multipliers", help="lr sweep of the confirmation (default 0.5,1,2)")
-    parser.add_argument("--confirm-rule", choices=("none", "width"), help="lr rule the sweep is around (default width)")
+    parser.add_argument("--confirm-rules", help="lr rules the sweep is around, comma-separated (default width)")
     parser.add_argument("--factor", type=int, default=1, help="target runs take FACTOR x the proxy steps (default 1)")
     parser.add_argument("--state-share", type=float, default=0.25,
                         help="the recommendation keeps at most this share of AdamW's state (default 0.25)")
@@ -87,14 +87,14 @@ def build_plan(args: argparse.Namespace) -> Any:
     values: dict[str, Any] = {"model": model, "factor": args.factor, "device": args.device}
     if section is not None:
         values.update(top=section.top, top_k=section.top_k, lr_rules=section.lr_rules,
-                      lr_multipliers=section.lr_multipliers, confirm_rule=section.confirm_rule)
+                      lr_multipliers=section.lr_multipliers, confirm_rules=section.confirm_rules)
     for key, value in (
         ("top", args.top),
         ("top_k", args.top_k),
         ("trials", _numbers(args.trials, int, "--trials")),
         ("lr_rules", None if args.lr_rules is None else tuple(args.lr_rules.split(","))),
         ("lr_multipliers", _numbers(args.lr_multipliers, float, "--lr-multipliers")),
-        ("confirm_rule", args.confirm_rule),
+        ("confirm_rules", None if args.confirm_rules is None else tuple(args.confirm_rules.split(","))),
     ):
         if value is not None:
             values[key] = value

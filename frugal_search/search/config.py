@@ -93,7 +93,7 @@ class TransferSection:
 
     ``model`` is a ``[model]``-like table (``source``, ``overrides``); ``top`` front partitions and
     as many others are checked under every rule of ``lr_rules``; ``top_k`` front partitions and the
-    baselines are swept over ``lr_multipliers`` under ``confirm_rule``.
+    baselines are swept over ``lr_multipliers`` under every rule of ``confirm_rules``.
     """
 
     model: dict[str, Any]
@@ -101,7 +101,7 @@ class TransferSection:
     top_k: int = 3
     lr_rules: tuple[str, ...] = ("none", "width")
     lr_multipliers: tuple[float, ...] = (0.5, 1.0, 2.0)
-    confirm_rule: str = "width"
+    confirm_rules: tuple[str, ...] = ("width",)
 
     def model_spec(self) -> Any:
         """The proxy stage's ``ModelSpec`` of the target model."""
@@ -441,11 +441,13 @@ def _read_transfer(table: dict[str, Any], where: str) -> TransferSection:
         raise StudyConfigError(f"{where}: [transfer] lr_multipliers: expected distinct numbers > 0, e.g. "
                                f"[0.5, 1.0, 2.0], got {multipliers!r}")
     values["lr_multipliers"] = tuple(float(m) for m in multipliers)
-    confirm = table.get("confirm_rule", "width")
-    if confirm not in _LR_RULES:
-        raise StudyConfigError(f"{where}: [transfer] confirm_rule: {confirm!r} is not allowed; allowed: "
+    confirm = table.get("confirm_rules", ["width"])
+    if not isinstance(confirm, list) or not confirm or any(r not in _LR_RULES for r in confirm) or len(
+        set(confirm)
+    ) < len(confirm):
+        raise StudyConfigError(f"{where}: [transfer] confirm_rules: {confirm!r} is not allowed; distinct names among "
                                f"{' | '.join(_LR_RULES)}")
-    values["confirm_rule"] = confirm
+    values["confirm_rules"] = tuple(confirm)
     return TransferSection(**values)
 
 

@@ -10,7 +10,7 @@ model), at the proxy's token budget (or ``factor`` times it), one seed:
   proxy's;
 * the **confirmation**: the ``top_k`` best searched partitions of the front and every baseline, each
   trained with its lr times every point of ``lr_multipliers`` (a short sweep around the transferred
-  lr, under ``confirm_rule``); the best point of each is its confirmed run.
+  lr, under every rule of ``confirm_rules``); the best point of each is its confirmed run.
 
 Every run is a trial of a second Optuna study, ``<study>-transfer``, in the study's own storage
 (values: target loss and state MiB, as the search's; attributes ``source_trial``, ``lr_rule``,
@@ -51,7 +51,7 @@ class TransferPlan:
     top_k: int = 3  # confirmation: best searched front partitions swept (plus every baseline)
     lr_rules: tuple[str, ...] = _RULES  # check: every partition once per rule, as found
     lr_multipliers: tuple[float, ...] = DEFAULT_LR_MULTIPLIERS  # confirmation sweep around the lr
-    confirm_rule: str = "width"  # the lr transfer rule the confirmation sweeps around (measured: see tiny's report)
+    confirm_rules: tuple[str, ...] = ("width",)  # lr rules the confirmation sweeps around (measured: tiny's report)
     factor: int = 1  # target runs take factor x the proxy's steps
     seed: int = 0
     trials: tuple[int, ...] | None = None  # check these trial numbers instead of the selection
@@ -67,8 +67,12 @@ class TransferPlan:
         rules = tuple(self.lr_rules)
         if not rules or any(rule not in _RULES for rule in rules) or len(set(rules)) != len(rules):
             raise ValueError(f"lr_rules must be distinct names among {', '.join(_RULES)}, got {self.lr_rules!r}")
-        if self.confirm_rule not in _RULES:
-            raise ValueError(f"confirm_rule must be one of {', '.join(_RULES)}, got {self.confirm_rule!r}")
+        confirm = tuple(self.confirm_rules)
+        if not confirm or any(rule not in _RULES for rule in confirm) or len(set(confirm)) != len(confirm):
+            raise ValueError(
+                f"confirm_rules must be distinct names among {', '.join(_RULES)}, got {self.confirm_rules!r}"
+            )
+        object.__setattr__(self, "confirm_rules", confirm)
         multipliers = tuple(self.lr_multipliers)
         if (
             not multipliers
@@ -167,9 +171,9 @@ def plan_runs(candidates: Sequence[Any], baselines: dict[int, str], plan: Transf
         for rule in plan.lr_rules:
             runs.setdefault((number, rule, 1.0), TransferRun(number, rule, 1.0, "check"))
     for number in confirmed:
-        for multiplier in plan.lr_multipliers:
-            runs.setdefault((number, plan.confirm_rule, multiplier),
-                            TransferRun(number, plan.confirm_rule, multiplier, "confirm"))
+        for rule in plan.confirm_rules:
+            for multiplier in plan.lr_multipliers:
+                runs.setdefault((number, rule, multiplier), TransferRun(number, rule, multiplier, "confirm"))
     return checked, front, confirmed, list(runs.values())
 
 
@@ -344,7 +348,7 @@ def _collect(study, transfer, candidates, baselines, checked, front, confirmed, 
     command = (
         f"frugal-search transfer {shlex.quote(str(study_file))} --model {shlex.quote(str(plan.model.source))} "
         f"{overrides} --top {plan.top} --top-k {plan.top_k} --lr-rules {','.join(plan.lr_rules)} "
-        f"--lr-multipliers {','.join(f'{m:g}' for m in plan.lr_multipliers)} --confirm-rule {plan.confirm_rule} "
+        f"--lr-multipliers {','.join(f'{m:g}' for m in plan.lr_multipliers)} --confirm-rules {','.join(plan.confirm_rules)} "
         f"--factor {plan.factor}"
         + (f" --trials {','.join(str(n) for n in plan.trials)}" if plan.trials is not None else "")
         + (f" --storage {shlex.quote(storage)}" if storage else "")
@@ -371,7 +375,7 @@ def _collect(study, transfer, candidates, baselines, checked, front, confirmed, 
             "seed": plan.seed,
             "lr_rules": list(plan.lr_rules),
             "lr_multipliers": list(plan.lr_multipliers),
-            "confirm_rule": plan.confirm_rule,
+            "confirm_rules": list(plan.confirm_rules),
             "command": command,
         },
     )

@@ -181,7 +181,7 @@ def format_transfer_markdown(summary: TransferSummary) -> str:
 
 def sweep_rules(settings: dict[str, Any]) -> list[str]:
     """The lr rules whose runs count for a confirmation: the sweep's rule, then the check's."""
-    return list(dict.fromkeys([settings["confirm_rule"], *settings["lr_rules"]]))
+    return list(dict.fromkeys([*settings["confirm_rules"], *settings["lr_rules"]]))
 
 
 def _point(point: tuple[str, float]) -> str:
@@ -195,8 +195,8 @@ def _confirmation_lines(summary: TransferSummary) -> list[str]:
     points = [p for p in points if any(p in c.losses for c in summary.confirmations)]
     lines = ["## Confirmation: a short lr sweep on the target", "",
              f"Each partition's lr times {', '.join(f'x{m:g}' for m in summary.settings.get('lr_multipliers', []))} "
-             f"under the sweep's rule ({summary.settings.get('confirm_rule')}); runs under the other rule count too "
-             "(the best point of all is the confirmed one).", "",
+             f"under the sweep's rules ({', '.join(summary.settings.get('confirm_rules', []))}); the best point of "
+             "all is the confirmed one.", "",
              "| trial | baseline | state MiB | proxy loss | " + " | ".join(_point(p) for p in points)
              + " | best | transfer trial |", "|" + "---|" * (6 + len(points))]
     for c in summary.confirmations:

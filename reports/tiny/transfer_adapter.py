@@ -163,7 +163,7 @@ def main() -> None:
     section = load_study_config(STUDY_FILE).transfer
     plan = TransferPlan(
         model=section.model_spec(), top=section.top, top_k=section.top_k, lr_rules=section.lr_rules,
-        lr_multipliers=section.lr_multipliers, confirm_rule=section.confirm_rule,
+        lr_multipliers=section.lr_multipliers, confirm_rules=section.confirm_rules,
         trials=None if args.trials is None else tuple(int(n) for n in args.trials.split(",")),
     )
     results = run_transfer(STUDY_FILE, plan=plan, storage=f"sqlite:///{args.db}", runner=runner,

@@ -136,7 +136,7 @@ def _results(losses, *, baselines=None, confirmed=(), rules=("none",)) -> Transf
         study="s", proxy_loss={n: 1.0 + n for n in numbers}, state_mib={n: 1.0 if n else 8.0 for n in numbers},
         description={n: "" for n in numbers}, baselines=baselines or {}, checked=numbers, front=[], confirmed=list(confirmed),
         losses=losses, transfer_trials={}, settings={"lr_rules": list(rules), "lr_multipliers": [0.5, 1.0, 2.0],
-                                                     "confirm_rule": "none"},
+                                                     "confirm_rules": ["none"]},
     )
 
 

@@ -169,7 +169,7 @@ def export_split(
     partition = Partition.from_dict(split, source=f"trial {chosen.number} of study {study.study_name!r}")
     if base_model is not None and partition.base_widths is None and "lr_rule" not in chosen.user_attrs:
         # a split of the proxy study: record its widths and transfer by the width rule (measured to
-        # rank and stabilise better on a 5.6x sibling, reports/tiny/transfer.md); identity on the proxy.
+        # rank and stabilise better on a 5.6x sibling, reports/tiny-2026-12-01/transfer.md); identity on the proxy.
         # A confirmed run of the transfer study keeps the rule it ran with.
         partition = partition.with_base_widths(base_model).replace(lr_transfer="width")
     out_path = Path(path)

@@ -13,7 +13,7 @@ split): its ``x1.0`` runs are the ``none`` rule as found; its ``x0.5`` runs (mat
 lr halved) equal the ``width`` rule where every tensor gets the same lr both ways, which is checked
 here tensor by tensor. ``--no-new-runs`` writes the report from what is stored and fed in.
 
-    python reports/tiny/transfer_adapter.py --db /tmp/tiny.db [--trials 3,1,...] [--runs F ...] [--lead-runs F]
+    python reports/tiny-2026-12-01/transfer_adapter.py --db /tmp/tiny.db [--trials 3,1,...] [--runs F ...] [--lead-runs F]
         [--no-new-runs]
 """
 
@@ -177,7 +177,7 @@ def main() -> None:
 
 def dump_runs(db: Path) -> Path:
     """Write every told transfer run to ``transfer_runs.json`` (the ``--runs`` format), so the report
-    can be regenerated from git alone: ``--runs reports/tiny/transfer_runs.json --no-new-runs``."""
+    can be regenerated from git alone: ``--runs reports/tiny-2026-12-01/transfer_runs.json --no-new-runs``."""
     import optuna
 
     study = optuna.load_study(study_name="tiny-transfer", storage=f"sqlite:///{db}")

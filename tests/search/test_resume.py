@@ -136,7 +136,8 @@ def test_baselines_killed_while_running_are_run_again_in_the_resumed_run(tmp_pat
     assert len(finished) == TRIALS + len(BASELINES)  # the baselines are references besides the target
     assert sorted(t.user_attrs["baseline"] for t in finished if t.user_attrs["baseline"]) == sorted(BASELINES)
     lost = [t for t in failed if t.user_attrs["reason"] == WORKER_LOST_REASON]
-    # the killed baseline copies (a worker may also have been killed in a searched trial it had started)
-    assert sorted(t.user_attrs["baseline"] for t in lost if t.user_attrs.get("baseline")) == sorted(running)
+    # the killed copies were running (a baseline seen running may still have finished just before
+    # the kill, and a worker may have been killed in a searched trial it had started)
+    assert lost and {t.user_attrs["baseline"] for t in lost if t.user_attrs.get("baseline")} <= set(running)
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     print(f"{name}: killed while running {running}; {len(finished)} finished, {len(failed)} failed, {len(trials)} in all")

@@ -218,6 +218,13 @@ def _best_section(content: ReportContent) -> list[str]:
         "",
     ]
     comparison = content.baseline_comparison
+    if comparison is not None and not comparison.empty and comparison["chosen_seeds"].max() > 1:
+        first = comparison.iloc[0]
+        lines += [
+            f"Over {int(first['chosen_seeds'])} seeds its eval loss is "
+            f"{_mean_cell(first['chosen_loss'], first['chosen_spread'])} (mean ± sample standard deviation).",
+            "",
+        ]
     if comparison is None or comparison.empty:
         lines.append("The study has no baseline trials to compare with.")
     else:

@@ -49,7 +49,7 @@ def study_file(folder: Path, *, name: str, storage: str) -> Path:
                 "[data]",
                 'source = "stdlib"',
                 "[proxy]",
-                "steps = 40",  # long enough to be caught running
+                "steps = 80",  # long enough to be caught running, and killed before it ends
                 "batch_size = 2",
                 "seq_len = 16",
                 "eval_every = 30",
@@ -75,7 +75,7 @@ def kill_workers_while_baselines_run(path: Path) -> tuple[subprocess.CompletedPr
     command = [sys.executable, "-m", "frugal_search", "run", str(path), "--no-progress", "--workers", "2"]
     parent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240
         running: list[str] = []
         while time.monotonic() < deadline and not running:
             time.sleep(0.2)
@@ -88,7 +88,7 @@ def kill_workers_while_baselines_run(path: Path) -> tuple[subprocess.CompletedPr
                 time.sleep(0.5)  # give the second worker a moment to start the other baseline
                 trials = trials_of(path)
                 running = [t.user_attrs["baseline"] for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get("baseline")]
-        assert running, "no baseline was running within 120 s"
+        assert running, "no baseline was running within 240 s"
         workers = psutil.Process(parent.pid).children()
         assert len(workers) >= 2
         for worker in workers:

@@ -13,7 +13,7 @@ from frugal_search.proxy import ProxyBudget, run_proxy
 from frugal_search.proxy.models import ModelSpec
 from frugal_search.validate.check import FidelityCheck, run_fidelity_check, scale_budget, write_fidelity_report
 
-from .conftest import MINI_STUDY_TOML
+from .conftest import MINI_STUDY_TOML, write_mini_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -23,10 +23,6 @@ STUDY_TOML = MINI_STUDY_TOML
 
 @pytest.fixture()
 def mini_study(tmp_path):
-    db = tmp_path / "mini.db"
-    study_file = tmp_path / "mini.toml"
-    study_file.write_text(STUDY_TOML.format(db=db))
-    study = optuna.create_study(study_name="mini", storage=f"sqlite:///{db}", directions=["minimize", "minimize"])
     partitions = [
         Partition.adamw(lr=3e-3),
         Partition.paper(0.25, lr=3e-3, update_gap=2),
@@ -37,13 +33,8 @@ def mini_study(tmp_path):
     ]
     # proxy losses and memory made up for the selection: trials 0, 2, 4 form the front
     values = [(3.0, 6.0), (3.5, 4.0), (4.0, 1.0), (4.2, 5.0), (3.2, 3.0), (3.6, 6.5)]
-    for partition, (loss, mib) in zip(partitions, values):
-        study.add_trial(
-            optuna.trial.create_trial(
-                values=[loss, mib],
-                user_attrs={"split": partition.to_dict(), "outcome": "ok", "summary": partition.name or ""},
-            )
-        )
+    trials = [(partition, {"summary": partition.name or ""}, value) for partition, value in zip(partitions, values)]
+    study_file, _ = write_mini_study(tmp_path, STUDY_TOML, trials)
     return study_file, partitions
 
 

@@ -21,7 +21,7 @@ from frugal_search.validate import (
 )
 from frugal_search.validate.selection import Candidate
 
-from .conftest import MINI_STUDY_TOML
+from .conftest import MINI_STUDY_TOML, write_mini_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -39,24 +39,14 @@ TARGET = ModelSpec(
 
 @pytest.fixture()
 def mini_study(tmp_path):
-    db = tmp_path / "mini.db"
-    study_file = tmp_path / "mini.toml"
-    study_file.write_text(STUDY_TOML.format(db=db))
-    study = optuna.create_study(study_name="mini", storage=f"sqlite:///{db}", directions=["minimize", "minimize"])
     trials = [
         (Partition.adamw(lr=3e-3), "adamw", (3.4, 6.0)),
         (Partition.paper(0.25, lr=3e-3, update_gap=2), None, (3.0, 2.0)),  # the front's best searched trial
         (Partition.paper(0.0, lr=3e-3, update_gap=2), None, (3.9, 1.0)),  # front, low memory
         (Partition.badam(0.5, lr=3e-3, update_gap=2), None, (4.2, 5.0)),
     ]
-    for partition, baseline, (loss, mib) in trials:
-        study.add_trial(
-            optuna.trial.create_trial(
-                values=[loss, mib],
-                user_attrs={"split": partition.to_dict(), "outcome": "ok", "summary": "s", "baseline": baseline},
-            )
-        )
-    return study_file, db
+    attrs = [(partition, {"summary": "s", "baseline": baseline}, value) for partition, baseline, value in trials]
+    return write_mini_study(tmp_path, STUDY_TOML, attrs)
 
 
 def test_plan_checks_front_spread_and_baselines_and_confirms_top_k_plus_baselines() -> None:

@@ -13,7 +13,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register the ``export`` subcommand."""
     parser = subparsers.add_parser(
         "export",
-        help="write the split config of a trial (by number, or the best under a memory limit)",
+        help="write the split config of a trial (by number, the best under a memory limit, or a baseline's best run)",
         description="Write the split config of one trial, with its provenance, as JSON that "
         "Partition.from_json reads back.",
     )
@@ -21,6 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     choice = parser.add_mutually_exclusive_group(required=True)
     choice.add_argument("--trial", type=int, help="trial number to export")
     choice.add_argument("--best", action="store_true", help="export the lowest-loss finished trial")
+    choice.add_argument(
+        "--baseline", metavar="NAME", help="export a baseline's best run of its lr grid (e.g. galore), as the report compares it"
+    )
     parser.add_argument("--max-memory", help='with --best: the most optimizer state allowed, e.g. "1.5 MiB"')
     parser.add_argument("-o", "--output", default="split.json", help="output file (default: split.json)")
     parser.set_defaults(handler=run)
@@ -39,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
             trial=args.trial,
             best=args.best,
             max_memory=args.max_memory,
+            baseline=args.baseline,
             path=args.output,
             storage_url=opened.storage_url,
             # the study file's model is the proxy: its widths are the base of the lr transfer rule

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from frugal_search.report._analysis import best_under_budget
+from frugal_search.report._seeds import best_baseline_runs
 from frugal_search.report._table import feasible_rows, trials_table
 from frugal_search.report._write import storage_url_of
 from frugal_search.units import MIB, format_bytes, parse_bytes
@@ -38,23 +39,28 @@ def select_trial(
     trial: int | None = None,
     best: bool = False,
     max_memory: int | str | None = None,
+    baseline: str | None = None,
 ) -> optuna.trial.FrozenTrial:
-    """Return the trial to export: number ``trial``, or with ``best`` the lowest loss under ``max_memory``.
+    """Return the trial to export: number ``trial``, with ``best`` the lowest loss under
+    ``max_memory``, or baseline ``baseline``'s best run of its lr grid (the run the report compares with).
 
     ``max_memory`` (bytes or text such as ``"1.5 MiB"``) bounds the optimizer state of the best
     trial; without it the lowest loss overall wins. Raises ``ValueError`` naming the problem and a
-    remedy: both or neither of ``trial``/``best``, an unknown number, a trial without a split
-    config, or no trial under the memory limit (naming the lowest memory available).
+    remedy: not exactly one of ``trial``/``best``/``baseline``, an unknown number or baseline, a
+    trial without a split config, or no trial under the memory limit (naming the lowest memory available).
     """
-    if (trial is None) == (not best):
+    if sum((trial is not None, bool(best), baseline is not None)) != 1:
         raise ValueError(
-            f"choose exactly one trial: got trial={trial!r} and best={best!r}; pass a trial number "
-            "(--trial N) or best=True (--best, optionally with --max-memory)"
+            f"choose exactly one trial: got trial={trial!r}, best={best!r} and baseline={baseline!r}; pass a "
+            "trial number (--trial N), best=True (--best, optionally with --max-memory) or a baseline's "
+            "name (--baseline NAME)"
         )
     if max_memory is not None and not best:
         raise ValueError(f"max_memory={max_memory!r} only applies with best=True (--best); drop it or use --best")
     trials = {frozen.number: frozen for frozen in study.get_trials(deepcopy=False)}
-    if trial is not None:
+    if baseline is not None:
+        chosen = trials[_best_baseline_run(study, baseline)]
+    elif trial is not None:
         if trial not in trials:
             span = f"0..{max(trials)}" if trials else "none: the study is empty"
             raise ValueError(f"study {study.study_name!r} has no trial {trial}; trial numbers: {span}")
@@ -85,6 +91,21 @@ def select_trial(
             "export another trial"
         )
     return chosen
+
+
+def _best_baseline_run(study: optuna.Study, name: str) -> int:
+    """The number of baseline ``name``'s lowest-loss run of its lr grid; ``ValueError`` when none finished."""
+    best = best_baseline_runs(trials_table(study)).set_index("baseline")
+    if name not in best.index:
+        names = ", ".join(best.index) or "none: the study ran no baseline"
+        raise ValueError(f"study {study.study_name!r} has no baseline {name!r}; its baselines: {names}")
+    row = best.loc[name]
+    if not math.isfinite(row["eval_loss"]):
+        raise ValueError(
+            f"no run of baseline {name!r} in study {study.study_name!r} finished with a loss ({row['grid']}); "
+            "export it by trial number with --trial N"
+        )
+    return int(row["number"])
 
 
 def model_on_meta(spec: Any, *, seed: int = 0) -> Any:
@@ -137,6 +158,7 @@ def export_split(
     trial: int | None = None,
     best: bool = False,
     max_memory: int | str | None = None,
+    baseline: str | None = None,
     path: str | Path,
     storage_url: str | None = None,
     base_model: Any = None,
@@ -153,7 +175,7 @@ def export_split(
     """
     from frugal_search.partition import Partition
 
-    chosen = select_trial(study, trial=trial, best=best, max_memory=max_memory)
+    chosen = select_trial(study, trial=trial, best=best, max_memory=max_memory, baseline=baseline)
     if chosen.state.name != "COMPLETE":
         logger.warning(
             "trial %d ended as %s (%s); exporting its split anyway",

@@ -258,7 +258,8 @@ def _best_section(content: ReportContent) -> list[str]:
         "",
         "Any other trial exports the same way with its number; "
         f"`{content.export_command_prefix} --best --max-memory \"1.5 MiB\" -o split.json` picks the "
-        "lowest loss under a memory limit.",
+        "lowest loss under a memory limit, and "
+        f"`{content.export_command_prefix} --baseline NAME -o NAME.json` a baseline's best run of its lr grid.",
     ]
     return lines
 

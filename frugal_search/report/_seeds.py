@@ -80,6 +80,8 @@ def best_baseline_runs(table: pd.DataFrame) -> pd.DataFrame:
             for (_, row), loss in zip(runs.iterrows(), losses)
         )
         chosen = runs.iloc[best]  # with no finished run: the first, to say what happened to it
+        if finished and len(runs) > 1 and best in (0, len(runs) - 1):
+            grid += " (best on an edge of the grid: its best lr may lie further out)"
         rows.append(
             {
                 "baseline": name,

@@ -81,7 +81,7 @@ def run_search(
     # running counts as missing and is enqueued again below.
     fail_stale_trials(study, grace_period=config.study.grace_period)
     done = count_finished_trials(study)
-    enqueue_references(study, planned_baseline_runs(config))
+    enqueue_references(study, planned_baseline_runs(config, study))
     if done >= target and not has_waiting_trials(study) and not enqueue_references(
         study, planned_seed_runs(study, config)
     ):

@@ -9,6 +9,7 @@ all count with :func:`count_finished_and_running`, so they agree on what "done" 
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 DIRECTIONS = ("minimize", "minimize")
 METRIC_NAMES = ["eval_loss", "state_mib"]
 BASELINE_GRID_POINTS = 4  # lrs per baseline when [study] baseline_lrs is not given
+BASELINE_GRID_EXTENSIONS = 2  # points a baseline's grid grows by past an edge that holds its best run
 
 
 def open_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
@@ -136,16 +138,68 @@ def baseline_lr_grid(config: StudyConfig) -> tuple[float | None, ...]:
     if not lr.varies or lr.low is None or lr.low <= 0:
         return (None,)
     ratio = (lr.high / lr.low) ** (1 / (BASELINE_GRID_POINTS - 1))
-    return tuple(float(f"{lr.low * ratio**index:.3g}") for index in range(BASELINE_GRID_POINTS))
+    return tuple(_lr_key(lr.low * ratio**index) for index in range(BASELINE_GRID_POINTS))
 
 
-def planned_baseline_runs(config: StudyConfig) -> list[ReferenceRun]:
-    """Every baseline of the study at every lr of :func:`baseline_lr_grid`."""
+def _lr_key(lr: float | None) -> float | None:
+    """An lr as stored and compared (three significant digits), so a grid point and its run agree."""
+    return None if lr is None else float(f"{lr:.3g}")
+
+
+def baseline_grid_losses(study: optuna.Study, name: str) -> dict[float | None, float]:
+    """The eval loss of each lr baseline ``name`` has run at in ``study`` (first seed only).
+
+    A run that diverged counts as an infinite loss; one that failed (its worker died) or still
+    runs is left out, so it is not yet known.
+    """
+    from optuna.trial import TrialState
+
+    losses: dict[float | None, float] = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        attrs = trial.user_attrs
+        if attrs.get("baseline") != name or attrs.get("seed_of") is not None or attrs.get("over_budget"):
+            continue
+        finite = trial.state == TrialState.COMPLETE and trial.values is not None and math.isfinite(trial.values[0])
+        losses[_lr_key(attrs.get("baseline_lr"))] = trial.values[0] if finite else math.inf
+    return losses
+
+
+def extend_past_edge_best(grid: tuple[float, ...], losses: Mapping[float | None, float]) -> tuple[float, ...]:
+    """``grid`` grown past an edge that holds the lowest loss, one step at a time.
+
+    Once every point of the grid has a loss and the lowest sits on the lowest or highest lr, the next
+    point one step further out (the step between the two outermost points, on a log scale) is added,
+    up to ``BASELINE_GRID_EXTENSIONS`` times: a baseline is compared at its best lr, not at the edge
+    of a range chosen for the searched trials. A best inside the grid, or a point not yet run, stops it.
+    """
+    points = sorted(_lr_key(lr) for lr in grid)
+    if len(points) < 2:
+        return tuple(points)
+    for _ in range(BASELINE_GRID_EXTENSIONS):
+        if any(lr not in losses for lr in points):
+            break
+        best = min(points, key=lambda lr: (losses[lr], lr))
+        if not math.isfinite(losses[best]):
+            break
+        if best == points[-1]:
+            points.append(_lr_key(points[-1] ** 2 / points[-2]))
+        elif best == points[0]:
+            points.insert(0, _lr_key(points[0] ** 2 / points[1]))
+        else:
+            break
+    return tuple(points)
+
+
+def planned_baseline_runs(config: StudyConfig, study: optuna.Study | None = None) -> list[ReferenceRun]:
+    """Every baseline of the study at every lr of :func:`baseline_lr_grid`; given the ``study``, each
+    baseline's grid also grows past an edge that holds its best run (:func:`extend_past_edge_best`)."""
     from frugal_search.search.space import baseline_point
 
+    grid = baseline_lr_grid(config)
     runs = []
     for name in config.study.baselines:
-        for lr in baseline_lr_grid(config):
+        lrs = grid if study is None or grid == (None,) else extend_past_edge_best(grid, baseline_grid_losses(study, name))
+        for lr in lrs:
             lr = config.proxy.lr if lr is None and config.proxy.lr is not None else lr
             point = baseline_point(name, lr=lr)
             held = all(config.space[key].holds(value) for key, value in point.items())
@@ -188,15 +242,19 @@ def front_and_best_baselines(study: optuna.Study) -> list[int]:
     return sorted({*front, *(trial.number for trial in best.values())})
 
 
-def enqueue_references(study: optuna.Study, runs: list[ReferenceRun]) -> list[ReferenceRun]:
+def enqueue_references(study: optuna.Study, runs: list[ReferenceRun], *, retry_failed: bool = True) -> list[ReferenceRun]:
     """Enqueue each run the study does not hold yet (finished, running or waiting); return those.
 
-    A run whose every copy failed (e.g. its worker was killed) is enqueued again. Two runs started
-    at the same moment could both enqueue one; the objective then drops the later copy.
+    A run whose every copy failed (e.g. its worker was killed) is enqueued again, unless
+    ``retry_failed`` is false (a worker's own loop: a run that fails every time must not be retried
+    without end). Two runs started at the same moment could both enqueue one; the objective then
+    drops the later copy.
     """
     from optuna.trial import TrialState
 
     held = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+    if not retry_failed:
+        held += (TrialState.FAIL,)
     present = {reference_key(trial.user_attrs) for trial in study.get_trials(deepcopy=False, states=held)}
     added = [run for run in runs if run.key not in present]
     for run in added:
@@ -228,9 +286,11 @@ __all__ = [
     "count_finished_trials",
     "counts_towards_target",
     "ReferenceRun",
+    "baseline_grid_losses",
     "baseline_lr_grid",
     "describe_reference",
     "enqueue_references",
+    "extend_past_edge_best",
     "front_and_best_baselines",
     "has_waiting_trials",
     "planned_baseline_runs",

@@ -284,12 +284,13 @@ def _add_trials(
     infeasible_in_a_row = 0
     waiting = False
     while True:
-        if fail_stale_trials(study, grace_period=config.study.grace_period):
-            enqueue_references(study, planned_baseline_runs(config))  # one a dead worker was running runs again
-        finished, running = count_finished_and_running(study)
+        lost = fail_stale_trials(study, grace_period=config.study.grace_period)
+        # A run a dead worker held runs again; a baseline best at an edge of its grid gets one more lr.
+        enqueue_references(study, planned_baseline_runs(config, study), retry_failed=bool(lost))
         references_wait = has_waiting_trials(study)  # baselines on their grid, extra seeds: run whatever the count
+        finished, running = count_finished_and_running(study)
         if finished >= target and not references_wait:
-            if running == 0 and enqueue_references(study, planned_seed_runs(study, config)):
+            if running == 0 and enqueue_references(study, planned_seed_runs(study, config), retry_failed=bool(lost)):
                 continue  # the search is done: the front's members and the best baselines get their seeds
             if running == 0:
                 return ran

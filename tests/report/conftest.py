@@ -44,6 +44,7 @@ def add_trial(
     curve: list[list[float]] | None = None,
     reason: str = "",
     over_budget: bool = False,
+    baseline_lr: float | None = None,
 ) -> None:
     """Add one finished trial following the trial-attribute contract for ``outcome``.
 
@@ -60,6 +61,7 @@ def add_trial(
         "split": split if split is not None else partition.to_dict(),
         "summary": partition.summary(),
         "baseline": baseline,
+        "baseline_lr": baseline_lr,
         "state_bytes": state_bytes,
         "eval_loss": eval_loss,
         "best_eval_loss": eval_loss,

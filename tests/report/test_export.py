@@ -141,6 +141,8 @@ def test_no_trial_under_max_memory_names_the_lowest_memory(study) -> None:
     [
         ({}, "choose exactly one trial"),
         ({"trial": 1, "best": True}, "choose exactly one trial"),
+        ({"best": True, "baseline": "adamw"}, "choose exactly one trial"),
+        ({"baseline": "galore"}, "has no baseline 'galore'; its baselines: adamw"),
         ({"trial": 1, "max_memory": "1 MiB"}, "only applies with best=True"),
         ({"trial": 99}, r"no trial 99; trial numbers: 0\.\.4"),
         ({"trial": 4}, "stored no split config .*RuntimeError: boom"),
@@ -169,3 +171,15 @@ def test_exporting_an_infeasible_trial_still_writes_a_valid_split(study, tmp_pat
 def test_baseline_split_matches_the_named_baseline(study, tmp_path) -> None:
     path = export_split(study, trial=0, path=tmp_path / "a.json")
     assert Partition.from_json(path).rules == baseline_partition("adamw").rules
+
+
+def test_a_baseline_exports_as_its_best_run_of_the_lr_grid(make_study, add_trial_to, tmp_path) -> None:
+    study = make_study(name="grid")
+    for lr, loss in ((1e-3, 3.1), (3e-3, 2.9), (1e-2, 3.3)):  # 0, 1, 2
+        add_trial_to(study, outcome="ok", state_bytes=8 * MIB, eval_loss=loss, baseline="adamw", baseline_lr=lr)
+    add_trial_to(study, outcome="diverged", state_bytes=2 * MIB, baseline="galore", baseline_lr=1e-2)  # 3
+    assert select_trial(study, baseline="adamw").number == 1
+    path = export_split(study, baseline="adamw", path=tmp_path / "adamw.json")
+    assert json.loads(path.read_text())["provenance"]["source"]["trial"] == 1
+    with pytest.raises(ValueError, match=r"no run of baseline 'galore' .*finished with a loss \(lr 0.01: diverged\)"):
+        select_trial(study, baseline="galore")

@@ -56,6 +56,13 @@ def test_each_baseline_is_its_best_run_of_the_grid() -> None:
     assert best.loc["badam", "number"] == 3 and math.isnan(best.loc["badam", "eval_loss"])
 
 
+def test_a_best_run_on_an_edge_of_the_grid_is_said() -> None:
+    frame = table()
+    frame.loc[2, ["state", "outcome", "eval_loss"]] = ["COMPLETE", "ok", 2.0]  # lr 0.01 is best now
+    grid = best_baseline_runs(frame).set_index("baseline").loc["galore", "grid"]
+    assert grid == "lr 0.001: 2.5, lr 0.003: 2.1, lr 0.01: 2 (best on an edge of the grid: its best lr may lie further out)"
+
+
 def test_a_difference_inside_the_larger_spread_is_a_tie() -> None:
     assert verdict(2.2, 0.2, 2.1, 0.05) == "ties"
     assert verdict(2.2, 0.05, 2.4, 0.1) == "beats"

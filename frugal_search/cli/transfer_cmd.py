@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Re-run the TOP best front partitions of a finished study, TOP others spread over memory and "
         "the baselines on a target model (--model, or the study's [transfer] model) at the proxy's token budget, "
         "with and without the width lr transfer rule, and sweep the lr (x0.5, x1, x2 by default) of the TOP-K "
-        "best searched front partitions and the baselines. Every run is a trial of the study <name>-transfer in "
+        "best searched front partitions and the baselines, then run each one's best point with --seeds more seeds. Every run is a trial of the study <name>-transfer in "
         "the study's storage, saved as it ends, so running the same command again resumes; export a confirmed "
         "run with frugal-search export --name <name>-transfer --best. Writes transfer.md and transfer.png to "
         "reports/<study name>/.",
@@ -37,6 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--lr-rules", help="lr transfer rules the check compares (default none,width)")
     parser.add_argument("--lr-multipliers", help="lr sweep of the confirmation (default 0.5,1,2)")
     parser.add_argument("--confirm-rules", help="lr rules the sweep is around, comma-separated (default width)")
+    parser.add_argument("--seeds", type=int, help="extra seeds of each confirmed run (default 2)")
     parser.add_argument("--factor", type=int, default=1, help="target runs take FACTOR x the proxy steps (default 1)")
     parser.add_argument("--state-share", type=float, default=0.25,
                         help="the recommendation keeps at most this share of AdamW's state (default 0.25)")
@@ -87,10 +89,11 @@ def build_plan(args: argparse.Namespace) -> Any:
     values: dict[str, Any] = {"model": model, "factor": args.factor, "device": args.device}
     if section is not None:
         values.update(top=section.top, top_k=section.top_k, lr_rules=section.lr_rules,
-                      lr_multipliers=section.lr_multipliers, confirm_rules=section.confirm_rules)
+                      lr_multipliers=section.lr_multipliers, confirm_rules=section.confirm_rules, seeds=section.seeds)
     for key, value in (
         ("top", args.top),
         ("top_k", args.top_k),
+        ("seeds", args.seeds),
         ("trials", _numbers(args.trials, int, "--trials")),
         ("lr_rules", None if args.lr_rules is None else tuple(args.lr_rules.split(","))),
         ("lr_multipliers", _numbers(args.lr_multipliers, float, "--lr-multipliers")),
@@ -130,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
               f"Kendall {overall.kendall:.3f}, diverged {condition.diverged or 'none'}")
     if summary.recommendation is not None:
         rec = summary.recommendation
+        spread = "" if math.isnan(rec.spread) else f" ± {rec.spread:.4f}"
         print(f"recommended: trial {rec.number} at lr rule {rec.best_point[0]} x{rec.best_point[1]:g}: "
-              f"{rec.best_loss:.4f}")
+              f"{rec.mean:.4f}{spread} over {len(rec.seed_losses) or 1} seed(s)")
     print(f"wrote {', '.join(str(path) for path in paths)}")
     return 0

@@ -23,6 +23,7 @@ from frugal_search.report._front import (
     pareto_front,
 )
 from frugal_search.report._load import OpenedStudy, open_study
+from frugal_search.report._seeds import verdict
 from frugal_search.report._plots import draw_curves, draw_hypervolume, draw_importance, draw_pareto
 from frugal_search.report._table import TRIAL_COLUMNS, adamw_state_bytes, trials_table
 from frugal_search.report._write import REPORT_FILES, write_report
@@ -52,5 +53,6 @@ __all__ = [
     "pareto_front",
     "select_trial",
     "trials_table",
+    "verdict",
     "write_report",
 ]

@@ -93,7 +93,8 @@ class TransferSection:
 
     ``model`` is a ``[model]``-like table (``source``, ``overrides``); ``top`` front partitions and
     as many others are checked under every rule of ``lr_rules``; ``top_k`` front partitions and the
-    baselines are swept over ``lr_multipliers`` under every rule of ``confirm_rules``.
+    baselines are swept over ``lr_multipliers`` under every rule of ``confirm_rules``; each one's best
+    point then runs with ``seeds`` more seeds.
     """
 
     model: dict[str, Any]
@@ -102,6 +103,7 @@ class TransferSection:
     lr_rules: tuple[str, ...] = ("none", "width")
     lr_multipliers: tuple[float, ...] = (0.5, 1.0, 2.0)
     confirm_rules: tuple[str, ...] = ("width",)
+    seeds: int = 2  # extra seeds of each confirmed run, so the verdict is over seeds
 
     def model_spec(self) -> Any:
         """The proxy stage's ``ModelSpec`` of the target model."""
@@ -421,7 +423,7 @@ def _read_transfer(table: dict[str, Any], where: str) -> TransferSection:
         )
     _check_with_proxy_stage(model, {}, where)
     values: dict[str, Any] = {"model": dict(model)}
-    for key in ("top", "top_k"):
+    for key in ("top", "top_k", "seeds"):
         if key in table:
             value = _int(table[key], where, "transfer", key)
             if value < (1 if key == "top" else 0):

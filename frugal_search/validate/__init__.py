@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "TransferResults": "frugal_search.validate.transfer",
     "TransferRun": "frugal_search.validate.transfer",
     "plan_runs": "frugal_search.validate.transfer",
+    "plan_seed_runs": "frugal_search.validate.transfer",
     "run_transfer": "frugal_search.validate.transfer",
     "transfer_run_key": "frugal_search.validate.transfer",
     "target_run": "frugal_search.validate.transfer",

@@ -64,12 +64,15 @@ def scale_budget(budget: Any, factor: int) -> Any:
 
 
 def candidates_of(study: Any) -> list[Candidate]:
-    """Return the finished feasible (COMPLETE, finite loss) trials of ``study`` as candidates."""
+    """Return the finished feasible (COMPLETE, finite loss) trials of ``study`` as candidates.
+
+    Extra-seed runs of a trial (``seed_of``) are left out: they are the same partition again.
+    """
     import optuna
 
     candidates = []
     for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        if frozen.values is None or len(frozen.values) != 2:
+        if frozen.values is None or len(frozen.values) != 2 or frozen.user_attrs.get("seed_of") is not None:
             continue
         loss, state_mib = float(frozen.values[0]), float(frozen.values[1])
         if math.isfinite(loss) and math.isfinite(state_mib) and "split" in frozen.user_attrs:

@@ -1,7 +1,7 @@
 """Transfer: does a split found on the proxy hold on the model the user trains?
 
-Two sets of runs on a *target* model (another ``ModelSpec``: a wider and deeper sibling, the user's
-model), at the proxy's token budget (or ``factor`` times it), one seed:
+Three sets of runs on a *target* model (another ``ModelSpec``: a wider and deeper sibling, the user's
+model), at the proxy's token budget (or ``factor`` times it):
 
 * the **check**: the study's front and a spread of other finished trials (the fidelity check's
   selection, :func:`~frugal_search.validate.selection.select_for_fidelity`) plus every baseline, each
@@ -10,7 +10,9 @@ model), at the proxy's token budget (or ``factor`` times it), one seed:
   proxy's;
 * the **confirmation**: the ``top_k`` best searched partitions of the front and every baseline, each
   trained with its lr times every point of ``lr_multipliers`` (a short sweep around the transferred
-  lr, under every rule of ``confirm_rules``); the best point of each is its confirmed run.
+  lr, under every rule of ``confirm_rules``); the best point of each is its confirmed run;
+* the **seeds**: once the sweep is complete, each confirmed run again with ``seeds`` more seeds, so
+  the recommendation is compared with every baseline by its mean and spread, not by one draw.
 
 Every run is a trial of a second Optuna study, ``<study>-transfer``, in the study's own storage
 (values: target loss and state MiB, as the search's; attributes ``source_trial``, ``lr_rule``,
@@ -54,6 +56,7 @@ class TransferPlan:
     confirm_rules: tuple[str, ...] = ("width",)  # lr rules the confirmation sweeps around (measured: tiny's report)
     factor: int = 1  # target runs take factor x the proxy's steps
     seed: int = 0
+    seeds: int = 2  # extra seeds of each confirmed run (0: one seed, the spread is not measured)
     trials: tuple[int, ...] | None = None  # check these trial numbers instead of the selection
     device: str | None = None  # None: the study's [proxy] device
 
@@ -62,6 +65,8 @@ class TransferPlan:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.seeds, int) or isinstance(self.seeds, bool) or self.seeds < 0:
+            raise ValueError(f"seeds must be an integer >= 0 (extra seeds of each confirmed run), got {self.seeds!r}")
         if not isinstance(self.top_k, int) or self.top_k < 0:
             raise ValueError(f"top_k must be an integer >= 0 (0: no confirmation sweep), got {self.top_k!r}")
         rules = tuple(self.lr_rules)
@@ -89,12 +94,18 @@ class TransferPlan:
 
 @dataclass(frozen=True)
 class TransferRun:
-    """One planned target run: a source trial under an lr rule and multiplier."""
+    """One planned target run: a source trial under an lr rule and multiplier, with one seed."""
 
     source_trial: int
     lr_rule: str
     lr_multiplier: float
-    purpose: str  # "check" or "confirm" (a run may serve both; the first planned names it)
+    purpose: str  # "check", "confirm" or "seed" (a run may serve both of the first; the first planned names it)
+    seed: int = 0
+
+    @property
+    def point(self) -> tuple[int, str, float]:
+        """``(source trial, lr rule, multiplier)``: what the run trains, whatever its seed."""
+        return (self.source_trial, self.lr_rule, self.lr_multiplier)
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,8 @@ class TransferResults:
     front: list[int]  # the check's front picks
     confirmed: list[int]  # confirmation set
     losses: dict[tuple[int, str, float], float]  # (trial, rule, multiplier) -> target loss, +inf diverged
+    # the same key -> the losses of every seed that ran (the first is ``losses``'), for confirmed runs
+    seed_losses: dict[tuple[int, str, float], tuple[float, ...]]
     transfer_trials: dict[tuple[int, str, float], int]  # the same key -> trial number in the transfer study
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -125,14 +138,14 @@ def model_to_dict(model: Any) -> dict[str, Any]:
     return {"source": str(model.source), "overrides": dict(model.overrides)}
 
 
-def transfer_run_key(run: TransferRun, *, steps: int, seed: int, model: Any, split: dict[str, Any]) -> str:
+def transfer_run_key(run: TransferRun, *, steps: int, model: Any, split: dict[str, Any]) -> str:
     """Return the key of one target run: what it trained, on which model, for how long.
 
     The split's fingerprint is part of it, so a study run again (same numbers, other partitions)
     never reuses a stored run.
     """
     return (
-        f"trial-{run.source_trial}/rule-{run.lr_rule}/lr-x{run.lr_multiplier:g}/steps-{steps}/seed-{seed}"
+        f"trial-{run.source_trial}/rule-{run.lr_rule}/lr-x{run.lr_multiplier:g}/steps-{steps}/seed-{run.seed}"
         f"/model-{model_fingerprint(model)}/split-{split_fingerprint(split)}"
     )
 
@@ -169,11 +182,11 @@ def plan_runs(candidates: Sequence[Any], baselines: dict[int, str], plan: Transf
     runs: dict[tuple[int, str, float], TransferRun] = {}
     for number in checked:
         for rule in plan.lr_rules:
-            runs.setdefault((number, rule, 1.0), TransferRun(number, rule, 1.0, "check"))
+            runs.setdefault((number, rule, 1.0), TransferRun(number, rule, 1.0, "check", plan.seed))
     for number in confirmed:
         for rule in plan.confirm_rules:
             for multiplier in plan.lr_multipliers:
-                runs.setdefault((number, rule, multiplier), TransferRun(number, rule, multiplier, "confirm"))
+                runs.setdefault((number, rule, multiplier), TransferRun(number, rule, multiplier, "confirm", plan.seed))
     return checked, front, confirmed, list(runs.values())
 
 
@@ -222,17 +235,12 @@ def run_transfer(
 
     opened = open_study(study_file, storage=storage, name=name)
     config, study = opened.config, opened.study
-    candidates = candidates_of(study)
+    candidates, baselines = _with_best_baseline_runs(candidates_of(study), study)
     if len(candidates) < 2:
         raise ValueError(
             f"study {study.study_name!r} has {len(candidates)} finished feasible trials; the transfer check "
             "needs at least 2 (run the search first: frugal-search run <study.toml>)"
         )
-    baselines = {
-        c.number: str(study.trials[c.number].user_attrs["baseline"])
-        for c in candidates
-        if study.trials[c.number].user_attrs.get("baseline")
-    }
     checked, front, confirmed, runs = plan_runs(candidates, baselines, plan)
     budget = scale_budget(config.proxy.budget(), plan.factor)
     proxy_model = model_on_meta(config.model_spec(), seed=config.study.seed)
@@ -245,46 +253,107 @@ def run_transfer(
         directions=["minimize", "minimize"],
         load_if_exists=True,
     )
-    done = _finished_runs(transfer)
-    splits = {}
-    for run in runs:
-        partition = run_partition(Partition.from_dict(study.trials[run.source_trial].user_attrs["split"]), run,
-                                  proxy_model)
-        splits[run] = partition
-    keys = {run: transfer_run_key(run, steps=budget.total_steps, seed=plan.seed, model=plan.model,
-                                  split=splits[run].to_dict()) for run in runs}
-    todo = [run for run in runs if keys[run] not in done]
-    logger.info("transfer of %r to %s: %d runs planned, %d stored, %d to do",
-                study.study_name, plan.model.source, len(runs), len(runs) - len(todo), len(todo))
-    for count, run in enumerate(todo):
-        if max_runs is not None and count >= max_runs:
-            break
-        frozen = study.trials[run.source_trial]
-        result = (runner or target_run)(plan.model, config.data_spec(), splits[run], budget, device, plan.seed)
-        if result is None:
-            continue
-        with warnings.catch_warnings():
-            # the storage's heartbeat serves the search's workers; a killed run is failed on resume instead
-            warnings.filterwarnings("ignore", message="Heartbeat of storage")
-            trial = transfer.ask()
-        attrs = {
-            "source_trial": run.source_trial, "lr_rule": run.lr_rule, "lr_multiplier": run.lr_multiplier,
-            "purpose": run.purpose, "target_model": model_to_dict(plan.model), "run_key": keys[run],
-            "split": splits[run].to_dict(), "baseline": frozen.user_attrs.get("baseline"),
-            "summary": frozen.user_attrs.get("summary"), "proxy_eval_loss": float(frozen.values[0]),
-            "state_bytes": int(splits[run].state_bytes(target_meta)),
+    made = 0
+
+    def make(planned: list[TransferRun]) -> dict[TransferRun, str]:
+        """Make the runs of ``planned`` not yet stored (up to ``max_runs`` in all); return every run's key."""
+        nonlocal made
+        done = _finished_runs(transfer)
+        splits = {
+            run: run_partition(Partition.from_dict(study.trials[run.source_trial].user_attrs["split"]), run, proxy_model)
+            for run in planned
         }
-        for key, value in {**attrs, **result}.items():
-            trial.set_user_attr(key, value)
-        state_mib = attrs["state_bytes"] / 2**20
-        if result["outcome"] == "ok":
-            transfer.tell(trial, [result["eval_loss"], state_mib])
-        else:
-            transfer.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        if on_run is not None:
-            on_run(keys[run], result)
+        keys = {run: transfer_run_key(run, steps=budget.total_steps, model=plan.model, split=splits[run].to_dict())
+                for run in planned}
+        todo = [run for run in planned if keys[run] not in done]
+        logger.info("transfer of %r to %s: %d runs planned, %d stored, %d to do",
+                    study.study_name, plan.model.source, len(planned), len(planned) - len(todo), len(todo))
+        for run in todo:
+            if max_runs is not None and made >= max_runs:
+                break
+            result = (runner or target_run)(plan.model, config.data_spec(), splits[run], budget, device, run.seed)
+            if result is None:
+                continue
+            made += 1
+            _tell(transfer, run, keys[run], splits[run], study.trials[run.source_trial], result, plan, target_meta)
+            if on_run is not None:
+                on_run(keys[run], result)
+        return keys
+
+    keys = make(runs)
+    first = _losses_of(_finished_runs(transfer), keys)
+    seed_runs = plan_seed_runs(first, confirmed, plan) if all(run.point in first for run in runs) else []
+    if seed_runs:
+        keys.update(make(seed_runs))
+    runs = runs + seed_runs
     return _collect(study, transfer, candidates, baselines, checked, front, confirmed, runs, keys, plan, budget,
                     config.proxy.budget().total_steps, storage=storage, name=name, study_file=study_file)
+
+
+def _with_best_baseline_runs(candidates: list[Any], study: Any) -> tuple[list[Any], dict[int, str]]:
+    """``candidates`` with each baseline kept at its best run of its lr grid (the run the report
+    compares with; its other lrs are left out), and those runs' names by trial number."""
+    best: dict[str, Any] = {}
+    for candidate in candidates:
+        name = study.trials[candidate.number].user_attrs.get("baseline")
+        if name and (name not in best or candidate.proxy_loss < best[name].proxy_loss):
+            best[name] = candidate
+    baselines = {candidate.number: name for name, candidate in best.items()}
+    kept = [c for c in candidates if c.number in baselines or not study.trials[c.number].user_attrs.get("baseline")]
+    return kept, baselines
+
+
+def plan_seed_runs(losses: dict[tuple[int, str, float], float], confirmed: Sequence[int],
+                   plan: TransferPlan) -> list[TransferRun]:
+    """The extra seeds of each confirmed partition at its best (rule, multiplier) of ``losses``.
+
+    A partition whose every run diverged gets none (there is nothing to confirm).
+    """
+    runs = []
+    for number in confirmed:
+        points = {point: loss for point, loss in losses.items() if point[0] == number}
+        if not points:
+            continue
+        best = min(points, key=lambda point: (points[point], point[1], point[2]))
+        if not math.isfinite(points[best]):
+            continue
+        runs += [TransferRun(*best, "seed", plan.seed + offset) for offset in range(1, plan.seeds + 1)]
+    return runs
+
+
+def _tell(transfer: Any, run: TransferRun, key: str, partition: Any, source: Any, result: dict[str, Any],
+          plan: TransferPlan, target_meta: Any) -> None:
+    """Store one finished target run as a trial of the transfer study."""
+    import optuna
+
+    with warnings.catch_warnings():
+        # the storage's heartbeat serves the search's workers; a killed run is failed on resume instead
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        trial = transfer.ask()
+    attrs = {
+        "source_trial": run.source_trial, "lr_rule": run.lr_rule, "lr_multiplier": run.lr_multiplier,
+        "purpose": run.purpose, "seed": run.seed, "target_model": model_to_dict(plan.model), "run_key": key,
+        "split": partition.to_dict(), "baseline": source.user_attrs.get("baseline"),
+        "summary": source.user_attrs.get("summary"), "proxy_eval_loss": float(source.values[0]),
+        "state_bytes": int(partition.state_bytes(target_meta)),
+    }
+    for name, value in {**attrs, **result}.items():
+        trial.set_user_attr(name, value)
+    if result["outcome"] == "ok":
+        transfer.tell(trial, [result["eval_loss"], attrs["state_bytes"] / 2**20])
+    else:
+        transfer.tell(trial, state=optuna.trial.TrialState.PRUNED)
+
+
+def _losses_of(done: dict[str, Any], keys: dict[TransferRun, str]) -> dict[tuple[int, str, float], float]:
+    """The target loss of each stored run of ``keys`` by its point (+inf: diverged)."""
+    losses = {}
+    for run, key in keys.items():
+        frozen = done.get(key)
+        if frozen is not None:
+            loss = frozen.user_attrs.get("eval_loss")
+            losses[run.point] = math.inf if loss is None else float(loss)
+    return losses
 
 
 def _finished_runs(transfer: Any) -> dict[str, Any]:
@@ -334,14 +403,19 @@ def _collect(study, transfer, candidates, baselines, checked, front, confirmed, 
     import shlex
 
     done = _finished_runs(transfer)
-    losses, numbers = {}, {}
+    losses, numbers, seed_losses = {}, {}, {}
     for run in runs:
         frozen = done.get(keys[run])
         if frozen is None:
             continue
         loss = frozen.user_attrs.get("eval_loss")
-        losses[(run.source_trial, run.lr_rule, run.lr_multiplier)] = math.inf if loss is None else float(loss)
-        numbers[(run.source_trial, run.lr_rule, run.lr_multiplier)] = frozen.number
+        loss = math.inf if loss is None else float(loss)
+        if run.seed == plan.seed:
+            losses[run.point] = loss
+            numbers[run.point] = frozen.number
+        else:
+            seed_losses.setdefault(run.point, []).append(loss)
+    seed_losses = {point: (losses[point], *extra) for point, extra in seed_losses.items() if point in losses}
     by_number = {c.number: c for c in candidates}
     involved = sorted(set(checked) | set(confirmed))
     overrides = " ".join(f"--model-override {shlex.quote(f'{k}={v}')}" for k, v in plan.model.overrides.items())
@@ -350,6 +424,7 @@ def _collect(study, transfer, candidates, baselines, checked, front, confirmed, 
         f"{overrides} --top {plan.top} --top-k {plan.top_k} --lr-rules {','.join(plan.lr_rules)} "
         f"--lr-multipliers {','.join(f'{m:g}' for m in plan.lr_multipliers)} --confirm-rules {','.join(plan.confirm_rules)} "
         f"--factor {plan.factor}"
+        + f" --seeds {plan.seeds}"
         + (f" --trials {','.join(str(n) for n in plan.trials)}" if plan.trials is not None else "")
         + (f" --storage {shlex.quote(storage)}" if storage else "")
         + (f" --name {shlex.quote(name)}" if name else "")
@@ -365,6 +440,7 @@ def _collect(study, transfer, candidates, baselines, checked, front, confirmed, 
         front=front,
         confirmed=confirmed,
         losses=losses,
+        seed_losses=seed_losses,
         transfer_trials=numbers,
         settings={
             "study": study.study_name,
@@ -373,6 +449,7 @@ def _collect(study, transfer, candidates, baselines, checked, front, confirmed, 
             "proxy_steps": proxy_steps,
             "target_steps": budget.total_steps,
             "seed": plan.seed,
+            "seeds": plan.seeds,
             "lr_rules": list(plan.lr_rules),
             "lr_multipliers": list(plan.lr_multipliers),
             "confirm_rules": list(plan.confirm_rules),

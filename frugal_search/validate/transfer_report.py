@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,19 @@ class Confirmation:
     best_loss: float
     description: str
     transfer_trial: int | None = None  # the best point's trial in the transfer study (to export it)
+    seed_losses: tuple[float, ...] = ()  # the best point's loss at every seed that ran (its first: best_loss)
+
+    @property
+    def mean(self) -> float:
+        """Mean target loss of the best point over its seeds (+inf when one diverged)."""
+        losses = self.seed_losses or (self.best_loss,)
+        return statistics.fmean(losses) if all(math.isfinite(loss) for loss in losses) else math.inf
+
+    @property
+    def spread(self) -> float:
+        """Sample standard deviation over the seeds (NaN with one seed or a diverged one)."""
+        losses = self.seed_losses
+        return statistics.stdev(losses) if len(losses) > 1 and math.isfinite(self.mean) else math.nan
 
 
 @dataclass(frozen=True)
@@ -108,6 +122,7 @@ def summarize_transfer(results: Any, *, state_share: float = 0.25) -> TransferSu
                 best_loss=losses[best] if best is not None else math.inf,
                 description=results.description[number],
                 transfer_trial=None if best is None else results.transfer_trials.get((number, *best)),
+                seed_losses=() if best is None else results.seed_losses.get((number, *best), ()),
             )
         )
     if confirmations:
@@ -142,8 +157,8 @@ def format_transfer_markdown(summary: TransferSummary) -> str:
         f"Partitions of the study re-run on the target model `{target.get('source', '?')}`"
         + (f" ({overrides})" if overrides else "")
         + f" for {settings.get('target_steps', '?')} steps (the proxy ran {settings.get('proxy_steps', '?')}), "
-        f"seed {settings.get('seed', 0)}, one run each: the seed spread is not measured here. A diverged run "
-        "ranks last. Runs are trials of the Optuna study "
+        f"seed {settings.get('seed', 0)}; the confirmed runs also with {settings.get('seeds', 0)} more seed(s). A "
+        "diverged run ranks last. Runs are trials of the Optuna study "
         f"`{settings.get('transfer_study', '?')}` in the study's storage."
     )
     lines.append("")
@@ -214,18 +229,43 @@ def _confirmation_lines(summary: TransferSummary) -> list[str]:
             f"{rec.number}, {format_number(rec.best_loss)} at {_point(rec.best_point)}, {rec.state_mib:.3f} MiB"
             + ("." if math.isnan(summary.adamw_mib) else f" ({rec.state_mib / summary.adamw_mib:.1%} of AdamW's state).")
         )
-        if base is not None:
-            margin = base.best_loss - rec.best_loss
-            verdict = f"beats it by {margin:.3f}" if margin > 0 else f"is {-margin:.3f} behind it"
-            lines.append(
-                f"Against the best baseline at its best lr ({base.baseline}, {format_number(base.best_loss)} at "
-                f"{_point(base.best_point)}) it {verdict}; one seed, so whether that exceeds the seed spread is "
-                "not measured here. Export it, with its confirmed lr, with `frugal-search export --storage <the "
-                f"study's storage> --name {summary.settings.get('transfer_study', '<study>-transfer')} --trial "
-                f"{rec.transfer_trial}`."
-            )
+        lines += _seed_comparison_lines(summary, rec)
     lines.append("")
     return lines
+
+
+def _seed_comparison_lines(summary: TransferSummary, rec: Confirmation) -> list[str]:
+    """The recommendation against every baseline, each at its confirmed point, by mean over seeds."""
+    from frugal_search.report import verdict
+
+    baselines = [c for c in summary.confirmations if c.baseline is not None and c.losses]
+    if not baselines:
+        return []
+    lines = ["", "Each at its confirmed point, over the seeds that ran (mean ± sample standard deviation); a "
+             "difference no larger than the larger spread is a tie:", "",
+             "| partition | confirmed point | target loss | seeds | difference (recommended - it) | verdict |",
+             "|---|---|---|---|---|---|"]
+    for c in [rec, *baselines]:
+        said = verdict(rec.mean, rec.spread, c.mean, c.spread) if c is not rec else "-"
+        difference = "-" if c is rec else format_number(rec.mean - c.mean)
+        lines.append(f"| {'#' + str(c.number) if c.baseline is None else c.baseline} | {_point(c.best_point)} | "
+                     f"{_mean_words(c)} | {len(c.seed_losses) or 1} | {difference} | {said or 'diverged'} |")
+    worst = [c.baseline for c in baselines if verdict(rec.mean, rec.spread, c.mean, c.spread) != "beats"]
+    seeds = len(rec.seed_losses) or 1
+    lines += ["", f"Trial {rec.number} beats every baseline at its best lr on the target by more than the seed spread "
+              f"({seeds} seed(s))." if not worst else
+              f"Trial {rec.number} does not beat {', '.join(worst)} by more than the seed spread ({seeds} seed(s))."]
+    lines.append(
+        "Export it, with its confirmed lr, with `frugal-search export --storage <the study's storage> --name "
+        f"{summary.settings.get('transfer_study', '<study>-transfer')} --trial {rec.transfer_trial}`."
+    )
+    return lines
+
+
+def _mean_words(c: Confirmation) -> str:
+    if not math.isfinite(c.mean):
+        return "diverged"
+    return format_number(c.mean) + ("" if math.isnan(c.spread) else f" ± {format_number(c.spread)}")
 
 
 def plot_transfer(summary: TransferSummary, path: str | os.PathLike[str]) -> None:

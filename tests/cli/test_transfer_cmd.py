@@ -31,6 +31,8 @@ lr = [1e-3, 1e-2]
         ("", ["--model", "tiny-llama", "--lr-multipliers", "0.5,x"], "--lr-multipliers"),
         ("", ["--model", "tiny-llama", "--lr-rules", "none,none"], "lr_rules must be distinct"),
         ("", ["--model", "tiny-llama", "--top-k", "-1"], "top_k must be an integer >= 0"),
+        ("", ["--model", "tiny-llama", "--seeds", "-1"], "seeds must be an integer >= 0"),
+        ('[transfer]\nmodel = { source = "tiny-llama" }\nseeds = -2\n', [], "[transfer] seeds: expected an integer >= 0"),
     ],
 )
 def test_a_bad_target_or_plan_is_one_line_and_exit_2(tmp_path, capsys, transfer, options, fragment) -> None:

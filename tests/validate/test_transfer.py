@@ -15,6 +15,7 @@ from frugal_search.validate import (
     TransferPlan,
     TransferResults,
     plan_runs,
+    plan_seed_runs,
     run_transfer,
     summarize_transfer,
     transfer_study_name,
@@ -77,11 +78,20 @@ def test_transfer_runs_resume_after_a_kill_and_store_the_confirmed_lr(mini_study
         [Candidate(0, 3.4, 6.0), Candidate(1, 3.0, 2.0), Candidate(2, 3.9, 1.0), Candidate(3, 4.2, 5.0)],
         {0: "adamw"}, plan,
     )[3]
-    assert len(told) == len(planned) == len(done.losses)  # nothing ran twice, nothing is missing
+    seeds = plan_seed_runs(done.losses, done.confirmed, plan)
+    assert len(seeds) == 2 * len(done.confirmed)  # 2 more seeds of each confirmed run's best point
+    assert len(told) == len(planned) + len(seeds) and len(done.losses) == len(planned)  # nothing twice, none missing
+    for number in done.confirmed:
+        points = {key: loss for key, loss in done.losses.items() if key[0] == number}
+        best = min(points, key=points.get)
+        assert done.seed_losses[best][0] == points[best] and len(done.seed_losses[best]) == 3
+        assert len(set(done.seed_losses[best])) == 3  # other seeds, other losses
     assert trials[killed.number].state.name == "FAIL"
     assert len({t.user_attrs["run_key"] for t in told}) == len(told)
     # a third call makes no new run
-    assert len(run_transfer(study_file, plan=plan).losses) == len(told)
+    again = run_transfer(study_file, plan=plan)
+    assert again.seed_losses == done.seed_losses
+    assert len(optuna.load_study(study_name=transfer_study_name("mini"), storage=storage).get_trials()) == len(trials)
     for frozen in told:
         split = Partition.from_dict(frozen.user_attrs["split"])
         source = Partition.from_dict(optuna.load_study(study_name="mini", storage=storage)
@@ -120,12 +130,12 @@ def test_transfer_command_writes_the_report_and_export_takes_a_confirmed_run(min
     assert recorded.base_widths["model.layers.*.self_attn.q_proj.weight"] == 32
 
 
-def _results(losses, *, baselines=None, confirmed=(), rules=("none",)) -> TransferResults:
+def _results(losses, *, baselines=None, confirmed=(), rules=("none",), seed_losses=None) -> TransferResults:
     numbers = sorted({k[0] for k in losses})
     return TransferResults(
         study="s", proxy_loss={n: 1.0 + n for n in numbers}, state_mib={n: 1.0 if n else 8.0 for n in numbers},
         description={n: "" for n in numbers}, baselines=baselines or {}, checked=numbers, front=[], confirmed=list(confirmed),
-        losses=losses, transfer_trials={}, settings={"lr_rules": list(rules), "lr_multipliers": [0.5, 1.0, 2.0],
+        losses=losses, seed_losses=seed_losses or {}, transfer_trials={}, settings={"lr_rules": list(rules), "lr_multipliers": [0.5, 1.0, 2.0],
                                                      "confirm_rules": ["none"]},
     )
 
@@ -146,3 +156,41 @@ def test_recommendation_is_the_best_confirmed_searched_run_under_the_state_share
     assert (summary.recommendation.number, summary.recommendation.best_point) == (2, ("none", 0.5))
     assert summary.best_baseline.number == 0
     assert summary.conditions[-1].summary.overall.count == 3
+
+
+def test_the_verdict_on_the_target_is_over_seeds_and_calls_a_gap_inside_the_spread_a_tie() -> None:
+    from frugal_search.validate.transfer_report import format_transfer_markdown
+
+    losses = {(0, "none", m): 2.0 for m in (0.5, 1.0, 2.0)}  # adamw, best at x0.5 (ties break by point)
+    losses.update({(1, "none", 1.0): 1.9, (2, "none", 1.0): 1.95})
+    seed_losses = {(0, "none", 0.5): (2.0, 2.02, 1.98), (1, "none", 1.0): (1.9, 1.96, 1.84)}
+    summary = summarize_transfer(_results(losses, baselines={0: "adamw"}, confirmed=[1, 2, 0], seed_losses=seed_losses))
+    rec = summary.recommendation
+    assert rec.number == 1 and rec.mean == pytest.approx(1.9) and rec.spread == pytest.approx(0.06)
+    text = format_transfer_markdown(summary)
+    assert "| adamw | none x0.5 | 2.000 ± 0.020 | 3 | -0.100 | beats |" in text
+    assert "Trial 1 beats every baseline at its best lr on the target by more than the seed spread (3 seed(s))." in text
+    # a gap no larger than the spread is a tie
+    seed_losses[(1, "none", 1.0)] = (1.9, 2.1, 1.7)
+    text = format_transfer_markdown(summarize_transfer(
+        _results(losses, baselines={0: "adamw"}, confirmed=[1, 2, 0], seed_losses=seed_losses)))
+    assert "| ties |" in text and "does not beat adamw by more than the seed spread" in text
+
+
+def test_a_baseline_is_checked_at_its_best_grid_run_and_seed_replicas_are_no_candidates() -> None:
+    from frugal_search.validate.check import candidates_of
+    from frugal_search.validate.transfer import _with_best_baseline_runs
+
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    split = Partition.adamw().to_dict()
+    for values, attrs in (
+        ([3.0, 6.0], {"baseline": "adamw", "baseline_lr": 1e-3}),  # 0
+        ([2.8, 6.0], {"baseline": "adamw", "baseline_lr": 3e-3}),  # 1: adamw's best lr
+        ([2.5, 1.0], {"baseline": None}),  # 2: searched
+        ([2.6, 1.0], {"baseline": None, "seed_of": 2, "seed": 1}),  # 3: a seed of 2
+    ):
+        study.add_trial(optuna.trial.create_trial(values=values, user_attrs={"split": split, **attrs}))
+    candidates = candidates_of(study)
+    assert [c.number for c in candidates] == [0, 1, 2]
+    kept, baselines = _with_best_baseline_runs(candidates, study)
+    assert [c.number for c in kept] == [1, 2] and baselines == {1: "adamw"}

@@ -138,7 +138,8 @@ class TrialObjective:
 
             on_eval = make_early_stop(trial, self.config, state_bytes=state_bytes)
         try:
-            result = self._run(partition, seed=int(trial.user_attrs.get("seed", self.config.study.seed)), on_eval=on_eval)
+            seed = int(trial.user_attrs.get("seed", self.config.study.seed))
+            result = self._run(partition, seed=seed, on_eval=on_eval)
         except torch.cuda.OutOfMemoryError as error:
             torch.cuda.empty_cache()
             reason = f"CUDA out of memory on {self.device}: {str(error).splitlines()[0]}"
@@ -169,13 +170,14 @@ class TrialObjective:
         """The trial's proxy run: in this process, or on ``[proxy] nproc`` ranks under torchrun."""
         from frugal_search.proxy import run_proxy, run_proxy_multiprocess
 
-        budget = self.config.proxy.budget()
-        if self.config.proxy.nproc > 1:  # the study file refuses successive halving (on_eval) with nproc > 1
+        budget, nproc = self.config.proxy.budget(), self.config.proxy.nproc
+        if nproc > 1:  # the study file refuses successive halving (on_eval) with nproc > 1
             return run_proxy_multiprocess(
-                self.model_spec, self.data_spec, partition, budget, nproc=self.config.proxy.nproc, device=self.device, seed=seed
+                self.model_spec, self.data_spec, partition, budget, nproc=nproc, device=self.device, seed=seed
             )
         return run_proxy(
-            self.model_spec, self.data_spec, partition, budget, device=self.device, seed=seed, progress=False, on_eval=on_eval
+            self.model_spec, self.data_spec, partition, budget,
+            device=self.device, seed=seed, progress=False, on_eval=on_eval,
         )
 
     def _partition(self, trial: optuna.Trial) -> Any:

@@ -43,11 +43,11 @@ def check_setup(config: StudyConfig) -> nn.Module:
     if device.type == "cuda" and config.proxy.nproc > 1:
         import torch
 
-        first, gpus = device.index or 0, torch.cuda.device_count()
-        if first + config.proxy.nproc > gpus:
+        nproc, first, gpus = config.proxy.nproc, device.index or 0, torch.cuda.device_count()
+        if first + nproc > gpus:
             raise SetupError(
-                f"[proxy] nproc = {config.proxy.nproc} on {config.proxy.device} needs GPUs {first}..{first + config.proxy.nproc - 1}, "
-                f"this machine has {gpus}; lower nproc or use device 'cpu' ({config.proxy.nproc} CPU processes)"
+                f"[proxy] nproc = {nproc} on {config.proxy.device} needs GPUs {first}..{first + nproc - 1}, "
+                f"this machine has {gpus}; lower nproc or use device 'cpu' ({nproc} CPU processes)"
             )
     source = config.model_spec().source
     try:

@@ -115,9 +115,8 @@ def choose_parallelism(
         return Parallelism(count, threads_set, f"{gpus} GPU(s) on {device}{ranks}")
     ranks = f", {nproc} ranks per worker" if nproc > 1 else ""
     if parameters >= SMALL_MODEL_PARAMETERS:
-        return Parallelism(
-            1, threads_set or max(1, cores // nproc), f"{parameters / 1e6:.0f}M parameters: one worker on {cores} cores{ranks}"
-        )
+        reason = f"{parameters / 1e6:.0f}M parameters: one worker on {cores} cores{ranks}"
+        return Parallelism(1, threads_set or max(1, cores // nproc), reason)
     count = max(1, min(cores // nproc, remaining))
     threads = threads_set or max(1, cores // (count * nproc))
     return Parallelism(

@@ -58,7 +58,8 @@ class _ShardedCausalLM(_CausalLM):
     def __init__(self, tokens: TokenData, budget: ProxyBudget, *, device: torch.device) -> None:
         super().__init__(tokens, budget, device=device)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self.rows = slice(self.rank * budget.batch_size // self.world, (self.rank + 1) * budget.batch_size // self.world)
+        per_rank = budget.batch_size // self.world  # a multiple: the launcher and the study file check it
+        self.rows = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
         self.eval_set = [batch[self.rows] for batch in self.eval_set]  # this rank's rows of each fixed batch
         self.micro_batches = 0
         self.kill_at = _kill_step(self.rank)
@@ -77,7 +78,8 @@ class _ShardedCausalLM(_CausalLM):
         if step == self.kill_at:
             _die(step)
         # the single-process run's global batch (same generator), of which this rank takes its rows
-        batch = self.tokens.sample_train_batch(generator, batch_size=self.budget.batch_size, seq_len=self.budget.seq_len)
+        budget = self.budget
+        batch = self.tokens.sample_train_batch(generator, batch_size=budget.batch_size, seq_len=budget.seq_len)
         batch = batch[self.rows].to(self.device, non_blocking=True)
         return causal_lm_loss(net, batch[:, :-1], batch[:, 1:])
 
@@ -132,7 +134,9 @@ def _gathered(result, world: int) -> dict:
     values = result.to_dict()
     values["state_bytes"] = sum(item["state_bytes"] for item in ranks)
     if result.training_memory is not None:
-        values["training_memory"] = {key: sum(item["training_memory"][key] for item in ranks) for key in result.training_memory}
+        values["training_memory"] = {
+            key: sum(item["training_memory"][key] for item in ranks) for key in result.training_memory
+        }
     if result.peak_memory_bytes is not None:  # CUDA: the fullest device, and the state on all of them
         values["peak_memory_bytes"] = max(item["peak_memory_bytes"] for item in ranks)
         values["state_memory_bytes"] = sum(item["state_memory_bytes"] for item in ranks)

@@ -10,11 +10,22 @@ labelled rows (``LabelledDataSpec``: the built-in ``stdlib-packages`` task or a 
 Parquet file) and reports accuracy and macro-F1; ``pretrained_tiny_llama()`` gives a pretrained
 starting point; a ``LoraSpec`` (through ``peft``) runs where a partition runs, and
 ``training_memory(method, model)`` gives the memory either holds.
+
+Models that need several devices: ``run_proxy_multiprocess(..., nproc=N)`` runs the same proxy
+under torchrun on N ranks with FSDP2 (``frugal_search.proxy.distributed``); a rank that dies raises
+``RankFailedError``. ``init_process_group`` and ``shard_model`` are its set-up, shared with the
+training recipe.
 """
 
 from frugal_search.proxy.budget import DEFAULT_STEPS, ProxyBudget, lr_factor
 from frugal_search.proxy.classification import classification_scores
 from frugal_search.proxy.data import DataSpec, TokenData, build_data, check_data, is_validation_file
+from frugal_search.proxy.distributed import (
+    RankFailedError,
+    init_process_group,
+    run_proxy_multiprocess,
+    shard_model,
+)
 from frugal_search.proxy.labelled_data import (
     BUILTIN_TASK,
     LabelledData,
@@ -55,6 +66,7 @@ __all__ = [
     "PretrainRecipe",
     "ProxyBudget",
     "ProxyResult",
+    "RankFailedError",
     "TaskSpec",
     "TokenData",
     "build_data",
@@ -65,6 +77,7 @@ __all__ = [
     "check_data",
     "classification_scores",
     "has_weights",
+    "init_process_group",
     "is_labelled_source",
     "is_validation_file",
     "lr_factor",
@@ -74,5 +87,7 @@ __all__ = [
     "resolve_device",
     "resolve_pretrained",
     "run_proxy",
+    "run_proxy_multiprocess",
+    "shard_model",
     "training_memory",
 ]

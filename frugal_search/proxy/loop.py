@@ -14,6 +14,11 @@ Before the optimizer is built, the method may change the model: a partition's ``
 parameters get ``requires_grad=False`` (:meth:`Partition.freeze`: no gradients, left out of
 clipping), and a method with ``prepare_model(model)`` (LoRA, :class:`~frugal_search.proxy.lora.LoraSpec`)
 returns the model to train (the adapter-wrapped one).
+
+The multi-process proxy (``frugal_search.proxy.distributed``, ``[proxy] nproc``) runs this same
+loop on every rank with a causal-lm task of its own: it also offers ``shard(net)`` (FSDP2 over the
+ranks, after freezing and before the optimizer is built) and ``mean_over_ranks(loss)`` (each
+step's train loss averaged over the ranks, so every rank takes the same divergence decision).
 """
 
 from __future__ import annotations
@@ -103,6 +108,25 @@ def run_proxy(
             model, optimizer and activations are released, so the caller can go on to the next run.
         ValueError, TypeError: bad input, naming the value and what to use instead.
     """
+    return _run_proxy(
+        model, data, partition, budget, task=task, device=device, seed=seed, progress=progress, on_eval=on_eval
+    )
+
+
+def _run_proxy(
+    model: ModelLike,
+    data: DataLike | LabelledDataLike,
+    partition: Any,
+    budget: ProxyBudget | None,
+    *,
+    task: TaskSpec | str | None,
+    device: str | torch.device,
+    seed: int,
+    progress: bool,
+    on_eval: OnEval | None,
+    causal_lm: type[_CausalLM] | None = None,
+) -> ProxyResult:
+    """``run_proxy``'s body; ``causal_lm`` replaces the causal-lm task (the multi-process proxy's ranks)."""
     budget = ProxyBudget() if budget is None else budget
     if not isinstance(budget, ProxyBudget):
         raise TypeError(f"budget must be a ProxyBudget, got {type(budget).__name__}")
@@ -116,7 +140,7 @@ def run_proxy(
         torch.manual_seed(seed)
         try:
             if isinstance(source, TokenData):
-                objective = _CausalLM(source, budget, device=device)
+                objective = (causal_lm or _CausalLM)(source, budget, device=device)
             else:
                 objective = SequenceClassification(source, model, budget, device=device)
             loop = _ProxyLoop(model, objective, partition, budget, device=device, seed=seed, on_eval=on_eval)
@@ -157,6 +181,10 @@ class _ProxyLoop:
         partition = _resolve_partition(partition)
         self.net = _prepare_model(partition, objective.build_model(model, seed=seed))
         self.net.to(device).train()
+        shard = getattr(objective, "shard", None)  # the multi-process proxy: FSDP2 over its ranks
+        if shard is not None:
+            self.net = shard(self.net)
+        self._mean_over_ranks = getattr(objective, "mean_over_ranks", None)
         self.optimizer = _build_optimizer(partition, self.net)
         if budget.lr is not None:
             _override_lr(self.optimizer, budget.lr)
@@ -268,7 +296,8 @@ class _ProxyLoop:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return step_loss / budget.grad_accum
+        step_loss /= budget.grad_accum
+        return step_loss if self._mean_over_ranks is None else self._mean_over_ranks(step_loss)
 
     @torch.no_grad()
     def _evaluate(self, step: int) -> float:
@@ -451,7 +480,9 @@ def _prepare_model(method: Any, net: nn.Module) -> nn.Module:
 
 
 def _tensor_bytes(tensors: Any) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+    """Bytes of ``tensors`` held here: of a sharded (DTensor) one, this rank's shard."""
+    local = (t.to_local() if hasattr(t, "to_local") else t for t in tensors if t is not None)
+    return sum(t.numel() * t.element_size() for t in local)
 
 
 def _build_optimizer(partition: Any, model: nn.Module) -> torch.optim.Optimizer:

@@ -60,6 +60,17 @@ class ProxyResult:
         """Return the result as plain JSON-safe values (NaN and inf become None)."""
         return _json_safe(asdict(self))
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ProxyResult:
+        """Rebuild a result from :meth:`to_dict` output (None losses become NaN again)."""
+        values = dict(values)
+        for name in ("eval_loss", "best_eval_loss", "first_eval_loss", "tokens_per_s"):
+            if values.get(name) is None:
+                values[name] = math.nan
+        for name in ("train_curve", "eval_curve", "accuracy_curve", "macro_f1_curve"):
+            values[name] = [[step, math.nan if value is None else value] for step, value in values.get(name) or []]
+        return cls(**values)
+
 
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float):

@@ -65,6 +65,7 @@ class ProxySection:
     diverge_factor: float | None = None
     device: str = "cpu"  # "cpu", "cuda", "cuda:N"; with several workers "cuda" spreads them over the GPUs
     threads: int | None = None  # torch CPU threads per worker; None: torch's default (cores / workers with several)
+    nproc: int = 1  # ranks of each proxy run: > 1 runs it under torchrun with FSDP2 (N CPU processes, or N GPUs)
 
     def budget(self, *, lr: float | None = None) -> Any:
         """Return the proxy stage's ``ProxyBudget`` (``lr`` None keeps the partition's lr)."""
@@ -73,7 +74,7 @@ class ProxySection:
         values = {
             item.name: getattr(self, item.name)
             for item in dataclasses.fields(self)
-            if item.name not in ("device", "lr", "threads") and getattr(self, item.name) is not None
+            if item.name not in ("device", "lr", "threads", "nproc") and getattr(self, item.name) is not None
         }
         return ProxyBudget(**values, lr=lr)
 
@@ -224,6 +225,7 @@ def study_config_from_dict(
     model = dict(raw.get("model", {}))
     data = dict(raw.get("data", {}))
     _check_with_proxy_stage(model, data, where)
+    _check_nproc(proxy, data, search, where)
     transfer = _read_transfer(dict(raw["transfer"]), where) if "transfer" in raw else None
     return StudyConfig(
         study=study, model=model, data=data, proxy=proxy, space=space, search=search, path=path, transfer=transfer
@@ -374,6 +376,8 @@ def _read_proxy(table: dict[str, Any], where: str) -> ProxySection:
             values[key] = float(table[key])
     if "threads" in table:
         values["threads"] = _positive_int(table["threads"], where, "proxy", "threads")
+    if "nproc" in table:
+        values["nproc"] = _positive_int(table["nproc"], where, "proxy", "nproc")
     if "device" in table:
         device = table["device"]
         if not isinstance(device, str) or device.split(":")[0] not in ("cpu", "cuda", "mps"):
@@ -384,10 +388,34 @@ def _read_proxy(table: dict[str, Any], where: str) -> ProxySection:
     proxy = ProxySection(**values)
     try:
         # the proxy stage's own range checks (its budget lr too), now rather than in the first trial
-        proxy.budget(lr=proxy.lr)
+        batch_size = proxy.budget(lr=proxy.lr).batch_size
     except (TypeError, ValueError) as error:
         raise StudyConfigError(f"{where}: [proxy] {error}") from None
+    if batch_size % proxy.nproc:
+        raise StudyConfigError(
+            f"{where}: [proxy] nproc: the batch_size {batch_size} (the global batch) does not split over "
+            f"{proxy.nproc} ranks; use a batch_size that is a multiple of nproc"
+        )
     return proxy
+
+
+def _check_nproc(proxy: ProxySection, data: Mapping[str, Any], search: SearchSection, where: str) -> None:
+    """What a multi-process proxy (``nproc`` > 1) does not run: classification, successive halving."""
+    if proxy.nproc == 1:
+        return
+    from frugal_search.proxy import is_labelled_source
+
+    source = data.get("source")
+    if isinstance(source, str) and is_labelled_source(source):
+        raise StudyConfigError(
+            f"{where}: [proxy] nproc: {proxy.nproc} ranks run causal-lm proxies only; [data] source {source!r} "
+            "is a sequence-classification task, which runs with nproc = 1"
+        )
+    if search.fidelity != "none":
+        raise StudyConfigError(
+            f"{where}: [proxy] nproc: {proxy.nproc} ranks run whole proxy runs; [search] fidelity "
+            f"{search.fidelity!r} needs nproc = 1 (allowed with nproc > 1: 'none')"
+        )
 
 
 def _read_search(table: dict[str, Any], where: str) -> SearchSection:

@@ -11,6 +11,10 @@ Outcomes and Optuna states:
 - ``error`` (an exception; the reason holds the traceback's last lines): FAIL. A trial whose
   worker was killed keeps the ``error`` outcome set when it started and is marked FAIL by the
   heartbeat check.
+
+With ``[proxy] nproc`` > 1 the proxy runs on that many ranks under torchrun
+(``frugal_search.proxy.run_proxy_multiprocess``); a rank that dies is the trial's ``error``, its
+reason naming the rank, its exit code and its last log lines, and the worker goes on.
 """
 
 from __future__ import annotations
@@ -89,8 +93,12 @@ class TrialObjective:
             trial.set_user_attr("reason", str(error))  # expected races: the words suffice, no traceback
             raise
         except Exception as error:
+            from frugal_search.proxy import RankFailedError
+
             trial.set_user_attr("outcome", "error")
-            trial.set_user_attr("reason", _error_reason(error))
+            # a dead rank's message already holds its log's last lines; its traceback is the launcher's
+            reason = f"RankFailedError: {error}" if isinstance(error, RankFailedError) else _error_reason(error)
+            trial.set_user_attr("reason", reason)
             raise
         except KeyboardInterrupt:
             trial.set_user_attr("reason", "interrupted (Ctrl-C) before the trial finished")
@@ -129,19 +137,9 @@ class TrialObjective:
             from frugal_search.search.fidelity import make_early_stop
 
             on_eval = make_early_stop(trial, self.config, state_bytes=state_bytes)
-        from frugal_search.proxy import run_proxy
-
         try:
-            result = run_proxy(
-                self.model_spec,
-                self.data_spec,
-                partition,
-                self.config.proxy.budget(),
-                device=self.device,
-                seed=int(trial.user_attrs.get("seed", self.config.study.seed)),
-                progress=False,
-                on_eval=on_eval,
-            )
+            seed = int(trial.user_attrs.get("seed", self.config.study.seed))
+            result = self._run(partition, seed=seed, on_eval=on_eval)
         except torch.cuda.OutOfMemoryError as error:
             torch.cuda.empty_cache()
             reason = f"CUDA out of memory on {self.device}: {str(error).splitlines()[0]}"
@@ -151,6 +149,9 @@ class TrialObjective:
         values = result.to_dict()
         for key in RESULT_ATTRS:
             trial.set_user_attr(key, values.get(key))
+        if self.config.proxy.nproc > 1:  # what each rank held: the split's state is sharded over them
+            trial.set_user_attr("nproc", self.config.proxy.nproc)
+            trial.set_user_attr("state_bytes_per_rank", [rank["state_bytes"] for rank in result.details["per_rank"]])
         if result.diverged:
             _set_outcome(trial, "diverged", result.reason)
             raise optuna.TrialPruned(f"diverged: {result.reason}")
@@ -164,6 +165,20 @@ class TrialObjective:
             )
         _set_outcome(trial, "ok", None)
         return float(result.eval_loss), state_mib
+
+    def _run(self, partition: Any, *, seed: int, on_eval: Any) -> Any:
+        """The trial's proxy run: in this process, or on ``[proxy] nproc`` ranks under torchrun."""
+        from frugal_search.proxy import run_proxy, run_proxy_multiprocess
+
+        budget, nproc = self.config.proxy.budget(), self.config.proxy.nproc
+        if nproc > 1:  # the study file refuses successive halving (on_eval) with nproc > 1
+            return run_proxy_multiprocess(
+                self.model_spec, self.data_spec, partition, budget, nproc=nproc, device=self.device, seed=seed
+            )
+        return run_proxy(
+            self.model_spec, self.data_spec, partition, budget,
+            device=self.device, seed=seed, progress=False, on_eval=on_eval,
+        )
 
     def _partition(self, trial: optuna.Trial) -> Any:
         from frugal_search.partition import Partition, baseline_partition

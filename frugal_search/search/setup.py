@@ -37,9 +37,18 @@ def check_setup(config: StudyConfig) -> nn.Module:
     from frugal_search.proxy import check_data, model_vocab_size, resolve_device
 
     try:
-        resolve_device(config.proxy.device)  # e.g. cuda asked for on a machine without it
+        device = resolve_device(config.proxy.device)  # e.g. cuda asked for on a machine without it
     except ValueError as error:
         raise SetupError(str(error)) from None
+    if device.type == "cuda" and config.proxy.nproc > 1:
+        import torch
+
+        nproc, first, gpus = config.proxy.nproc, device.index or 0, torch.cuda.device_count()
+        if first + nproc > gpus:
+            raise SetupError(
+                f"[proxy] nproc = {nproc} on {config.proxy.device} needs GPUs {first}..{first + nproc - 1}, "
+                f"this machine has {gpus}; lower nproc or use device 'cpu' ({nproc} CPU processes)"
+            )
     source = config.model_spec().source
     try:
         model = build_memory_model(config)

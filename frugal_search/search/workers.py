@@ -90,13 +90,18 @@ def choose_parallelism(
     trials remain), since a small model's matrices gain little from a second thread and several
     threads per process oversubscribe the cores; a large model on a CPU gets one worker with
     every core; on CUDA one worker per visible GPU. An in-memory storage always gets one worker.
+
+    With ``[proxy] nproc = N`` a worker owns N ranks: on a CPU ``cores // N`` workers (at least 1),
+    the threads being each rank's (``cores // (workers x N)``); on CUDA ``GPUs // N`` workers, each
+    with its N devices (:func:`worker_device`).
     """
     cores = cores or usable_cpu_cores()
     threads_set = config.proxy.threads
+    nproc = config.proxy.nproc
     if workers is not None:
-        if workers == 1:
+        if workers == 1 and nproc == 1:
             return Parallelism(1, threads_set, "--workers 1")
-        return Parallelism(workers, threads_set or max(1, cores // workers), f"--workers {workers}")
+        return Parallelism(workers, threads_set or max(1, cores // (workers * nproc)), f"--workers {workers}")
     remaining = max(1, remaining)
     if config.study.storage.startswith("sqlite") and sqlite_path(config.study.storage) is None:
         return Parallelism(1, threads_set, "an in-memory storage serves one process")
@@ -105,14 +110,19 @@ def choose_parallelism(
         import torch
 
         gpus = torch.cuda.device_count() if device == "cuda" else 1
-        count = max(1, min(gpus, remaining))
-        return Parallelism(count, threads_set, f"{gpus} GPU(s) on {device}")
+        count = max(1, min(gpus // nproc, remaining))
+        ranks = f", {nproc} per worker" if nproc > 1 else ""
+        return Parallelism(count, threads_set, f"{gpus} GPU(s) on {device}{ranks}")
+    ranks = f", {nproc} ranks per worker" if nproc > 1 else ""
     if parameters >= SMALL_MODEL_PARAMETERS:
-        return Parallelism(1, threads_set or cores, f"{parameters / 1e6:.0f}M parameters: one worker on {cores} cores")
-    count = max(1, min(cores, remaining))
-    threads = threads_set or max(1, cores // count)
+        reason = f"{parameters / 1e6:.0f}M parameters: one worker on {cores} cores{ranks}"
+        return Parallelism(1, threads_set or max(1, cores // nproc), reason)
+    count = max(1, min(cores // nproc, remaining))
+    threads = threads_set or max(1, cores // (count * nproc))
     return Parallelism(
-        count, threads, f"{cores} CPU core(s), a small model ({parameters / 1e6:.2g}M parameters), {remaining} trial(s) to run"
+        count,
+        threads,
+        f"{cores} CPU core(s), a small model ({parameters / 1e6:.2g}M parameters), {remaining} trial(s) to run{ranks}",
     )
 
 
@@ -120,14 +130,17 @@ class WorkersFailedError(RuntimeError):
     """Worker processes stopped early and the study is short of its target; the message says why."""
 
 
-def worker_device(device: str, index: int) -> str:
-    """The device of worker ``index``: ``cuda`` spreads workers over the visible GPUs."""
+def worker_device(device: str, index: int, nproc: int = 1) -> str:
+    """The device of worker ``index``: ``cuda`` spreads workers over the visible GPUs; with
+    ``nproc`` ranks per worker, worker ``i``'s ranks own ``cuda:i*nproc`` .. ``cuda:i*nproc+nproc-1``
+    (named by the first)."""
     if device != "cuda":
         return device
     import torch
 
     count = torch.cuda.device_count()
-    return f"cuda:{index % count}" if count > 1 else device
+    groups = max(1, count // nproc)
+    return f"cuda:{(index % groups) * nproc}" if count > 1 else device
 
 
 def run_worker_processes(
@@ -147,7 +160,7 @@ def run_worker_processes(
             reader, writer = context.Pipe(duplex=False)
             process = context.Process(
                 target=_worker_main,
-                args=(config, index, worker_device(config.proxy.device, index), threads, writer),
+                args=(config, index, worker_device(config.proxy.device, index, config.proxy.nproc), threads, writer),
                 name=f"frugal-search-worker-{index}",
             )
             process.start()

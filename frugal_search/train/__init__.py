@@ -23,9 +23,16 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from frugal_search.optimizer import find_transformer_blocks
 from frugal_search.partition import Partition, baseline_partition
-from frugal_search.proxy import DataSpec, build_data, build_model, causal_lm_loss, lr_factor
+from frugal_search.proxy import (
+    DataSpec,
+    build_data,
+    build_model,
+    causal_lm_loss,
+    init_process_group,
+    lr_factor,
+    shard_model,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -83,24 +90,19 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
 def train(config: TrainConfig) -> TrainResult:
     """Train ``config.split`` on ``config.model`` (see the module docstring); returns on every rank."""
     distributed = config.parallel != "none"
-    if distributed and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    if distributed:  # the multi-process proxy's set-up (frugal_search.proxy.distributed)
+        rank, world, device = init_process_group()
+    else:
+        rank, world = 0, 1
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
     if config.batch_size % world:
         raise ValueError(f"batch_size={config.batch_size} does not split over {world} ranks; use a multiple of {world}.")
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
 
     # model: each transformer block its own FSDP2 unit, then the root (embeddings, norm, head)
     model = build_model(config.model, seed=config.seed).to(device)
     inner = model
     if config.parallel == "fsdp":
-        from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
-
-        mesh = init_device_mesh(device.type, (world,))
-        for block in find_transformer_blocks(model)[1]:
-            fully_shard(block, mesh=mesh)
-        fully_shard(model, mesh=mesh)
+        shard_model(model, device)
     elif config.parallel == "ddp":
         model = torch.nn.parallel.DistributedDataParallel(model)
 

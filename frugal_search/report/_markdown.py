@@ -150,7 +150,7 @@ def _trials_section(content: ReportContent) -> list[str]:
     lines += [_counts_sentence(content.outcome_counts), ""]
     lines += _markdown_table(
         ["outcome", "trials", "meaning"],
-        [[outcome, count, _NO_LOSS_WORDS.get(outcome, "finished with a loss" if outcome == "ok" else outcome)]
+        [[outcome, count, _NO_LOSS_WORDS.get(outcome, f"finished with {content.objective.a_value}" if outcome == "ok" else outcome)]
          for outcome, count in content.outcome_counts.items()],
     )
     failed = content.table[content.table["state"] != "COMPLETE"]

@@ -95,7 +95,11 @@ LOSS_OBJECTIVE = Objective()
 def study_objective(study: optuna.Study) -> Objective:
     """The :class:`Objective` of a study: its first metric name and direction, and its memory metric.
 
-    A study without metric names (made by hand) is read as eval loss against optimizer state."""
-    names = study.metric_names or ["eval_loss", "state_mib"]
+    A study without metric names (made by hand) is read as eval loss against optimizer state, in
+    the study's first direction."""
+    names = list(study.metric_names or ["eval_loss", "state_mib"]) + ["state_mib"]
     directions = [direction.name.lower() for direction in study.directions]
-    return Objective(name=names[0], direction=directions[0], memory=names[1] if len(names) > 1 else "state_mib")
+    # names the table has no column for (a study made by other code) are read as the defaults
+    figure = names[0] if names[0] in _WORDS else "eval_loss"
+    memory = names[1] if names[1] in _MEMORY_WORDS else "state_mib"
+    return Objective(name=figure, direction=directions[0], memory=memory)

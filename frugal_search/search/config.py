@@ -68,21 +68,6 @@ class StudySection:
 
 
 @dataclass(frozen=True)
-class TaskSection:
-    """``[task]``: what a proxy run trains. ``sequence-classification`` reads ``[data]`` as labelled
-    data (the proxy stage's ``LabelledDataSpec``: ``source``, ``text_column``, ``text_pair_column``,
-    ``label_column``, ``validation_fraction``) and puts a new head on ``[model]`` (a pretrained start:
-    ``source = "tiny-llama-stdlib"`` or a local model directory)."""
-
-    kind: str = "causal-lm"  # causal-lm | sequence-classification
-
-    @property
-    def metrics(self) -> tuple[str, ...]:
-        """The figures this task's runs report, any of which may be the first objective."""
-        return TASK_METRICS[self.kind]
-
-
-@dataclass(frozen=True)
 class ProxySection:
     """``[proxy]``: the proxy run's budget. ``None`` keeps the proxy stage's default (``ProxyBudget``)."""
 
@@ -120,6 +105,21 @@ class SearchSection:
     fidelity: str = "none"  # none | successive-halving
     min_fraction: float = 0.25  # share of the proxy steps every trial runs before it can be stopped
     reduction_factor: float = 3  # keep the best 1/reduction_factor at each rung
+
+
+@dataclass(frozen=True)
+class TaskSection:
+    """``[task]``: what a proxy run trains. ``sequence-classification`` reads ``[data]`` as labelled
+    data (the proxy stage's ``LabelledDataSpec``: ``source``, ``text_column``, ``text_pair_column``,
+    ``label_column``, ``validation_fraction``) and puts a new head on ``[model]`` (a pretrained start:
+    ``source = "tiny-llama-stdlib"`` or a local model directory)."""
+
+    kind: str = "causal-lm"  # causal-lm | sequence-classification
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The figures this task's runs report, any of which may be the first objective."""
+        return TASK_METRICS[self.kind]
 
 
 @dataclass(frozen=True)

@@ -197,3 +197,16 @@ def test_reopening_a_study_with_other_objectives_fails_clearly(finished_study) -
         open_study(config)
     storage = open_storage(config.study.storage, heartbeat_interval=10, grace_period=60)
     assert optuna.load_study(study_name="ft", storage=storage).metric_names == ["accuracy", "state_mib"]  # untouched
+
+
+def test_bad_labelled_data_stops_the_run_before_any_storage(tmp_path: Path, model_dir: Path) -> None:
+    from frugal_search.search import SetupError
+
+    rows = tmp_path / "rows.csv"
+    rows.write_text("text,kind\nimport os,a\nimport re,b\n")  # no 'label' column
+    text = FINETUNE.replace("MODEL_DIR", str(model_dir)).replace('source = "stdlib-packages"', f'source = "{rows}"')
+    path = write(tmp_path, text)
+    with pytest.raises(SetupError, match=r"^\[data\] .*label") as caught:
+        run_search(load_study_config(path), workers=1, progress=False)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "ft.db").exists()  # no study, no trial

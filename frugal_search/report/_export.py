@@ -129,8 +129,9 @@ def model_on_meta(spec: Any, *, seed: int = 0) -> Any:
     CPU when it cannot be built there (some factories and checkpoints)."""
     import torch
 
-    from frugal_search.proxy import build_model
+    from frugal_search.proxy import build_model, resolve_pretrained
 
+    spec = resolve_pretrained(spec)  # the pretrained demo name is its cached directory
     try:
         with torch.device("meta"):
             return build_model(spec, seed=seed)

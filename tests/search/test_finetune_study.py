@@ -210,3 +210,12 @@ def test_bad_labelled_data_stops_the_run_before_any_storage(tmp_path: Path, mode
         run_search(load_study_config(path), workers=1, progress=False)
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "ft.db").exists()  # no study, no trial
+
+
+@NEEDS_PEFT
+def test_the_fidelity_check_refuses_a_fine_tuning_study(finished_study, capsys: pytest.CaptureFixture[str]) -> None:
+    from frugal_search.cli import main
+
+    path, _ = finished_study
+    assert main(["validate", str(path)]) == 2
+    assert "compares eval losses; this study's objectives are ['accuracy', 'state_mib']" in capsys.readouterr().err

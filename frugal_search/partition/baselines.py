@@ -16,6 +16,8 @@ from typing import Any
 from frugal_search.partition.rules import Rule
 
 PAPER_UPDATE_GAP = 200
+FINETUNE_UPDATE_GAP = 500  # T of the paper's fine-tuning runs (RoBERTa on GLUE)
+FINETUNE_STATE_FREE_LR_SCALE = 0.1  # the state-free lr of those runs, as a share of the lr
 
 # The paper's split set: the Linear weights inside the blocks. Biases, norms, embeddings and
 # the head stay stateful (FRUGAL.md, "Which parameters take part").
@@ -101,6 +103,37 @@ BASELINES: Mapping[str, Baseline] = MappingProxyType(
                 update_gap=PAPER_UPDATE_GAP,
                 block_order="descending",
                 state_free="none",
+            ),
+            # The paper's GLUE fine-tuning setting (the authors' scripts): columns, rho 0, T 500,
+            # state-free lr x 0.1. At rho 0 nothing is in a subspace, so mode and T only name the setting.
+            _baseline(
+                "frugal-finetune",
+                ("paper-finetune",),
+                "FRUGAL rho 0 as fine-tuned in the paper: attention and mlp weights state-free signSGD at "
+                "lr x 0.1 (columns, T 500), the rest stateful",
+                _SPLIT_RULES,
+                mode="columns",
+                update_gap=FINETUNE_UPDATE_GAP,
+                state_free="signsgd",
+                state_free_lr_scale=FINETUNE_STATE_FREE_LR_SCALE,
+                density=0.0,
+            ),
+            # GaLore as fine-tuned at rank 8 (LoRA rank 8's analogue): the galore baseline with a rank
+            # instead of a density.
+            _baseline(
+                "galore-rank8",
+                (),
+                "GaLore-like at rank 8: attention and mlp weights in a rank-8 svd subspace, no state-free "
+                "update, no reset, lr 0.01 x split lr scale 0.25",
+                _SPLIT_RULES,
+                mode="svd",
+                rank=8,
+                update_gap=PAPER_UPDATE_GAP,
+                state_free="none",
+                reset_state=False,
+                lr=0.01,
+                split_lr_scale=0.25,
+                uses_density=False,
             ),
         )
     }

@@ -2,7 +2,9 @@
 the split config of a chosen trial.
 
 Every function reads an Optuna study whose trials follow the contract in docs/ARCHITECTURE.md
-("search -> report"): two minimized objectives ``eval_loss`` and ``state_mib`` and user
+("search -> report"): two objectives, a figure (``eval_loss`` minimized, or ``accuracy`` /
+``macro_f1`` maximized: :class:`Objective`, read by ``study_objective``) and a memory
+(``state_mib`` or ``training_mib``), and user
 attributes ``outcome``, ``split``, ``summary``, ``baseline``, ``state_bytes``, ``eval_curve``, ...
 """
 
@@ -23,12 +25,16 @@ from frugal_search.report._front import (
     pareto_front,
 )
 from frugal_search.report._load import OpenedStudy, open_study
+from frugal_search.report._objective import LOSS_OBJECTIVE, Objective, study_objective
 from frugal_search.report._seeds import verdict
 from frugal_search.report._plots import draw_curves, draw_hypervolume, draw_importance, draw_pareto
 from frugal_search.report._table import TRIAL_COLUMNS, adamw_state_bytes, trials_table
 from frugal_search.report._write import REPORT_FILES, write_report
 
 __all__ = [
+    "LOSS_OBJECTIVE",
+    "Objective",
+    "study_objective",
     "EvalCurve",
     "ObjectiveImportance",
     "OpenedStudy",

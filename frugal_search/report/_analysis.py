@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from frugal_search.report._objective import LOSS_OBJECTIVE, Objective
 from frugal_search.report._seeds import best_baseline_runs, seed_summary, verdict
 from frugal_search.report._table import feasible_rows
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Objective names in the order of the study's values (docs/ARCHITECTURE.md, "search -> report").
+# Objective names of a study without metric names, in the order of its values (docs/ARCHITECTURE.md).
 OBJECTIVE_NAMES: tuple[str, str] = ("eval_loss", "state_mib")
 
 # Fewer COMPLETE trials than this give importances that are noise (PED-ANOVA compares the best
@@ -55,8 +56,19 @@ def trial_label(number: int, baseline: str | None) -> str:
     return f"#{number} {baseline}" if baseline else f"#{number}"
 
 
-def eval_curves(study: optuna.Study, front: pd.DataFrame, *, baseline_runs: set[int] | None = None) -> list[EvalCurve]:
-    """Return the eval-loss curves of the front's trials and of the baseline runs that have one.
+# the stored curve of each figure (trial user attributes, from the proxy result)
+CURVE_ATTRS: dict[str, str] = {"eval_loss": "eval_curve", "accuracy": "accuracy_curve", "macro_f1": "macro_f1_curve"}
+
+
+def eval_curves(
+    study: optuna.Study,
+    front: pd.DataFrame,
+    *,
+    baseline_runs: set[int] | None = None,
+    objective: Objective = LOSS_OBJECTIVE,
+) -> list[EvalCurve]:
+    """Return the eval curves (of ``objective``'s figure: eval loss, accuracy, macro-F1) of the
+    front's trials and of the baseline runs that have one (``EvalCurve.losses`` holds the figure).
 
     ``baseline_runs``: the numbers of the baseline trials to draw (each baseline's best run of its
     lr grid); None draws every baseline trial. Sorted by trial number. Baseline trials appear
@@ -73,7 +85,7 @@ def eval_curves(study: optuna.Study, front: pd.DataFrame, *, baseline_runs: set[
         drawn_baseline = bool(baseline) and (baseline_runs is None or frozen.number in baseline_runs)
         if not (on_front or drawn_baseline):
             continue
-        curve = frozen.user_attrs.get("eval_curve") or []
+        curve = frozen.user_attrs.get(CURVE_ATTRS.get(objective.name, "eval_curve")) or []
         points = [(int(step), float(loss)) for step, loss in curve]
         if not points:
             continue
@@ -106,7 +118,7 @@ def objective_importances(
         if t.params
     ]
     results: list[ObjectiveImportance] = []
-    for index, objective in enumerate(OBJECTIVE_NAMES):
+    for index, objective in enumerate(study.metric_names or OBJECTIVE_NAMES):
         if len(complete) < min_trials:
             message = (
                 f"too few completed trials with search parameters to rank them "
@@ -133,31 +145,39 @@ def objective_importances(
     return results
 
 
-def best_under_budget(table: pd.DataFrame, *, memory_budget_bytes: int | None) -> pd.Series | None:
-    """Return the row of the lowest-loss feasible trial with ``state_bytes <= memory_budget_bytes``.
+def best_under_budget(
+    table: pd.DataFrame, *, memory_budget_bytes: int | None, objective: Objective = LOSS_OBJECTIVE
+) -> pd.Series | None:
+    """Return the row of the best feasible trial (lowest loss, or highest accuracy: ``objective``)
+    with ``state_bytes <= memory_budget_bytes``.
 
-    With no budget, the lowest-loss feasible trial overall. Ties go to the smaller memory, then the
+    With no budget, the best feasible trial overall. Ties go to the smaller memory, then the
     lower trial number. None when no trial qualifies.
     """
-    feasible = feasible_rows(table)
+    feasible = feasible_rows(table, objective)
     if memory_budget_bytes is not None:
         feasible = feasible[feasible["state_bytes"] <= memory_budget_bytes]
     if feasible.empty:
         return None
-    ordered = feasible.sort_values(["eval_loss", "state_bytes", "number"], kind="stable")
+    ranked = feasible.assign(_ranked=objective.sign * feasible[objective.name])
+    ordered = ranked.sort_values(["_ranked", "state_bytes", "number"], kind="stable").drop(columns="_ranked")
     return ordered.iloc[0]
 
 
-def compare_with_baselines(table: pd.DataFrame, chosen: pd.Series) -> pd.DataFrame:
+def compare_with_baselines(
+    table: pd.DataFrame, chosen: pd.Series, objective: Objective = LOSS_OBJECTIVE
+) -> pd.DataFrame:
     """Return how ``chosen`` (a row of `trials_table`) compares with each baseline at its best lr.
 
-    One row per baseline (its best run of the lr grid, `best_baseline_runs`): ``eval_loss`` and
-    ``spread`` are the mean and sample standard deviation over the seeds that ran (one seed: the
-    run's loss, spread NaN), ``seeds`` how many; ``loss_difference`` = chosen mean - baseline mean
-    (negative: chosen is lower); ``memory_ratio`` = chosen state bytes / baseline state bytes;
-    ``verdict`` `verdict` of chosen against the baseline (NaN loss: no verdict).
+    One row per baseline (its best run of the lr grid, `best_baseline_runs`): the figure column
+    (``objective.name``, default ``eval_loss``) and ``spread`` are the mean and sample standard
+    deviation over the seeds that ran (one seed: the run's value, spread NaN), ``seeds`` how many;
+    ``chosen_loss`` is chosen's mean of the same figure and ``loss_difference`` = chosen mean -
+    baseline mean (for a loss negative is better, for an accuracy positive); ``memory_ratio`` =
+    chosen state bytes / baseline state bytes; ``verdict`` `verdict` of chosen against the baseline
+    in the figure's direction (NaN: no verdict).
     """
-    seeds = seed_summary(table).set_index("number")
+    seeds = seed_summary(table, objective).set_index("number")
     by_number = table.set_index("number")
 
     def mean_spread_seeds(number: int) -> tuple[float, float, int]:
@@ -165,23 +185,25 @@ def compare_with_baselines(table: pd.DataFrame, chosen: pd.Series) -> pd.DataFra
             summary = seeds.loc[number]
             return float(summary["mean"]), float(summary["std"]), int(summary["seeds"])
         row = by_number.loc[number]
-        loss = float(row["eval_loss"]) if row["state"] == "COMPLETE" else math.nan
+        loss = float(row[objective.name]) if row["state"] == "COMPLETE" else math.nan
         return loss, math.nan, 1
 
     chosen_mean, chosen_spread, chosen_seeds = mean_spread_seeds(int(chosen["number"]))
     rows = []
-    for best in best_baseline_runs(table).itertuples(index=False):
-        number = int(best.number)
-        mean, spread, count = mean_spread_seeds(number) if math.isfinite(best.eval_loss) else (math.nan, math.nan, 0)
+    for best in best_baseline_runs(table, objective).to_dict("records"):
+        best = pd.Series(best)
+        number = int(best["number"])
+        found = math.isfinite(best[objective.name])
+        mean, spread, count = mean_spread_seeds(number) if found else (math.nan, math.nan, 0)
         memory = float(by_number.loc[number, "state_bytes"])
         rows.append(
             {
-                "baseline": best.baseline,
+                "baseline": best["baseline"],
                 "number": number,
-                "lr": best.lr,
-                "grid": best.grid,
+                "lr": best["lr"],
+                "grid": best["grid"],
                 "outcome": by_number.loc[number, "outcome"],
-                "eval_loss": mean,
+                objective.name: mean,
                 "spread": spread,
                 "seeds": count,
                 "state_mib": float(by_number.loc[number, "state_mib"]),
@@ -190,10 +212,11 @@ def compare_with_baselines(table: pd.DataFrame, chosen: pd.Series) -> pd.DataFra
                 "chosen_seeds": chosen_seeds,
                 "loss_difference": chosen_mean - mean,
                 "memory_ratio": float(chosen["state_bytes"]) / memory if memory > 0 else math.nan,
-                "verdict": verdict(chosen_mean, chosen_spread, mean, spread),
+                "verdict": verdict(chosen_mean, chosen_spread, mean, spread, maximize=objective.maximize),
             }
         )
-    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    columns = [objective.name if column == "eval_loss" else column for column in COMPARISON_COLUMNS]
+    return pd.DataFrame(rows, columns=columns)
 
 
 COMPARISON_COLUMNS = [

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from frugal_search.report._analysis import best_under_budget
+from frugal_search.report._objective import study_objective
 from frugal_search.report._seeds import best_baseline_runs
 from frugal_search.report._table import feasible_rows, trials_table
 from frugal_search.report._write import storage_url_of
@@ -22,12 +23,20 @@ logger = logging.getLogger(__name__)
 _PROVENANCE_METRICS: tuple[str, ...] = (
     "eval_loss",
     "best_eval_loss",
+    "accuracy",
+    "macro_f1",
     "state_bytes",
+    "training_bytes",
     "tokens_per_s",
     "wall_s",
     "steps",
     "peak_memory_bytes",
 )
+
+_OPTIONAL_METRICS = ("accuracy", "macro_f1", "training_bytes")
+
+# What a LoRA trial stores as its "split" (``LoraSpec.to_dict``): a method, not a partition.
+LORA_METHOD = "lora"
 
 # Attributes of a transfer trial (``<study>-transfer``) copied into the source of its exported split.
 _TRANSFER_SOURCE: tuple[str, ...] = ("source_trial", "lr_rule", "lr_multiplier", "target_model")
@@ -68,15 +77,16 @@ def select_trial(
     else:
         budget = parse_bytes(max_memory) if max_memory is not None else None
         table = trials_table(study)
-        row = best_under_budget(table, memory_budget_bytes=budget)
+        objective = study_objective(study)
+        row = best_under_budget(table, memory_budget_bytes=budget, objective=objective)
         if row is None:
-            feasible = feasible_rows(table)
+            feasible = feasible_rows(table, objective)
             if feasible.empty:
                 raise ValueError(
                     f"study {study.study_name!r} has no trial that finished with a loss "
                     f"({len(table)} trials); run more trials or export one by number with --trial N"
                 )
-            smallest = feasible.sort_values(["state_bytes", "eval_loss"]).iloc[0]
+            smallest = feasible.sort_values(["state_bytes", "number"]).iloc[0]
             raise ValueError(
                 f"no finished trial keeps its optimizer state under {format_bytes(budget or 0)} "
                 f"(max_memory={max_memory!r}); the lowest memory available is "
@@ -90,17 +100,23 @@ def select_trial(
             f"(state {chosen.state.name}, reason: {chosen.user_attrs.get('reason') or 'none recorded'}); "
             "export another trial"
         )
+    if chosen.user_attrs["split"].get("method") == LORA_METHOD:
+        raise ValueError(
+            f"trial {chosen.number} of study {study.study_name!r} is a LoRA trial ({chosen.user_attrs.get('summary')}), "
+            "not a split: it has no partition to export; use LoRA (peft) itself, or export a FRUGAL trial"
+        )
     return chosen
 
 
 def _best_baseline_run(study: optuna.Study, name: str) -> int:
     """The number of baseline ``name``'s lowest-loss run of its lr grid; ``ValueError`` when none finished."""
-    best = best_baseline_runs(trials_table(study)).set_index("baseline")
+    objective = study_objective(study)
+    best = best_baseline_runs(trials_table(study), objective).set_index("baseline")
     if name not in best.index:
         names = ", ".join(best.index) or "none: the study ran no baseline"
         raise ValueError(f"study {study.study_name!r} has no baseline {name!r}; its baselines: {names}")
     row = best.loc[name]
-    if not math.isfinite(row["eval_loss"]):
+    if not math.isfinite(row[objective.name]):
         raise ValueError(
             f"no run of baseline {name!r} in study {study.study_name!r} finished with a loss ({row['grid']}); "
             "export it by trial number with --trial N"
@@ -113,8 +129,9 @@ def model_on_meta(spec: Any, *, seed: int = 0) -> Any:
     CPU when it cannot be built there (some factories and checkpoints)."""
     import torch
 
-    from frugal_search.proxy import build_model
+    from frugal_search.proxy import build_model, resolve_pretrained
 
+    spec = resolve_pretrained(spec)  # the pretrained demo name is its cached directory
     try:
         with torch.device("meta"):
             return build_model(spec, seed=seed)
@@ -133,6 +150,8 @@ def provenance_of(study: optuna.Study, frozen: optuna.trial.FrozenTrial, *, stor
     metrics: dict[str, Any] = {}
     for key in _PROVENANCE_METRICS:
         value = frozen.user_attrs.get(key)
+        if value is None and key in _OPTIONAL_METRICS:
+            continue  # a causal-lm trial has no accuracy
         if isinstance(value, float) and not math.isfinite(value):
             value = None  # JSON has no NaN/inf
         metrics[key] = value

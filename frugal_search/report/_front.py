@@ -1,6 +1,7 @@
-"""The Pareto front of memory against loss, and how its hypervolume grew with trials.
+"""The Pareto front of memory against the study's figure, and how its hypervolume grew with trials.
 
-Both objectives are minimized. Trial A dominates trial B when A is no worse in both objectives and
+Memory is minimized; the figure goes the way of its :class:`~frugal_search.report._objective.Objective`
+(eval loss minimized, accuracy maximized). Trial A dominates trial B when A is no worse in both objectives and
 strictly better in at least one; two trials with identical values do not dominate each other, so
 both stay on the front.
 """
@@ -10,43 +11,46 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from frugal_search.report._objective import LOSS_OBJECTIVE, Objective
 from frugal_search.report._table import feasible_rows
 from frugal_search.search import pareto_front_indices
-
-# The two objectives as columns of `trials_table`, in the order the front is drawn (x, y).
-MEMORY_COLUMN = "state_mib"
-LOSS_COLUMN = "eval_loss"
 
 # The hypervolume reference point sits this fraction beyond the worst value of each objective.
 REFERENCE_MARGIN = 0.1
 
 
-def pareto_front(table: pd.DataFrame) -> pd.DataFrame:
+def pareto_front(table: pd.DataFrame, objective: Objective = LOSS_OBJECTIVE) -> pd.DataFrame:
     """Return the non-dominated rows of the finished feasible (COMPLETE) trials of ``table``.
 
-    Objectives: ``state_mib`` and ``eval_loss``, both minimized (the search stage's
-    ``pareto_front_indices``). Rows are sorted by memory, then loss, then trial number.
+    Objectives: ``objective.memory`` (minimized) and ``objective.name`` in its direction (default
+    ``state_mib`` and ``eval_loss``, both minimized; the search stage's ``pareto_front_indices``).
+    Rows are sorted by memory, then the figure best first, then trial number.
     """
-    candidates = feasible_rows(table).sort_values(
-        [MEMORY_COLUMN, LOSS_COLUMN, "number"], kind="stable"
-    )
-    points = list(zip(candidates[MEMORY_COLUMN], candidates[LOSS_COLUMN]))
-    return candidates.iloc[pareto_front_indices(points)].reset_index(drop=True)
+    candidates = feasible_rows(table, objective)
+    candidates = candidates.assign(_ranked=objective.sign * candidates[objective.name]).sort_values(
+        [objective.memory, "_ranked", "number"], kind="stable"
+    ).drop(columns="_ranked")
+    points = list(zip(candidates[objective.memory], candidates[objective.name]))
+    indices = pareto_front_indices(points, directions=("minimize", objective.direction))
+    return candidates.iloc[indices].reset_index(drop=True)
 
 
-def hypervolume_reference_point(table: pd.DataFrame) -> tuple[float, float] | None:
+def hypervolume_reference_point(table: pd.DataFrame, objective: Objective = LOSS_OBJECTIVE) -> tuple[float, float] | None:
     """Return the reference point (memory MiB, loss) for the hypervolume, None without feasible trials.
+
+    A maximized figure enters as its negation (``objective.sign * value``), so the point and the
+    volume are those of two minimized coordinates either way.
 
     Each coordinate is the largest value of that objective among finished feasible trials, plus
     ``REFERENCE_MARGIN`` (10%) of its magnitude, i.e. 1.1 x the worst value for positive
     objectives (0.1 above it when the worst value is 0). Every feasible trial then adds volume.
     """
-    feasible = feasible_rows(table)
+    feasible = feasible_rows(table, objective)
     if feasible.empty:
         return None
     point = []
-    for column in (MEMORY_COLUMN, LOSS_COLUMN):
-        worst = float(feasible[column].max())
+    for column, sign in ((objective.memory, 1.0), (objective.name, objective.sign)):
+        worst = float((sign * feasible[column]).max())
         point.append(worst + REFERENCE_MARGIN * (abs(worst) if worst != 0 else 1.0))
     return point[0], point[1]
 
@@ -75,7 +79,7 @@ def hypervolume_2d(points: np.ndarray, reference_point: tuple[float, float]) -> 
 
 
 def hypervolume_history(
-    table: pd.DataFrame, *, reference_point: tuple[float, float] | None = None
+    table: pd.DataFrame, *, reference_point: tuple[float, float] | None = None, objective: Objective = LOSS_OBJECTIVE
 ) -> pd.DataFrame:
     """Return the hypervolume of the front after each trial, by trial number.
 
@@ -84,18 +88,18 @@ def hypervolume_history(
     defaults to `hypervolume_reference_point` of the whole table. Empty without feasible trials.
     """
     if reference_point is None:
-        reference_point = hypervolume_reference_point(table)
+        reference_point = hypervolume_reference_point(table, objective)
     if reference_point is None:
         return pd.DataFrame({"number": pd.Series(dtype=int), "hypervolume": pd.Series(dtype=float)})
     ordered = table.sort_values("number", kind="stable")
-    feasible_numbers = set(feasible_rows(ordered)["number"])
+    feasible_numbers = set(feasible_rows(ordered, objective)["number"])
     points: list[tuple[float, float]] = []
     numbers: list[int] = []
     volumes: list[float] = []
     volume = 0.0
     for row in ordered.itertuples(index=False):
         if row.number in feasible_numbers:
-            points.append((getattr(row, MEMORY_COLUMN), getattr(row, LOSS_COLUMN)))
+            points.append((getattr(row, objective.memory), objective.sign * getattr(row, objective.name)))
             volume = hypervolume_2d(np.array(points), reference_point)
         numbers.append(int(row.number))
         volumes.append(volume)

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from frugal_search.report._analysis import ObjectiveImportance
+from frugal_search.report._objective import LOSS_OBJECTIVE, Objective
 from frugal_search.units import format_bytes
 
 # outcomes that end a trial without a loss, and how the report says so
@@ -43,6 +44,7 @@ class ReportContent:
     final_hypervolume: float | None
     export_command_prefix: str
     memory_command: str
+    objective: Objective = LOSS_OBJECTIVE  # the figure trials are ranked by, and its direction
 
 
 def flatten_settings(config: Any, prefix: str = "") -> dict[str, str]:
@@ -148,7 +150,7 @@ def _trials_section(content: ReportContent) -> list[str]:
     lines += [_counts_sentence(content.outcome_counts), ""]
     lines += _markdown_table(
         ["outcome", "trials", "meaning"],
-        [[outcome, count, _NO_LOSS_WORDS.get(outcome, "finished with a loss" if outcome == "ok" else outcome)]
+        [[outcome, count, _NO_LOSS_WORDS.get(outcome, f"finished with {content.objective.a_value}" if outcome == "ok" else outcome)]
          for outcome, count in content.outcome_counts.items()],
     )
     failed = content.table[content.table["state"] != "COMPLETE"]
@@ -163,42 +165,54 @@ def _trials_section(content: ReportContent) -> list[str]:
 
 
 def _front_section(content: ReportContent) -> list[str]:
-    lines = ["## Pareto front: optimizer memory against eval loss", ""]
+    objective = content.objective
+    lines = [f"## Pareto front: {objective.memory_words} against {objective.words}", ""]
     if content.front.empty:
         lines.append(
-            "No trial finished with a loss (every trial diverged, was infeasible, ran out of memory or "
-            "failed), so there is no Pareto front yet."
+            f"No trial finished with {objective.a_value} "
+            "(every trial diverged, was infeasible, ran out of memory or failed), so there is no Pareto front yet."
         )
         return lines
+    if objective.maximize:
+        better, step = f"a higher {objective.words}", f"a higher {objective.words}"
+    else:
+        better, step = "a lower loss" if objective.name == "eval_loss" else f"a lower {objective.words}", "a lower loss"
     lines += [
-        f"{len(content.front)} partition{'s' if len(content.front) != 1 else ''} on the front, by memory. "
-        "No other finished trial has both a lower loss and less optimizer state than any of them. "
-        "Read it left to right: each step buys a lower loss with more optimizer state.",
+        f"{len(content.front)} partition{'s' if len(content.front) != 1 else ''} on the front, by memory "
+        f"({objective.words}: {objective.better}). "
+        f"No other finished trial has both {better} and less {objective.memory_words} than any of them. "
+        f"Read it left to right: each step buys {step} with more {objective.memory_words}.",
         "",
         "![Pareto front](pareto.png)",
         "",
     ]
+    extra = [] if objective.name == "eval_loss" else ["eval loss"]
     rows = [
-        [f"#{row.number}", row.state_mib, row.state_pct_of_adamw, row.eval_loss, row.tokens_per_s,
-         row.baseline or "", row.summary]
-        for row in content.front.itertuples(index=False)
+        [f"#{row['number']}", row["state_mib"], row["state_pct_of_adamw"], row[objective.name],
+         *([row["eval_loss"]] if extra else []),
+         *([row["training_mib"]] if objective.memory == "training_mib" else []),
+         row["tokens_per_s"], row["baseline"] or "", row["summary"]]
+        for row in content.front.to_dict("records")
     ]
-    lines += _markdown_table(
-        ["trial", "state (MiB)", "% of AdamW", "eval loss", "tokens/s", "baseline", "partition"], rows
-    )
+    header = ["trial", "state (MiB)", "% of AdamW", objective.words, *extra]
+    if objective.memory == "training_mib":
+        header.append("training memory (MiB)")
+    lines += _markdown_table([*header, "tokens/s", "baseline", "partition"], rows)
     return lines
 
 
 def _best_section(content: ReportContent) -> list[str]:
+    objective = content.objective
+    best_words = f"{objective.best_word} {'loss' if objective.name == 'eval_loss' else objective.words}"
     if content.memory_budget_bytes is None:
-        title, where = "## Best partition (no memory budget set: lowest loss overall)", "overall"
+        title, where = f"## Best partition (no memory budget set: {best_words} overall)", "overall"
     else:
         budget = format_bytes(content.memory_budget_bytes)
         title, where = f"## Best partition under the memory budget ({budget})", f"under {budget}"
     lines = [title, ""]
     if content.best is None:
         if content.front.empty:
-            lines.append("None: no trial finished with a loss.")
+            lines.append(f"None: no trial finished with {objective.a_value}.")
         else:
             lowest = content.front.iloc[0]
             lines.append(
@@ -210,7 +224,9 @@ def _best_section(content: ReportContent) -> list[str]:
     number = int(best["number"])
     lines += [
         f"Trial **#{number}**{' (baseline ' + str(best['baseline']) + ')' if isinstance(best['baseline'], str) else ''}: "
-        f"eval loss {best['eval_loss']:.4g}, optimizer state {best['state_mib']:.4g} MiB"
+        f"{objective.words} {best[objective.name]:.4g}"
+        + (f" (eval loss {best['eval_loss']:.4g})" if objective.name != "eval_loss" and math.isfinite(best["eval_loss"]) else "")
+        + f", optimizer state {best['state_mib']:.4g} MiB"
         + (f" ({best['state_pct_of_adamw']:.3g}% of AdamW)" if math.isfinite(best["state_pct_of_adamw"]) else "")
         + ".",
         "",
@@ -221,29 +237,43 @@ def _best_section(content: ReportContent) -> list[str]:
     if comparison is not None and not comparison.empty and comparison["chosen_seeds"].max() > 1:
         first = comparison.iloc[0]
         lines += [
-            f"Over {int(first['chosen_seeds'])} seeds its eval loss is "
+            f"Over {int(first['chosen_seeds'])} seeds its {objective.words} is "
             f"{_mean_cell(first['chosen_loss'], first['chosen_spread'])} (mean ± sample standard deviation).",
             "",
         ]
     if comparison is None or comparison.empty:
         lines.append("The study has no baseline trials to compare with.")
     else:
+        plural = "Losses are" if objective.name == "eval_loss" else f"Figures ({objective.words}) are"
+        difference = "loss difference" if objective.name == "eval_loss" else f"{objective.words} difference"
+        sign = "positive" if objective.maximize else "negative"
         lines += [
-            "Compared with each baseline at its own best lr (the best run of its lr grid). Losses are "
+            f"Compared with each baseline at its own best lr (the best run of its lr grid). {plural} "
             "means over the seeds that ran, ± their sample standard deviation; a difference no larger "
-            "than the larger spread is a tie. Loss difference = this trial minus the baseline (negative "
-            "is better); memory ratio = this trial's state / the baseline's (below 1 is smaller):",
+            f"than the larger spread is a tie. {difference[0].upper() + difference[1:]} = this trial minus the "
+            f"baseline ({sign} is better); memory ratio = this trial's state / the baseline's (below 1 is smaller):",
             "",
         ]
         lines += _markdown_table(
-            ["baseline", "best lr", "trial", "outcome", "eval loss", "seeds", "state (MiB)", "loss difference",
+            ["baseline", "best lr", "trial", "outcome", objective.words, "seeds", "state (MiB)", difference,
              "memory ratio", "verdict"],
-            [[row.baseline, _lr_cell(row.lr), _trial_cell(row.number), row.outcome, _mean_cell(row.eval_loss, row.spread),
-              row.seeds, row.state_mib, row.loss_difference, row.memory_ratio, row.verdict]
-             for row in comparison.itertuples(index=False)],
+            [[row["baseline"], _lr_cell(row["lr"]), _trial_cell(row["number"]), row["outcome"],
+              _mean_cell(row[objective.name], row["spread"]), row["seeds"], row["state_mib"], row["loss_difference"],
+              row["memory_ratio"], row["verdict"]]
+             for row in comparison.to_dict("records")],
         )
         lines += ["", *verdict_sentences(number, comparison), "", "The lr grid each baseline ran on:", ""]
         lines += [f"- {row.baseline}: {row.grid}" for row in comparison.itertuples(index=False)]
+    if best["baseline"] == "lora":
+        lines += [
+            "",
+            "## Take it away",
+            "",
+            f"Trial #{number} is a LoRA trial (adapters through peft), not a split: there is no partition to "
+            "export; train with LoRA itself, or export a FRUGAL trial of the front by its number "
+            f"(`{content.export_command_prefix} --trial N -o split.json`).",
+        ]
+        return lines
     lines += [
         "",
         "## Take it away",
@@ -258,7 +288,7 @@ def _best_section(content: ReportContent) -> list[str]:
         "",
         "Any other trial exports the same way with its number; "
         f"`{content.export_command_prefix} --best --max-memory \"1.5 MiB\" -o split.json` picks the "
-        "lowest loss under a memory limit, and "
+        f"{best_words} under a memory limit, and "
         f"`{content.export_command_prefix} --baseline NAME -o NAME.json` a baseline's best run of its lr grid.",
     ]
     return lines
@@ -281,15 +311,22 @@ def _progress_section(content: ReportContent) -> list[str]:
     if content.reference_point is None or content.final_hypervolume is None:
         lines.append("No hypervolume: no trial finished with a loss.")
         return lines
+    objective = content.objective
     mem, loss = content.reference_point
+    if objective.maximize:  # the volume is computed on -figure, so both coordinates are minimized
+        words = f"MiB x {objective.words} below the reference"
+        reference = f"({mem:.4g} MiB, {objective.words} {-loss:.4g}) = 1.1 x the largest memory and 0.9 x the lowest {objective.words}"
+    else:
+        words = "MiB x loss"
+        reference = f"({mem:.4g} MiB, loss {loss:.4g}) = 1.1 x the largest memory and loss"
     lines += [
-        f"Hypervolume after the last trial: {content.final_hypervolume:.4g} (MiB x loss), measured from the "
-        f"reference point ({mem:.4g} MiB, loss {loss:.4g}) = 1.1 x the largest memory and loss among "
+        f"Hypervolume after the last trial: {content.final_hypervolume:.4g} ({words}), measured from the "
+        f"reference point {reference} among "
         "finished trials. A curve that has flattened means more trials are unlikely to move the front.",
         "",
         "![Hypervolume](hypervolume.png)",
         "",
-        "![Eval-loss curves](curves.png)",
+        f"![{objective.words} curves](curves.png)",
     ]
     return lines
 

@@ -13,6 +13,7 @@ from typing import IO, TYPE_CHECKING
 import pandas as pd
 
 from frugal_search.report._analysis import EvalCurve, ObjectiveImportance
+from frugal_search.report._objective import LOSS_OBJECTIVE, Objective
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -60,8 +61,10 @@ def draw_pareto(
     adamw_state_mib: float | None = None,
     seeds: pd.DataFrame | None = None,
     best_baseline_numbers: set[int] | None = None,
+    objective: Objective = LOSS_OBJECTIVE,
 ) -> None:
-    """Draw optimizer-state memory (MiB) against eval loss: the front, the baselines, the rest.
+    """Draw memory (MiB; ``objective.memory``) against the figure (``objective.name``: eval loss,
+    or accuracy with higher better): the front, the baselines, the rest.
 
     ``seeds`` (`seed_summary`) adds the mean over seeds with a one-std error bar for the trials
     that have replicas; ``best_baseline_numbers`` draws each baseline's best run as a large star and
@@ -72,6 +75,10 @@ def draw_pareto(
     at the top, at their memory, each with its own marker; the budget is a vertical line. With
     ``adamw_state_mib`` a second x axis on top shows memory as % of AdamW's state.
     """
+    x_column, y_column = objective.memory, objective.name
+    # trials without the figure sit on a strip at the worst end of the y axis (top for a loss)
+    strip_y = 1.0 - _NO_LOSS_STRIP_Y if objective.maximize else _NO_LOSS_STRIP_Y
+    no_value = "no loss" if objective.name == "eval_loss" else f"no {objective.words}"
     figure = _new_figure(width=9.0, height=5.0)
     ax = figure.add_subplot()
     if table.empty:
@@ -84,13 +91,13 @@ def draw_pareto(
     front_numbers = set(front["number"])
     others = complete[~complete["number"].isin(front_numbers) & complete["baseline"].isna()]
     if not others.empty:
-        ax.scatter(others["state_mib"], others["eval_loss"], s=18, color="0.6", label="completed trial", zorder=2)
+        ax.scatter(others[x_column], others[y_column], s=18, color="0.6", label="completed trial", zorder=2)
     if not front.empty:
-        ax.step(front["state_mib"], front["eval_loss"], where="post", color="tab:blue", zorder=3)
-        ax.scatter(front["state_mib"], front["eval_loss"], s=30, color="tab:blue", label="Pareto front", zorder=4)
+        ax.step(front[x_column], front[y_column], where="post", color="tab:blue", zorder=3)
+        ax.scatter(front[x_column], front[y_column], s=30, color="tab:blue", label="Pareto front", zorder=4)
         if len(front) <= _MAX_FRONT_LABELS:
             # trials with identical values share one label ("#3, #4") instead of overprinting
-            for (mib, loss), group in front.groupby(["state_mib", "eval_loss"], sort=False):
+            for (mib, loss), group in front.groupby([x_column, y_column], sort=False):
                 label = ", ".join(f"#{number}" for number in group["number"])
                 ax.annotate(label, (mib, loss), textcoords="offset points", xytext=(4, -10), fontsize=7,
                             color="tab:blue")
@@ -98,40 +105,41 @@ def draw_pareto(
     if best_baseline_numbers is not None:
         grid = baselines[~baselines["number"].isin(best_baseline_numbers)]
         if not grid.empty:
-            ax.scatter(grid["state_mib"], grid["eval_loss"], s=16, marker="*", color="tab:green", alpha=0.5,
+            ax.scatter(grid[x_column], grid[y_column], s=16, marker="*", color="tab:green", alpha=0.5,
                        label="baseline at another lr of its grid", zorder=4)
         baselines = baselines[baselines["number"].isin(best_baseline_numbers)]
     if seeds is not None and not seeds.empty:
         # mean over the seeds with one standard deviation, at the trial's memory
-        spread = seeds.merge(table[["number", "state_mib"]], on="number")
+        spread = seeds.merge(table[["number", x_column]], on="number")
         spread = spread[spread["mean"].map(math.isfinite)]
-        ax.errorbar(spread["state_mib"], spread["mean"], yerr=spread["std"].fillna(0.0), fmt="_", color="black",
+        ax.errorbar(spread[x_column], spread["mean"], yerr=spread["std"].fillna(0.0), fmt="_", color="black",
                     capsize=3, linewidth=0.8, label="mean over seeds, ±1 std", zorder=6)
     if not baselines.empty:
-        ax.scatter(baselines["state_mib"], baselines["eval_loss"], s=110, marker="*", color="tab:green",
+        ax.scatter(baselines[x_column], baselines[y_column], s=110, marker="*", color="tab:green",
                    edgecolor="black", linewidth=0.5, label="baseline", zorder=5)
         for row in baselines.itertuples(index=False):
             lr = getattr(row, "baseline_lr", math.nan)
             label = f"{row.baseline} (lr {lr:g})" if math.isfinite(lr) else str(row.baseline)
-            ax.annotate(label, (row.state_mib, row.eval_loss), textcoords="offset points", xytext=(6, 6), fontsize=8)
+            ax.annotate(label, (getattr(row, x_column), getattr(row, y_column)), textcoords="offset points", xytext=(6, 6), fontsize=8)
     # trials without a loss: on a shaded strip at the top, x in data units, y in axes units
     strip = ax.get_xaxis_transform()
-    apart = table[table["outcome"].isin(list(_APART_STYLE)) & table["state_mib"].map(math.isfinite)]
+    apart = table[table["outcome"].isin(list(_APART_STYLE)) & table[x_column].map(math.isfinite)]
     if not apart.empty:
-        ax.fill_between([0, 1], [_NO_LOSS_STRIP_Y - 0.04] * 2, [1, 1], transform=ax.transAxes, color="0.93", zorder=0)
-        ax.text(0.01, _NO_LOSS_STRIP_Y, "no loss", transform=ax.transAxes, va="center", fontsize=8, color="0.4")
+        low, high = (0.0, strip_y + 0.04) if objective.maximize else (strip_y - 0.04, 1.0)
+        ax.fill_between([0, 1], [low] * 2, [high] * 2, transform=ax.transAxes, color="0.93", zorder=0)
+        ax.text(0.01, strip_y, no_value, transform=ax.transAxes, va="center", fontsize=8, color="0.4")
         ax.margins(y=0.3)  # keep the finished trials below the strip
     for outcome, (marker, color) in _APART_STYLE.items():
         rows = apart[apart["outcome"] == outcome]
         if rows.empty:
             continue
-        ax.scatter(rows["state_mib"], [_NO_LOSS_STRIP_Y] * len(rows), transform=strip, marker=marker,
-                   color=color, s=40, label=f"{outcome} (no loss)", zorder=4)
+        ax.scatter(rows[x_column], [strip_y] * len(rows), transform=strip, marker=marker,
+                   color=color, s=40, label=f"{outcome} ({no_value})", zorder=4)
         for row in rows[rows["baseline"].notna()].itertuples(index=False):
-            ax.annotate(str(row.baseline), (row.state_mib, _NO_LOSS_STRIP_Y), xycoords=strip,
+            ax.annotate(str(row.baseline), (getattr(row, x_column), strip_y), xycoords=strip,
                         textcoords="offset points", xytext=(5, -12), fontsize=8, color=color)
     # the strip's markers do not take part in autoscaling, so the x range is set from every trial
-    memories = [m for m in table["state_mib"] if math.isfinite(m)]
+    memories = [m for m in table[x_column] if math.isfinite(m)]
     if memory_budget_mib is not None:
         memories.append(memory_budget_mib)
     if memories:
@@ -140,38 +148,42 @@ def draw_pareto(
         ax.axvline(memory_budget_mib, color="tab:red", linestyle="--", linewidth=1,
                    label=f"memory budget ({memory_budget_mib:.3g} MiB)")
     if complete.empty and apart.empty:
-        _empty_note(ax, "No trial finished with a loss.")
-    ax.set_xlabel("optimizer state (MiB)")
-    ax.set_ylabel("eval loss (nats per token)")
+        _empty_note(ax, f"No trial finished with {objective.a_value}.")
+    ax.set_xlabel(objective.memory_axis_label)
+    ax.set_ylabel(objective.axis_label)
     ax.grid(True, alpha=0.3)
-    if adamw_state_mib:
+    if adamw_state_mib and x_column == "state_mib":
         secondary = ax.secondary_xaxis(
             "top",
             functions=(lambda mib: 100.0 * mib / adamw_state_mib, lambda pct: pct * adamw_state_mib / 100.0),
         )
         secondary.set_xlabel("optimizer state (% of AdamW)")
-    ax.set_title("Pareto front: optimizer state against eval loss (lower left is better)")
+    corner = "upper left" if objective.maximize else "lower left"
+    ax.set_title(f"Pareto front: {objective.memory_words} against {objective.words} ({corner} is better)")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, borderaxespad=0)
     _save(figure, target)
 
 
-def draw_curves(curves: list[EvalCurve], target: str | Path | IO[bytes]) -> None:
-    """Draw the eval-loss curves: front trials as solid lines, baselines dashed."""
+def draw_curves(
+    curves: list[EvalCurve], target: str | Path | IO[bytes], *, objective: Objective = LOSS_OBJECTIVE
+) -> None:
+    """Draw the eval curves of ``objective``'s figure: front trials as solid lines, baselines dashed."""
     figure = _new_figure()
     ax = figure.add_subplot()
     if not curves:
-        _empty_note(ax, "No eval-loss curves: no trial on the front and no baseline stored one.")
+        _empty_note(ax, f"No {objective.words} curves: no trial on the front and no baseline stored one.")
     for curve in curves:
         style = "--" if curve.baseline else "-"
         label = curve.label + (" (front)" if curve.on_front and curve.baseline else "")
         ax.plot(curve.steps, curve.losses, linestyle=style, marker=".", markersize=3, label=label)
     if curves:
         ax.set_xlabel("optimizer step")
-        ax.set_ylabel("eval loss (nats per token)")
+        ax.set_ylabel(objective.axis_label)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, ncols=2 if len(curves) > 8 else 1)
-    ax.set_title("Eval loss during the proxy run: Pareto front (solid) and baselines (dashed)")
+    words = objective.words[0].upper() + objective.words[1:]
+    ax.set_title(f"{words} during the proxy run: Pareto front (solid) and baselines (dashed)")
     _save(figure, target)
 
 
@@ -194,7 +206,11 @@ def draw_importance(importances: list[ObjectiveImportance], target: str | Path |
 
 
 def draw_hypervolume(
-    history: pd.DataFrame, target: str | Path | IO[bytes], *, reference_point: tuple[float, float] | None
+    history: pd.DataFrame,
+    target: str | Path | IO[bytes],
+    *,
+    reference_point: tuple[float, float] | None,
+    objective: Objective = LOSS_OBJECTIVE,
 ) -> None:
     """Draw the hypervolume of the front against the trial number."""
     figure = _new_figure(width=7.0, height=4.0)
@@ -205,9 +221,11 @@ def draw_hypervolume(
     else:
         ax.step(history["number"], history["hypervolume"], where="post", color="tab:blue")
         ax.set_xlabel("trial number")
-        ax.set_ylabel("hypervolume (MiB x loss)")
+        figure_words = objective.words if not objective.maximize else f"-{objective.words}"
+        ax.set_ylabel(f"hypervolume (MiB x {figure_words})")
         ax.set_title(
-            f"Hypervolume of the front (reference: {reference_point[0]:.4g} MiB, loss {reference_point[1]:.4g})"
+            f"Hypervolume of the front (reference: {reference_point[0]:.4g} MiB, "
+            f"{objective.words} {objective.sign * reference_point[1]:.4g})"
         )
         ax.grid(True, alpha=0.3)
     _save(figure, target)

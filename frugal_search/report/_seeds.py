@@ -13,6 +13,8 @@ import statistics
 
 import pandas as pd
 
+from frugal_search.report._objective import LOSS_OBJECTIVE, Objective
+
 # verdicts of `verdict`, as the report writes them
 BEATS, TIES, LOSES = "beats", "ties", "loses"
 
@@ -24,13 +26,14 @@ def original_rows(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["seed_of"].isna()]
 
 
-def seed_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Losses over seeds of every trial that has replicas, by trial number.
+def seed_summary(table: pd.DataFrame, objective: Objective = LOSS_OBJECTIVE) -> pd.DataFrame:
+    """The figure of ``objective`` (default the eval loss) over seeds of every trial that has replicas,
+    by trial number.
 
     Columns ``number``, ``seeds`` (how many runs: the trial and its replicas that finished or
     diverged), ``mean``, ``std`` (sample standard deviation; NaN for one run), ``min``, ``max``. A run
-    without a finite loss (diverged) makes the mean +inf: a partition that diverges at some seed is
-    not a tie with anything.
+    without a finite loss (diverged) makes the mean the worst value (+inf for a loss, -inf for an
+    accuracy): a partition that diverges at some seed is not a tie with anything.
     """
     columns = ["number", "seeds", "mean", "std", "min", "max"]
     if "seed_of" not in table or table["seed_of"].isna().all():
@@ -39,13 +42,13 @@ def seed_summary(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     by_number = table.set_index("number")
     for number, group in replicas.groupby(replicas["seed_of"].astype(int)):
-        losses = [_loss(by_number.loc[number])] + [_loss(row) for _, row in group.iterrows()]
+        losses = [_loss(by_number.loc[number], objective)] + [_loss(row, objective) for _, row in group.iterrows()]
         finite = all(math.isfinite(loss) for loss in losses)
         rows.append(
             {
                 "number": int(number),
                 "seeds": len(losses),
-                "mean": statistics.fmean(losses) if finite else math.inf,
+                "mean": statistics.fmean(losses) if finite else objective.worst(),
                 "std": statistics.stdev(losses) if finite and len(losses) > 1 else math.nan,
                 "min": min(losses),
                 "max": max(losses),
@@ -54,26 +57,28 @@ def seed_summary(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def _loss(row: pd.Series) -> float:
-    loss = row["eval_loss"]
-    return float(loss) if row["state"] == "COMPLETE" and math.isfinite(loss) else math.inf
+def _loss(row: pd.Series, objective: Objective = LOSS_OBJECTIVE) -> float:
+    """The row's figure of ``objective``; the worst value (+inf / -inf) when it has none."""
+    value = row[objective.name]
+    return float(value) if row["state"] == "COMPLETE" and math.isfinite(value) else objective.worst()
 
 
-def best_baseline_runs(table: pd.DataFrame) -> pd.DataFrame:
-    """Each baseline's lowest-loss run of its lr grid, in the order the baselines first appear.
+def best_baseline_runs(table: pd.DataFrame, objective: Objective = LOSS_OBJECTIVE) -> pd.DataFrame:
+    """Each baseline's best run of its lr grid (lowest loss, or highest accuracy: ``objective``), in
+    the order the baselines first appear.
 
     Columns ``baseline``, ``number`` (the best run; NaN when none finished with a loss),
-    ``lr`` (its lr; NaN for the baseline's own lr), ``eval_loss`` (NaN when no run of the grid
-    finished with a loss: ``number`` is then its first run), ``grid`` (every lr of the grid
-    with its loss, e.g. ``"0.0003: 2.31, 0.001: 2.2, 0.01: diverged"``).
+    ``lr`` (its lr; NaN for the baseline's own lr), the figure (``objective.name``, default
+    ``eval_loss``; NaN when no run of the grid finished with one: ``number`` is then its first
+    run), ``grid`` (every lr of the grid with its figure, e.g. ``"0.0003: 2.31, 0.001: 2.2, 0.01: diverged"``).
     """
     rows = []
     originals = original_rows(table)
     baselines = originals[originals["baseline"].notna() & (originals["baseline"] != "")]
     for name, runs in baselines.groupby("baseline", sort=False):
         runs = runs.sort_values("baseline_lr", kind="stable", na_position="first")
-        losses = [_loss(row) for _, row in runs.iterrows()]
-        best = min(range(len(losses)), key=lambda index: (losses[index], index))
+        losses = [_loss(row, objective) for _, row in runs.iterrows()]
+        best = min(range(len(losses)), key=lambda index: (objective.sign * losses[index], index))
         finished = math.isfinite(losses[best])
         grid = ", ".join(
             f"{_lr_words(row['baseline_lr'])}: {loss:.4g}" if math.isfinite(loss) else f"{_lr_words(row['baseline_lr'])}: {row['outcome']}"
@@ -87,19 +92,22 @@ def best_baseline_runs(table: pd.DataFrame) -> pd.DataFrame:
                 "baseline": name,
                 "number": int(chosen["number"]),
                 "lr": float(chosen["baseline_lr"]),
-                "eval_loss": losses[best] if finished else math.nan,
+                objective.name: losses[best] if finished else math.nan,
                 "grid": grid,
             }
         )
-    return pd.DataFrame(rows, columns=["baseline", "number", "lr", "eval_loss", "grid"])
+    return pd.DataFrame(rows, columns=["baseline", "number", "lr", objective.name, "grid"])
 
 
 def _lr_words(lr: float) -> str:
     return "own lr" if lr is None or (isinstance(lr, float) and math.isnan(lr)) else f"lr {lr:g}"
 
 
-def verdict(mean: float, spread: float, other_mean: float, other_spread: float) -> str | None:
-    """``beats``, ``ties`` or ``loses``: how a mean loss compares with another one.
+def verdict(
+    mean: float, spread: float, other_mean: float, other_spread: float, *, maximize: bool = False
+) -> str | None:
+    """``beats``, ``ties`` or ``loses``: how a mean loss (or, with ``maximize``, a mean accuracy)
+    compares with another one.
 
     The difference is a tie when it is no larger than the larger of the two seed spreads (sample
     standard deviations). With a spread unknown (one seed) only the sign of the difference counts;
@@ -111,4 +119,4 @@ def verdict(mean: float, spread: float, other_mean: float, other_spread: float) 
     spreads = [value for value in (spread, other_spread) if math.isfinite(value)]
     if spreads and abs(difference) <= max(spreads):
         return TIES
-    return BEATS if difference < 0 else LOSES
+    return BEATS if (difference > 0 if maximize else difference < 0) else LOSES

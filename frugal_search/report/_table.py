@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from frugal_search.report._objective import LOSS_OBJECTIVE, Objective, study_objective
 from frugal_search.units import MIB
 
 if TYPE_CHECKING:
@@ -38,6 +39,9 @@ TRIAL_COLUMNS: tuple[str, ...] = (
     "peak_memory_bytes",
     "reason",
     "over_budget",
+    "accuracy",
+    "macro_f1",
+    "training_mib",
 )
 
 # What a trial without an `outcome` attribute did, judged from its Optuna state: a worker killed
@@ -92,28 +96,32 @@ def adamw_state_bytes(study: optuna.Study) -> int | None:
 def trials_table(study: optuna.Study, *, adamw_bytes: int | None = None) -> pd.DataFrame:
     """Return one row per trial of ``study`` with the columns of ``TRIAL_COLUMNS`` and the params.
 
-    ``eval_loss`` and ``state_mib`` are the study's two objective values for COMPLETE trials and
-    the stored attributes otherwise (NaN when absent, e.g. an infeasible trial has no loss).
+    The study's two objective values (``[study] objectives``: ``eval_loss``, ``accuracy`` or
+    ``macro_f1``, and ``state_mib`` or ``training_mib``) fill their columns for COMPLETE trials;
+    every other figure comes from the stored attributes (NaN when absent, e.g. an infeasible trial
+    has no loss; ``accuracy`` and ``macro_f1`` only for classification runs).
     ``state_pct_of_adamw`` is ``100 * state_bytes / adamw_bytes``; ``adamw_bytes`` defaults to
     `adamw_state_bytes` of the study, and the column is NaN when it is unknown.
     Sampled parameters follow as ``param_<name>`` columns, sorted by name.
     """
     if adamw_bytes is None:
         adamw_bytes = adamw_state_bytes(study)
+    objective = study_objective(study)
     rows: list[dict[str, Any]] = []
     param_names: set[str] = set()
     for frozen in study.get_trials(deepcopy=False):
         attrs = frozen.user_attrs
         state = frozen.state.name
         state_bytes = _float_or_nan(attrs.get("state_bytes"))
-        eval_loss = _float_or_nan(attrs.get("eval_loss"))
+        figures = {name: _float_or_nan(attrs.get(name)) for name in ("eval_loss", "accuracy", "macro_f1")}
+        training_bytes = _float_or_nan(attrs.get("training_bytes"))
+        memories = {"state_mib": state_bytes / MIB, "training_mib": training_bytes / MIB}
         if state == "COMPLETE" and frozen.values is not None and len(frozen.values) == 2:
-            eval_loss = float(frozen.values[0])
-            state_mib = float(frozen.values[1])
-            if math.isnan(state_bytes):
-                state_bytes = state_mib * MIB
-        else:
-            state_mib = state_bytes / MIB
+            figures[objective.name] = float(frozen.values[0])
+            memories[objective.memory] = float(frozen.values[1])
+            if math.isnan(state_bytes) and objective.memory == "state_mib":
+                state_bytes = memories["state_mib"] * MIB
+        eval_loss, state_mib = figures["eval_loss"], memories["state_mib"]
         row: dict[str, Any] = {
             "number": frozen.number,
             "state": state,
@@ -134,6 +142,9 @@ def trials_table(study: optuna.Study, *, adamw_bytes: int | None = None) -> pd.D
             "peak_memory_bytes": _float_or_nan(attrs.get("peak_memory_bytes")),
             "reason": attrs.get("reason") or "",
             "over_budget": bool(attrs.get("over_budget", False)),
+            "accuracy": figures["accuracy"],
+            "macro_f1": figures["macro_f1"],
+            "training_mib": memories["training_mib"],
         }
         for name, value in frozen.params.items():
             row[f"param_{name}"] = value
@@ -143,14 +154,15 @@ def trials_table(study: optuna.Study, *, adamw_bytes: int | None = None) -> pd.D
     table = pd.DataFrame(rows, columns=columns)
     # an empty study still gets the right dtypes, so callers can filter without special cases
     for column in ("baseline_lr", "seed", "seed_of", "eval_loss", "best_eval_loss", "state_bytes", "state_mib", "state_pct_of_adamw",
-                   "tokens_per_s", "wall_s", "steps", "peak_memory_bytes"):
+                   "tokens_per_s", "wall_s", "steps", "peak_memory_bytes", "accuracy", "macro_f1", "training_mib"):
         table[column] = table[column].astype(float)
     table["number"] = table["number"].astype(int)
     return table.sort_values("number", kind="stable").reset_index(drop=True)
 
 
-def feasible_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """Return the finished feasible trials: COMPLETE, within the memory budget, finite values.
+def feasible_rows(table: pd.DataFrame, objective: Objective = LOSS_OBJECTIVE) -> pd.DataFrame:
+    """Return the finished feasible trials: COMPLETE, within the memory budget, finite values of
+    ``objective`` (its figure and its memory).
 
     A baseline runs even over the budget (it is a reference) and is then marked ``over_budget``:
     it is drawn and compared with, but it is not feasible (tables without the column: none is).
@@ -163,7 +175,7 @@ def feasible_rows(table: pd.DataFrame) -> pd.DataFrame:
         (table["state"] == "COMPLETE")
         & ~replica
         & ~over_budget
-        & table["eval_loss"].map(math.isfinite)
-        & table["state_mib"].map(math.isfinite)
+        & table[objective.name].map(math.isfinite)
+        & table[objective.memory].map(math.isfinite)
     )
     return table[mask.astype(bool)]

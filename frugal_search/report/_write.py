@@ -17,6 +17,7 @@ from frugal_search.report._analysis import (
 )
 from frugal_search.report._front import hypervolume_history, hypervolume_reference_point, pareto_front
 from frugal_search.report._markdown import ReportContent, flatten_settings, render_markdown
+from frugal_search.report._objective import study_objective
 from frugal_search.report._plots import draw_curves, draw_hypervolume, draw_importance, draw_pareto
 from frugal_search.report._seeds import best_baseline_runs, seed_summary
 from frugal_search.report._table import adamw_state_bytes, trials_table
@@ -106,30 +107,37 @@ def write_report(
 
     adamw_bytes = adamw_state_bytes(study)
     table = trials_table(study, adamw_bytes=adamw_bytes)
-    front = pareto_front(table)
+    objective = study_objective(study)  # e.g. accuracy (maximized) against optimizer state
+    front = pareto_front(table, objective)
     table.to_csv(out_path / "trials.csv", index=False)
     front.to_csv(out_path / "pareto.csv", index=False)
 
-    reference = hypervolume_reference_point(table)
-    history = hypervolume_history(table, reference_point=reference)
+    reference = hypervolume_reference_point(table, objective)
+    history = hypervolume_history(table, reference_point=reference, objective=objective)
     importances = objective_importances(study)
-    seeds = seed_summary(table)
-    best_baselines = best_baseline_runs(table)
+    seeds = seed_summary(table, objective)
+    best_baselines = best_baseline_runs(table, objective)
     best_baseline_numbers = {int(n) for n in best_baselines["number"] if math.isfinite(n)}
     draw_pareto(
         table,
         front,
         out_path / "pareto.png",
-        memory_budget_mib=budget_bytes / MIB if budget_bytes is not None else None,
+        # the budget is on optimizer state: drawn only on that axis
+        memory_budget_mib=budget_bytes / MIB if budget_bytes is not None and objective.memory == "state_mib" else None,
         adamw_state_mib=adamw_bytes / MIB if adamw_bytes else None,
         seeds=seeds,
         best_baseline_numbers=best_baseline_numbers,
+        objective=objective,
     )
-    draw_curves(eval_curves(study, front, baseline_runs=best_baseline_numbers), out_path / "curves.png")
+    draw_curves(
+        eval_curves(study, front, baseline_runs=best_baseline_numbers, objective=objective),
+        out_path / "curves.png",
+        objective=objective,
+    )
     draw_importance(importances, out_path / "importance.png")
-    draw_hypervolume(history, out_path / "hypervolume.png", reference_point=reference)
+    draw_hypervolume(history, out_path / "hypervolume.png", reference_point=reference, objective=objective)
 
-    best = best_under_budget(table, memory_budget_bytes=budget_bytes)
+    best = best_under_budget(table, memory_budget_bytes=budget_bytes, objective=objective)
     if study_file is None:
         study_file = getattr(config, "path", None)
     if study_file is None and storage_url is None:
@@ -161,7 +169,7 @@ def write_report(
         outcome_counts=outcome_counts(table),
         memory_budget_bytes=budget_bytes,
         best=best,
-        baseline_comparison=compare_with_baselines(table, best) if best is not None else None,
+        baseline_comparison=compare_with_baselines(table, best, objective) if best is not None else None,
         importances=importances,
         reference_point=reference,
         final_hypervolume=float(history["hypervolume"].iloc[-1]) if not history.empty else None,
@@ -169,6 +177,7 @@ def write_report(
             study.study_name, study_file=study_file, storage_url=None if study_file else storage_url
         ),
         memory_command=MEMORY_COMMAND,
+        objective=objective,
     )
     report_path = out_path / "report.md"
     report_path.write_text(render_markdown(content), encoding="utf-8")

@@ -31,6 +31,31 @@ def model_spec_from_table(table: Mapping[str, Any]) -> Any:
     return _spec_from_table(ModelSpec, values)
 
 
+def labelled_data_spec_from_table(table: Mapping[str, Any]) -> Any:
+    """Return the ``LabelledDataSpec`` that ``[data]`` describes for a classification task (``source``,
+    ``text_column``, ``text_pair_column``, ``label_column``, ``validation_fraction``).
+
+    The source must be labelled data: the built-in ``stdlib-packages`` task or a .csv / .jsonl /
+    .parquet file (a text corpus such as ``stdlib`` is a causal-lm source)."""
+    from frugal_search.proxy import BUILTIN_TASK, LabelledDataSpec, is_labelled_source
+
+    check_known_keys(table, [item.name for item in dataclasses.fields(LabelledDataSpec)])
+    for key in ("text_column", "text_pair_column", "label_column", "source"):
+        if key in table and not isinstance(table[key], str):
+            raise TypeError(f"{key}: expected a string, got {table[key]!r}")
+    if "validation_fraction" in table and (
+        not isinstance(table["validation_fraction"], (int, float)) or isinstance(table["validation_fraction"], bool)
+    ):
+        raise TypeError(f"validation_fraction: expected a number, got {table['validation_fraction']!r}")
+    source = table.get("source", BUILTIN_TASK)
+    if not is_labelled_source(source):
+        raise ValueError(
+            f"source: {source!r} is not labelled data; a sequence-classification task reads {BUILTIN_TASK!r} "
+            f"or a .csv / .jsonl / .parquet file with text and label columns"
+        )
+    return _spec_from_table(LabelledDataSpec, table)
+
+
 def data_spec_from_table(table: Mapping[str, Any]) -> Any:
     """Return the ``DataSpec`` that ``[data]`` describes (``source``, ``tokenizer``, ``dtype``, ...)."""
     from frugal_search.proxy import DataSpec

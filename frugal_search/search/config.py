@@ -1,7 +1,7 @@
 """Study files: TOML -> typed, frozen config objects, with every error naming file, key and remedy.
 
-A study file has the sections ``[study]``, ``[model]``, ``[data]``, ``[proxy]``, ``[space]`` and
-``[search]`` (see the README section "Running a search" for the full reference). Everything is
+A study file has the sections ``[study]``, ``[task]``, ``[model]``, ``[data]``, ``[proxy]``,
+``[space]`` and ``[search]`` (see the README section "Running a search" for the full reference). Everything is
 checked by :func:`load_study_config` before any storage is opened, so a bad file never leaves a
 half-created study behind.
 """
@@ -21,9 +21,28 @@ from frugal_search.search.space import SearchSpace, SpaceError, parse_space
 from frugal_search.units import parse_bytes
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
+# Task kinds of ``[task] kind`` and the figures each may optimise first (the proxy stage's TaskSpec).
+TASK_KINDS = ("causal-lm", "sequence-classification")
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "causal-lm": ("eval_loss",),
+    "sequence-classification": ("eval_loss", "accuracy", "macro_f1"),
+}
+# The memory objective: optimizer state, or weights + gradients + state (frozen weights save gradients).
+MEMORY_OBJECTIVES = ("state_mib", "training_mib")
+# Which way each objective is better, as Optuna spells a direction (the proxy stage's METRIC_DIRECTIONS).
+OBJECTIVE_DIRECTIONS: dict[str, str] = {
+    "eval_loss": "minimize",
+    "accuracy": "maximize",
+    "macro_f1": "maximize",
+    "state_mib": "minimize",
+    "training_mib": "minimize",
+}
+DEFAULT_OBJECTIVES = ("eval_loss", "state_mib")
+LORA_BASELINE = "lora"
+"""The LoRA baseline (rank 8 through peft): not a partition, so not among the partition stage's names."""
 FIDELITIES = ("none", "successive-halving")
-BASELINE_NAMES = accepted_baseline_names()
-"""Names ``[study] baselines`` accepts: the partition stage's baselines and their aliases."""
+BASELINE_NAMES = (*accepted_baseline_names(), LORA_BASELINE)
+"""Names ``[study] baselines`` accepts: the partition stage's baselines and their aliases, and ``lora``."""
 
 
 class StudyConfigError(ValueError):
@@ -43,6 +62,7 @@ class StudySection:
     baselines: tuple[str, ...] = ()  # baseline partitions, each run on its lr grid (adamw, frugal, ...)
     baseline_lrs: tuple[float, ...] = ()  # the baselines' lr grid; empty: 4 points over the space's lr range
     front_seeds: int = 2  # extra seeds of the front's members and each baseline's best run, after the search
+    objectives: tuple[str, str] = DEFAULT_OBJECTIVES  # (figure, memory): e.g. ("accuracy", "state_mib")
     heartbeat_interval: int = 10  # seconds between "still alive" marks of a running trial
     grace_period: int = 60  # seconds without a mark after which a running trial counts as dead
 
@@ -89,6 +109,21 @@ class SearchSection:
 
 
 @dataclass(frozen=True)
+class TaskSection:
+    """``[task]``: what a proxy run trains. ``sequence-classification`` reads ``[data]`` as labelled
+    data (the proxy stage's ``LabelledDataSpec``: ``source``, ``text_column``, ``text_pair_column``,
+    ``label_column``, ``validation_fraction``) and puts a new head on ``[model]`` (a pretrained start:
+    ``source = "tiny-llama-stdlib"`` or a local model directory)."""
+
+    kind: str = "causal-lm"  # causal-lm | sequence-classification
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The figures this task's runs report, any of which may be the first objective."""
+        return TASK_METRICS[self.kind]
+
+
+@dataclass(frozen=True)
 class TransferSection:
     """``[transfer]``: the model the study's splits are confirmed on (``frugal-search transfer``).
 
@@ -125,6 +160,22 @@ class StudyConfig:
     search: SearchSection = field(default_factory=SearchSection)
     path: Path | None = None
     transfer: TransferSection | None = None  # ``[transfer]``, when the file names a target model
+    task: TaskSection = field(default_factory=TaskSection)
+
+    @property
+    def is_classification(self) -> bool:
+        """Whether proxy runs train a sequence classifier on labelled ``[data]``."""
+        return self.task.kind == "sequence-classification"
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The study's objective names, in the order of a trial's values (``[study] objectives``)."""
+        return list(self.study.objectives)
+
+    @property
+    def directions(self) -> list[str]:
+        """``"minimize"`` / ``"maximize"`` for each of :attr:`metric_names`."""
+        return [OBJECTIVE_DIRECTIONS[name] for name in self.study.objectives]
 
     def model_spec(self) -> Any:
         """The proxy stage's ``ModelSpec`` of ``[model]``."""
@@ -133,10 +184,10 @@ class StudyConfig:
         return model_spec_from_table(self.model)
 
     def data_spec(self) -> Any:
-        """The proxy stage's ``DataSpec`` of ``[data]``."""
-        from frugal_search.search._proxy_bridge import data_spec_from_table
+        """The proxy stage's ``DataSpec`` of ``[data]``, or its ``LabelledDataSpec`` for a classification task."""
+        from frugal_search.search._proxy_bridge import data_spec_from_table, labelled_data_spec_from_table
 
-        return data_spec_from_table(self.data)
+        return labelled_data_spec_from_table(self.data) if self.is_classification else data_spec_from_table(self.data)
 
     def with_overrides(
         self,
@@ -170,7 +221,7 @@ class StudyConfig:
         )
 
 
-_SECTIONS = ("study", "model", "data", "proxy", "space", "search", "transfer")
+_SECTIONS = ("study", "model", "data", "proxy", "space", "search", "transfer", "task")
 _LR_RULES = ("none", "width")
 
 
@@ -200,9 +251,15 @@ def study_config_from_dict(
     for section in _SECTIONS:
         if section in raw and not isinstance(raw[section], dict):
             raise StudyConfigError(f"{where}: [{section}] must be a table, got {raw[section]!r}")
-    study = _read_study(dict(raw.get("study", {})), base_dir=base_dir, where=where, default_name=path)
+    task = _read_task(dict(raw.get("task", {})), where)
+    study = _read_study(dict(raw.get("study", {})), base_dir=base_dir, where=where, default_name=path, task=task)
     proxy = _read_proxy(dict(raw.get("proxy", {})), where)
     search = _read_search(dict(raw.get("search", {})), where)
+    if search.fidelity != "none" and study.objectives[0] != "eval_loss":
+        raise StudyConfigError(
+            f"{where}: [search] fidelity: successive halving ranks trials by eval loss at each rung, so it needs "
+            f"[study] objectives = [\"eval_loss\", ...]; got {list(study.objectives)}: set fidelity = \"none\""
+        )
     space_table = raw.get("space")
     if not space_table:
         raise StudyConfigError(
@@ -224,11 +281,19 @@ def study_config_from_dict(
         )
     model = dict(raw.get("model", {}))
     data = dict(raw.get("data", {}))
-    _check_with_proxy_stage(model, data, where)
+    _check_with_proxy_stage(model, data, where, labelled=task.kind == "sequence-classification")
     _check_nproc(proxy, data, search, where)
     transfer = _read_transfer(dict(raw["transfer"]), where) if "transfer" in raw else None
     return StudyConfig(
-        study=study, model=model, data=data, proxy=proxy, space=space, search=search, path=path, transfer=transfer
+        study=study,
+        model=model,
+        data=data,
+        proxy=proxy,
+        space=space,
+        search=search,
+        path=path,
+        transfer=transfer,
+        task=task,
     )
 
 
@@ -278,9 +343,39 @@ def _check_database_url(url: str, where: str) -> None:
         ) from error
 
 
+def _read_task(table: dict[str, Any], where: str) -> TaskSection:
+    allowed = [item.name for item in dataclasses.fields(TaskSection)]
+    _reject_unknown(table, allowed, where, section="task")
+    kind = table.get("kind", "causal-lm")
+    if kind not in TASK_KINDS:
+        raise StudyConfigError(f"{where}: [task] kind: {kind!r} is not allowed; allowed: {' | '.join(TASK_KINDS)}")
+    return TaskSection(kind=kind)
+
+
+def _read_objectives(value: Any, where: str, task: TaskSection) -> tuple[str, str]:
+    example = f'objectives = ["{task.metrics[-1] if len(task.metrics) > 1 else task.metrics[0]}", "state_mib"]'
+    if not isinstance(value, list) or len(value) != 2 or not all(isinstance(item, str) for item in value):
+        raise StudyConfigError(
+            f"{where}: [study] objectives: expected two names, a figure and a memory, e.g. {example}; got {value!r}"
+        )
+    figure, memory = value
+    if figure not in task.metrics:
+        raise StudyConfigError(
+            f"{where}: [study] objectives: {figure!r} is not a figure of a {task.kind} task; allowed first: "
+            f"{' | '.join(task.metrics)}"
+        )
+    if memory not in MEMORY_OBJECTIVES:
+        raise StudyConfigError(
+            f"{where}: [study] objectives: {memory!r} is not a memory objective; allowed second: "
+            f"{' | '.join(MEMORY_OBJECTIVES)}"
+        )
+    return figure, memory
+
+
 def _read_study(
-    table: dict[str, Any], *, base_dir: Path, where: str, default_name: Path | None
+    table: dict[str, Any], *, base_dir: Path, where: str, default_name: Path | None, task: TaskSection | None = None
 ) -> StudySection:
+    task = task or TaskSection()
     allowed = [item.name for item in dataclasses.fields(StudySection)]
     _reject_unknown(table, allowed, where, section="study")
     name = table.get("name", default_name.stem if default_name else None)
@@ -344,6 +439,7 @@ def _read_study(
         baselines=tuple(baselines),
         baseline_lrs=tuple(float(lr) for lr in baseline_lrs),
         front_seeds=front_seeds,
+        objectives=_read_objectives(table.get("objectives", list(DEFAULT_OBJECTIVES)), where, task),
         heartbeat_interval=heartbeat,
         grace_period=grace,
     )
@@ -481,13 +577,21 @@ def _read_transfer(table: dict[str, Any], where: str) -> TransferSection:
     return TransferSection(**values)
 
 
-def _check_with_proxy_stage(model: Mapping[str, Any], data: Mapping[str, Any], where: str) -> None:
-    """Let the proxy stage check ``[model]`` and ``[data]`` now, before any storage is touched."""
-    from frugal_search.search._proxy_bridge import model_spec_from_table, data_spec_from_table
+def _check_with_proxy_stage(
+    model: Mapping[str, Any], data: Mapping[str, Any], where: str, *, labelled: bool = False
+) -> None:
+    """Let the proxy stage check ``[model]`` and ``[data]`` now, before any storage is touched.
+
+    ``labelled``: ``[data]`` is read as labelled data (a classification task)."""
+    from frugal_search.search._proxy_bridge import (
+        data_spec_from_table,
+        labelled_data_spec_from_table,
+        model_spec_from_table,
+    )
 
     for section, table, build in (
         ("model", model, model_spec_from_table),
-        ("data", data, data_spec_from_table),
+        ("data", data, labelled_data_spec_from_table if labelled else data_spec_from_table),
     ):
         try:
             build(table)

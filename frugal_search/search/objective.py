@@ -4,7 +4,9 @@ report"): failures are data, never lost.
 
 Outcomes and Optuna states:
 
-- ``ok``: COMPLETE with ``(eval_loss, state_mib)``;
+- ``ok``: COMPLETE with the values of ``[study] objectives``: a figure (``eval_loss``, or for a
+  classification task ``accuracy`` / ``macro_f1``) and a memory (``state_mib``: optimizer state;
+  ``training_mib``: weights + gradients + state); the memory budget is always on optimizer state;
 - ``infeasible`` (optimizer state over ``memory_budget``, no proxy run; baselines run anyway and
   carry ``over_budget=True``), ``diverged``, ``oom``
   (CUDA out of memory, infeasible for memory) and ``stopped-early`` (successive halving): PRUNED;
@@ -24,6 +26,7 @@ import math
 import traceback
 from typing import TYPE_CHECKING, Any
 
+from frugal_search.search.config import LORA_BASELINE
 from frugal_search.search.storage import WORKER_LOST_REASON
 from frugal_search.search.study import counts_towards_target, describe_reference, reference_key
 from frugal_search.units import MIB, format_bytes
@@ -46,6 +49,12 @@ RESULT_ATTRS = (
     "wall_s",
     "steps",
     "peak_memory_bytes",
+    "accuracy",
+    "macro_f1",
+    "best_accuracy",
+    "accuracy_curve",
+    "macro_f1_curve",
+    "training_memory",
 )
 _TRACEBACK_LINES = 6
 
@@ -72,11 +81,12 @@ class TrialObjective:
         self.config = config
         self.device = device
         self.memory_model = memory_model
-        self.model_spec = config.model_spec()
+        self.model_spec = _resolved_model_spec(config)
         self.data_spec = config.data_spec()
         self.num_layers = _depth(memory_model)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        """Run one trial; return its two objective values (``[study] objectives``)."""
         import optuna
 
         from frugal_search.search.storage import journal_heartbeat
@@ -113,12 +123,16 @@ class TrialObjective:
             _check_not_surplus(trial, self.config.study.trials)
         else:
             _check_not_duplicate_reference(trial, reference)
+        # a Partition, or a LoraSpec for the lora baseline: both give to_dict, summary, training_memory
         partition = self._partition(trial)
         trial.set_user_attr("split", partition.to_dict())
         trial.set_user_attr("summary", partition.summary())
-        state_bytes = int(partition.state_bytes(self.memory_model))
+        planned = partition.training_memory(self.memory_model)
+        state_bytes = int(planned.state_bytes)
         trial.set_user_attr("state_bytes", state_bytes)
-        state_mib = state_bytes / MIB
+        trial.set_user_attr("training_bytes", int(planned.total_bytes))
+        figure_name, memory_name = self.config.study.objectives
+        memory_mib = (state_bytes if memory_name == "state_mib" else planned.total_bytes) / MIB
         budget = self.config.study.memory_budget
         if budget is not None:
             # > 0 is infeasible; samplers that know constraints (TPE, NSGA-II, GP) learn from it
@@ -159,12 +173,13 @@ class TrialObjective:
             reason = f"stopped early at step {on_eval.stopped_at} by successive halving"
             _set_outcome(trial, "stopped-early", reason)
             raise optuna.TrialPruned(reason)
-        if not math.isfinite(result.eval_loss):
+        figure = getattr(result, figure_name)
+        if figure is None or not math.isfinite(figure):
             raise ValueError(
-                f"the proxy run returned eval loss {result.eval_loss} without reporting divergence"
+                f"the proxy run returned {figure_name} {figure} without reporting divergence"
             )
         _set_outcome(trial, "ok", None)
-        return float(result.eval_loss), state_mib
+        return float(figure), memory_mib
 
     def _run(self, partition: Any, *, seed: int, on_eval: Any) -> Any:
         """The trial's proxy run: in this process, or on ``[proxy] nproc`` ranks under torchrun."""
@@ -187,9 +202,13 @@ class TrialObjective:
         study_name = self.config.study.name
         provenance = {"source": {"study": study_name, "trial": trial.number}}
         seed_of = trial.user_attrs.get("seed_of")
-        if seed_of is not None:  # another seed of a finished trial: the same split
-            return Partition.from_dict(trial.study.trials[int(seed_of)].user_attrs["split"])
+        if seed_of is not None:  # another seed of a finished trial: the same split (or LoRA adapter)
+            split = trial.study.trials[int(seed_of)].user_attrs["split"]
+            return _lora_spec(split) if split.get("method") == LORA_BASELINE else Partition.from_dict(split)
         baseline = trial.user_attrs.get("baseline")
+        if baseline == LORA_BASELINE:
+            lr = trial.user_attrs.get("baseline_lr")
+            return _lora_spec({} if lr is None else {"lr": lr})
         if baseline:
             lr = trial.user_attrs.get("baseline_lr")
             if trial.user_attrs.get("space_point"):
@@ -208,19 +227,40 @@ class TrialObjective:
         )
 
 
+LORA_RANK = 8  # the lora baseline's rank (the issue's "LoRA rank 8", GaLore-like's rank-8 analogue)
+
+
+def _lora_spec(settings: dict[str, Any]) -> Any:
+    """The lora baseline's ``LoraSpec`` (rank 8 on peft's default modules), with stored ``settings``."""
+    from frugal_search.proxy import LoraSpec
+
+    return LoraSpec.from_dict({"rank": LORA_RANK, **settings})
+
+
+def _resolved_model_spec(config: StudyConfig) -> Any:
+    """``[model]`` as the proxy stage builds it: the pretrained demo name mapped to its cached directory
+    (pre-trained once, on first use)."""
+    from frugal_search.proxy import resolve_pretrained
+
+    return resolve_pretrained(config.model_spec())
+
+
 def build_memory_model(config: StudyConfig) -> nn.Module:
-    """The model ``Partition.state_bytes`` measures: built on ``meta`` (no memory) when possible."""
+    """The model ``Partition.state_bytes`` measures: built on ``meta`` (no memory) when possible.
+
+    For a classification task it is the classifier the runs train (a new head of the task's classes)."""
     import torch
 
-    from frugal_search.proxy import build_model
+    from frugal_search.proxy import build_labelled_data, build_model
 
-    spec = config.model_spec()
+    spec = _resolved_model_spec(config)
+    num_labels = build_labelled_data(config.data_spec()).num_labels if config.is_classification else None
     try:
         with torch.device("meta"):
-            return build_model(spec, seed=config.study.seed)
+            return build_model(spec, seed=config.study.seed, num_labels=num_labels)
     except Exception as error:  # some factories or checkpoints cannot be built on meta
         logger.debug("building the model on the meta device failed (%s); measuring a CPU copy", error)
-        return build_model(spec, seed=config.study.seed)
+        return build_model(spec, seed=config.study.seed, num_labels=num_labels)
 
 
 def _depth(model: nn.Module) -> int | None:

@@ -1,4 +1,4 @@
-"""Non-dominated sorting of two minimised objectives: the one Pareto-front function of the package.
+"""Non-dominated sorting of two objectives: the one Pareto-front function of the package.
 
 Successive halving ranks trials at a rung with it, the report draws the front of memory against
 loss with it, and the fidelity check compares fronts with it (both reach it through
@@ -6,7 +6,9 @@ loss with it, and the fidelity check compares fronts with it (both reach it thro
 
 A point dominates another when it is no worse in both coordinates and strictly better in at least
 one. Equal points do not dominate each other, so they share a rank (both stay on the front).
-Non-finite coordinates (a NaN or infinite loss) count as +inf: worse than every number.
+Non-finite coordinates (a NaN or infinite loss) count as the worst value: worse than every number.
+Both coordinates are minimised unless ``directions`` says ``"maximize"`` for one (an accuracy):
+that coordinate is negated before sorting, so a higher value is better.
 """
 
 from __future__ import annotations
@@ -21,7 +23,17 @@ def _finite_or_inf(value: float) -> float:
     return value if math.isfinite(value) else math.inf
 
 
-def _cleaned(points: Sequence[Sequence[float]]) -> list[tuple[float, float]]:
+MINIMIZE_BOTH = ("minimize", "minimize")
+
+
+def _signs(directions: Sequence[str]) -> tuple[float, float]:
+    if len(directions) != 2 or any(str(d).lower() not in ("minimize", "maximize") for d in directions):
+        raise ValueError(f"directions must be two of 'minimize' / 'maximize', got {list(directions)!r}")
+    return tuple(-1.0 if str(d).lower() == "maximize" else 1.0 for d in directions)  # type: ignore[return-value]
+
+
+def _cleaned(points: Sequence[Sequence[float]], directions: Sequence[str] = MINIMIZE_BOTH) -> list[tuple[float, float]]:
+    first_sign, second_sign = _signs(directions)
     cleaned = []
     for index, point in enumerate(points):
         if len(point) != 2:
@@ -29,7 +41,7 @@ def _cleaned(points: Sequence[Sequence[float]]) -> list[tuple[float, float]]:
                 f"point {index} has {len(point)} coordinates ({point!r}); non-dominated sorting "
                 "here takes pairs (e.g. (loss, MiB)): pass two values per point"
             )
-        cleaned.append((_finite_or_inf(point[0]), _finite_or_inf(point[1])))
+        cleaned.append((_finite_or_inf(first_sign * point[0]), _finite_or_inf(second_sign * point[1])))
     return cleaned
 
 
@@ -54,13 +66,14 @@ def _front_of(points: list[tuple[float, float]], indices: list[int]) -> list[int
     return sorted(front)
 
 
-def non_dominated_ranks(points: Sequence[Sequence[float]]) -> list[int]:
-    """Return the non-dominated rank of every ``(a, b)`` point, both coordinates minimised.
+def non_dominated_ranks(points: Sequence[Sequence[float]], *, directions: Sequence[str] = MINIMIZE_BOTH) -> list[int]:
+    """Return the non-dominated rank of every ``(a, b)`` point, each coordinate optimised in its
+    direction of ``directions`` (default: both minimised).
 
     Rank 0 is the Pareto front, rank 1 the front of what is left once rank 0 is removed, and so
-    on. Equal points share a rank; non-finite coordinates count as +inf.
+    on. Equal points share a rank; non-finite coordinates count as the worst value.
     """
-    cleaned = _cleaned(points)
+    cleaned = _cleaned(points, directions)
     ranks = [-1] * len(cleaned)
     remaining = list(range(len(cleaned)))
     rank = 0
@@ -74,9 +87,10 @@ def non_dominated_ranks(points: Sequence[Sequence[float]]) -> list[int]:
     return ranks
 
 
-def pareto_front_indices(points: Sequence[Sequence[float]]) -> list[int]:
-    """Return the indices of the non-dominated ``(a, b)`` points (rank 0), in input order."""
-    cleaned = _cleaned(points)
+def pareto_front_indices(points: Sequence[Sequence[float]], *, directions: Sequence[str] = MINIMIZE_BOTH) -> list[int]:
+    """Return the indices of the non-dominated ``(a, b)`` points (rank 0), in input order
+    (``directions`` as in :func:`non_dominated_ranks`)."""
+    cleaned = _cleaned(points, directions)
     return _front_of(cleaned, list(range(len(cleaned))))
 
 

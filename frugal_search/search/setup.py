@@ -34,7 +34,8 @@ def check_setup(config: StudyConfig) -> nn.Module:
     reached without writing to it, in that order. Returns the model built for the check (on
     ``meta`` where possible), for callers that need its size.
     """
-    from frugal_search.proxy import check_data, model_vocab_size, resolve_device
+    from frugal_search.proxy import build_labelled_data, check_data, model_vocab_size, peft_available, resolve_device
+    from frugal_search.search.config import LORA_BASELINE
 
     try:
         device = resolve_device(config.proxy.device)  # e.g. cuda asked for on a machine without it
@@ -50,14 +51,22 @@ def check_setup(config: StudyConfig) -> nn.Module:
                 f"this machine has {gpus}; lower nproc or use device 'cpu' ({nproc} CPU processes)"
             )
     source = config.model_spec().source
+    if LORA_BASELINE in config.study.baselines and not peft_available():
+        raise SetupError("[study] baselines: 'lora' needs the peft package: pip install peft (or drop 'lora')")
+    if config.is_classification:
+        try:  # the labels are read first: the classifier's head needs their number
+            build_labelled_data(config.data_spec())
+        except (ValueError, OSError) as error:
+            raise SetupError(f"[data] {_first_line(error)}") from None
     try:
         model = build_memory_model(config)
     except Exception as error:  # a factory or checkpoint may raise anything: say which model
         raise SetupError(f"[model] {source!r} cannot be built: {_first_line(error)}") from None
-    try:
-        check_data(config.data_spec(), seq_len=config.proxy.budget().seq_len, vocab_size=model_vocab_size(model))
-    except (ValueError, OSError) as error:
-        raise SetupError(f"[data] {_first_line(error)}") from None
+    if not config.is_classification:
+        try:
+            check_data(config.data_spec(), seq_len=config.proxy.budget().seq_len, vocab_size=model_vocab_size(model))
+        except (ValueError, OSError) as error:
+            raise SetupError(f"[data] {_first_line(error)}") from None
     try:
         check_storage(config.study.storage)
     except ValueError as error:

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from frugal_search.search.config import LORA_BASELINE
+
 if TYPE_CHECKING:
     import optuna
     from torch import nn
@@ -23,8 +25,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DIRECTIONS = ("minimize", "minimize")
-METRIC_NAMES = ["eval_loss", "state_mib"]
+DIRECTIONS = ("minimize", "minimize")  # of the default objectives; a study's own: StudyConfig.directions
+METRIC_NAMES = ["eval_loss", "state_mib"]  # the default objectives; a study's own: StudyConfig.metric_names
 BASELINE_GRID_POINTS = 4  # lrs per baseline when [study] baseline_lrs is not given
 BASELINE_GRID_EXTENSIONS = 2  # points a baseline's grid grows by past an edge that holds its best run
 
@@ -40,23 +42,27 @@ def open_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSampler | No
         heartbeat_interval=config.study.heartbeat_interval,
         grace_period=config.study.grace_period,
     )
+    directions, names = config.directions, config.metric_names
     study = optuna.create_study(
         storage=storage,
         study_name=config.study.name,
-        directions=list(DIRECTIONS),
+        directions=directions,
         load_if_exists=True,
         sampler=sampler,
     )
-    if [direction.name.lower() for direction in study.directions] != list(DIRECTIONS):
+    held = [direction.name.lower() for direction in study.directions]
+    stored_names = study.metric_names
+    if held != directions or (stored_names is not None and stored_names != names):
+        what = f"objectives {stored_names}" if stored_names is not None else "no objective names"
         raise ValueError(
-            f"study {config.study.name!r} in {config.study.storage} has directions "
-            f"{[d.name.lower() for d in study.directions]}, not {list(DIRECTIONS)}; it is not a "
-            f"frugal-search study: pick another [study] name or --name"
+            f"study {config.study.name!r} in {config.study.storage} holds {what} with directions {held}, "
+            f"not {names} with {directions} as [study] objectives asks; its trials cannot be compared: "
+            f"pick another [study] name (or --name), or set objectives back to {stored_names or held}"
         )
-    if study.metric_names != METRIC_NAMES:
+    if stored_names is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(METRIC_NAMES)
+            study.set_metric_names(names)
     if "space" not in study.user_attrs:
         study.set_user_attr("space", config.space.to_dict())
         study.set_user_attr("memory_budget", config.study.memory_budget)
@@ -146,12 +152,22 @@ def _lr_key(lr: float | None) -> float | None:
     return None if lr is None else float(f"{lr:.3g}")
 
 
+def first_objective_sign(study: optuna.Study) -> float:
+    """1 when the study's first objective is minimised (eval loss), -1 when maximised (accuracy):
+    ``sign * value`` is then lower-is-better either way."""
+    import optuna
+
+    return -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+
+
 def baseline_grid_losses(study: optuna.Study, name: str) -> dict[float | None, float]:
-    """The eval loss of each lr baseline ``name`` has run at in ``study`` (first seed only).
+    """The first objective of each lr baseline ``name`` has run at in ``study`` (first seed only), as a
+    loss: lower is better (a maximised objective such as accuracy enters negated).
 
     A run that diverged counts as an infinite loss; one that failed (its worker died) or still
     runs is left out, so it is not yet known.
     """
+    sign = first_objective_sign(study)
     from optuna.trial import TrialState
 
     losses: dict[float | None, float] = {}
@@ -160,7 +176,7 @@ def baseline_grid_losses(study: optuna.Study, name: str) -> dict[float | None, f
         if attrs.get("baseline") != name or attrs.get("seed_of") is not None or attrs.get("over_budget"):
             continue
         finite = trial.state == TrialState.COMPLETE and trial.values is not None and math.isfinite(trial.values[0])
-        losses[_lr_key(attrs.get("baseline_lr"))] = trial.values[0] if finite else math.inf
+        losses[_lr_key(attrs.get("baseline_lr"))] = sign * trial.values[0] if finite else math.inf
     return losses
 
 
@@ -201,8 +217,8 @@ def planned_baseline_runs(config: StudyConfig, study: optuna.Study | None = None
         lrs = grid if study is None or grid == (None,) else extend_past_edge_best(grid, baseline_grid_losses(study, name))
         for lr in lrs:
             lr = config.proxy.lr if lr is None and config.proxy.lr is not None else lr
-            point = baseline_point(name, lr=lr)
-            held = all(config.space[key].holds(value) for key, value in point.items())
+            point = {} if name == LORA_BASELINE else baseline_point(name, lr=lr)  # LoRA is no partition
+            held = bool(point) and all(config.space[key].holds(value) for key, value in point.items())
             attrs = {"baseline": name, "baseline_lr": lr, "space_point": held}
             runs.append(ReferenceRun(attrs, point if held else {}))
     return runs
@@ -222,7 +238,7 @@ def planned_seed_runs(study: optuna.Study, config: StudyConfig) -> list[Referenc
 
 def front_and_best_baselines(study: optuna.Study) -> list[int]:
     """Numbers of the trials whose seeds are compared: the front of the searched trials within the
-    budget, and each baseline's lowest-loss run of its grid."""
+    budget, and each baseline's best run of its grid (in the direction of the first objective)."""
     from optuna.trial import TrialState
 
     from frugal_search.search.pareto import pareto_front_indices
@@ -233,11 +249,16 @@ def front_and_best_baselines(study: optuna.Study) -> list[int]:
         if trial.values is not None and trial.user_attrs.get("seed_of") is None
     ]
     searched = [trial for trial in complete if not trial.user_attrs.get("baseline") and not trial.user_attrs.get("over_budget")]
-    front = [searched[index].number for index in pareto_front_indices([trial.values for trial in searched])]
+    directions = [direction.name.lower() for direction in study.directions]
+    front = [
+        searched[index].number
+        for index in pareto_front_indices([trial.values for trial in searched], directions=directions)
+    ]
+    sign = first_objective_sign(study)
     best: dict[str, optuna.trial.FrozenTrial] = {}
     for trial in complete:
         name = trial.user_attrs.get("baseline")
-        if name and (name not in best or trial.values[0] < best[name].values[0]):
+        if name and (name not in best or sign * trial.values[0] < sign * best[name].values[0]):
             best[name] = trial
     return sorted({*front, *(trial.number for trial in best.values())})
 
@@ -291,6 +312,7 @@ __all__ = [
     "describe_reference",
     "enqueue_references",
     "extend_past_edge_best",
+    "first_objective_sign",
     "front_and_best_baselines",
     "has_waiting_trials",
     "planned_baseline_runs",

@@ -164,7 +164,7 @@ def test_summary_words() -> None:
 
 
 def test_baselines_by_name_and_their_settings(llama: nn.Module) -> None:
-    assert BASELINE_NAMES == ("adamw", "frugal", "frugal-rho0", "galore", "badam")
+    assert BASELINE_NAMES == ("adamw", "frugal", "frugal-rho0", "galore", "badam", "frugal-finetune", "galore-rank8")
     for name in BASELINE_NAMES:
         assert baseline_partition(name).name == name
     assert baseline_partition("paper") == Partition.paper(0.25)
@@ -177,6 +177,11 @@ def test_baselines_by_name_and_their_settings(llama: nn.Module) -> None:
         0.01,
         0.25,
     )
+    # the paper's fine-tuning setting (columns, rho 0, T 500, state-free lr x0.1) and GaLore at rank 8
+    finetune = baseline_partition("frugal-finetune", density=0.5).settings
+    assert (finetune.mode, finetune.density, finetune.update_gap, finetune.state_free_lr_scale) == ("columns", 0.0, 500, 0.1)
+    rank8 = baseline_partition("galore-rank8").settings
+    assert (rank8.mode, rank8.rank, rank8.state_free, rank8.lr, rank8.split_lr_scale) == ("svd", 8, "none", 0.01, 0.25)
     badam = Partition.badam(0.5).settings
     assert (badam.mode, badam.block_order, badam.state_free, badam.density) == ("blocks", "descending", "none", 0.5)
     paper = Partition.paper().settings
@@ -229,7 +234,7 @@ def test_freeze_switches_off_gradients_of_frozen_rules_only(llama: nn.Module) ->
 
 def test_the_baseline_registry_names_aliases_and_words() -> None:
     assert find_baseline("paper") is BASELINES["frugal"] and find_baseline("paper-rho0") is BASELINES["frugal-rho0"]
-    assert accepted_baseline_names() == (*BASELINE_NAMES, "paper", "paper-rho0")
+    assert accepted_baseline_names() == (*BASELINE_NAMES, "paper", "paper-rho0", "paper-finetune")
     assert all(baseline.words for baseline in BASELINES.values())
     assert Partition.baseline("frugal-rho0", density=0.5).settings.density == 0.0  # always rho 0
     assert Partition.baseline("adamw", density=0.5) == Partition.adamw()  # no density to set

@@ -165,15 +165,17 @@ def baseline_grid_losses(study: optuna.Study, name: str) -> dict[float | None, f
     loss: lower is better (a maximised objective such as accuracy enters negated).
 
     A run that diverged counts as an infinite loss; one that failed (its worker died) or still
-    runs is left out, so it is not yet known.
+    runs is left out, so it is not yet known. A baseline over the memory budget runs all the same
+    (it is a reference), so its grid grows like any other.
     """
-    sign = first_objective_sign(study)
     from optuna.trial import TrialState
+
+    sign = first_objective_sign(study)
 
     losses: dict[float | None, float] = {}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
         attrs = trial.user_attrs
-        if attrs.get("baseline") != name or attrs.get("seed_of") is not None or attrs.get("over_budget"):
+        if attrs.get("baseline") != name or attrs.get("seed_of") is not None or attrs.get("outcome") == "infeasible":
             continue
         finite = trial.state == TrialState.COMPLETE and trial.values is not None and math.isfinite(trial.values[0])
         losses[_lr_key(attrs.get("baseline_lr"))] = sign * trial.values[0] if finite else math.inf

@@ -54,3 +54,17 @@ def test_a_study_runs_the_extra_points_once_and_they_take_no_place_among_the_tri
     assert sum(1 for t in study.get_trials() if not t.user_attrs["baseline"]) == 1
     assert cli_main(["run", str(path), "--no-progress"]) == 0
     assert len(load(path).get_trials()) == len(study.get_trials())  # a finished study adds nothing
+
+
+def test_a_baseline_over_the_memory_budget_still_grows_its_grid() -> None:
+    import optuna
+
+    from frugal_search.search.study import baseline_grid_losses
+
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    for lr, loss in ((1e-3, 2.5), (1e-2, 2.2)):
+        attrs = {"baseline": "adamw", "baseline_lr": lr, "over_budget": True, "outcome": "ok"}
+        study.add_trial(optuna.trial.create_trial(values=[loss, 6.5], user_attrs=attrs))
+    losses = baseline_grid_losses(study, "adamw")
+    assert losses == {1e-3: 2.5, 1e-2: 2.2}
+    assert extend_past_edge_best((1e-3, 1e-2), losses) == (1e-3, 1e-2, 0.1)

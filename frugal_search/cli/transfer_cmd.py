@@ -43,6 +43,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--state-share", type=float, default=0.25,
                         help="the recommendation keeps at most this share of AdamW's state (default 0.25)")
     parser.add_argument("--device", help="device of the target runs (default: the study's)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="target runs at once, one process and one torch thread each (default 1)")
     parser.add_argument("--max-runs", type=int, help="stop after this many new runs (run again to go on)")
     parser.add_argument("-o", "--output", help="output folder (default: reports/<study name>/)")
     parser.set_defaults(handler=run)
@@ -110,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
     from frugal_search.validate import run_transfer, summarize_transfer, write_transfer_report
 
     try:
+        if args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
         plan = build_plan(args)
         if args.output:
             ensure_output_dir(args.output)
@@ -128,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {key}: target loss {loss} ({result.get('reason')})", flush=True)
 
         results = run_transfer(args.study_file, plan=plan, storage=args.storage, name=args.name, on_run=show,
-                               max_runs=args.max_runs)
+                               max_runs=args.max_runs, workers=args.workers)
         summary = summarize_transfer(results, state_share=args.state_share)
         paths = write_transfer_report(summary, out_dir)
     except ValueError as error:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from frugal_search.validate._pool import run_each
 from frugal_search.validate.selection import Candidate, select_for_fidelity
 from frugal_search.validate.store import LongRunStore, run_key
 from frugal_search.validate.summary import FidelityRow, FidelitySummary, format_fidelity_markdown, summarize_fidelity
@@ -133,12 +134,8 @@ def run_fidelity_check(
         if on_run is not None:
             on_run(key, result)
 
-    if check.workers == 1:
-        for number, seed in tasks:
-            record(number, seed, _long_run(model, data, splits[number], long_budget, device, seed))
-    else:
-        _run_in_processes(tasks, splits, model=model, data=data, budget=long_budget, device=device,
-                          workers=check.workers, record=record)
+    jobs = [((number, seed), (model, data, splits[number], long_budget, device, seed)) for number, seed in tasks]
+    run_each(_long_run, jobs, workers=check.workers, on_result=lambda key, result: record(*key, result))
 
     rows = []
     for group, numbers in (("best", best), ("other", others)):
@@ -194,40 +191,6 @@ def _long_run(model: Any, data: Any, split: dict[str, Any], budget: Any, device:
         "wall_s": result.wall_s,
         "tokens_per_s": result.tokens_per_s,
     }
-
-
-def _long_run_in_worker(model: Any, data: Any, split: dict[str, Any], budget: Any, device: str, seed: int) -> dict[str, Any]:
-    import torch
-
-    # Small models on a shared CPU: one thread per process beats several fighting over cores.
-    torch.set_num_threads(1)
-    return _long_run(model, data, split, budget, device, seed)
-
-
-def _run_in_processes(
-    tasks: list[tuple[int, int]],
-    splits: dict[int, dict[str, Any]],
-    *,
-    model: Any,
-    data: Any,
-    budget: Any,
-    device: str,
-    workers: int,
-    record: Callable[[int, int, dict[str, Any]], None],
-) -> None:
-    """Run ``tasks`` (trial number, seed) in ``workers`` processes; this process alone writes the store."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    # spawn: a forked child would inherit torch's thread pool and locks
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {
-            pool.submit(_long_run_in_worker, model, data, splits[number], budget, device, seed): (number, seed)
-            for number, seed in tasks
-        }
-        for future in as_completed(futures):
-            number, seed = futures[future]
-            record(number, seed, future.result())
 
 
 def write_fidelity_report(summary: FidelitySummary, report_dir: str | Path) -> list[Path]:

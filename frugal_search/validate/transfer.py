@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from frugal_search.validate._pool import run_each
 from frugal_search.validate.check import candidates_of, scale_budget
 from frugal_search.validate.selection import select_for_fidelity
 from frugal_search.validate.store import split_fingerprint
@@ -217,11 +218,13 @@ def run_transfer(
     on_run: Callable[[str, dict[str, Any]], None] | None = None,
     max_runs: int | None = None,
     runner: Callable[..., dict[str, Any] | None] | None = None,
+    workers: int = 1,
 ) -> TransferResults:
     """Make the planned target runs still missing from ``<study>-transfer`` and return every result.
 
     A run is told to the transfer study as soon as it ends; a trial left RUNNING by a killed command
     is failed and run again. ``max_runs`` stops after that many new runs (tests, partial progress).
+    ``workers`` > 1 makes that many runs at once, each in its own process with one torch thread.
     ``runner(model, data, partition, budget, device, seed)`` makes one run (default: a proxy run on
     the target) and returns the figures :func:`target_run` returns, or None to leave the run out
     for now (runs made elsewhere can be fed in this way). Raises ``ValueError`` when the study has
@@ -268,16 +271,21 @@ def run_transfer(
         todo = [run for run in planned if keys[run] not in done]
         logger.info("transfer of %r to %s: %d runs planned, %d stored, %d to do",
                     study.study_name, plan.model.source, len(planned), len(planned) - len(todo), len(todo))
-        for run in todo:
-            if max_runs is not None and made >= max_runs:
-                break
-            result = (runner or target_run)(plan.model, config.data_spec(), splits[run], budget, device, run.seed)
+        if max_runs is not None:
+            todo = todo[: max(0, max_runs - made)]
+
+        def tell(run: TransferRun, result: dict[str, Any] | None) -> None:
+            nonlocal made
             if result is None:
-                continue
+                return
             made += 1
             _tell(transfer, run, keys[run], splits[run], study.trials[run.source_trial], result, plan, target_meta)
             if on_run is not None:
                 on_run(keys[run], result)
+
+        jobs = [(run, (plan.model, config.data_spec(), splits[run], budget, device, run.seed)) for run in todo]
+        # a runner passed in (tests, runs made elsewhere) is called here; the proxy runs may go to processes
+        run_each(runner or target_run, jobs, workers=1 if runner is not None else workers, on_result=tell)
         return keys
 
     keys = make(runs)

@@ -1,4 +1,4 @@
-"""Checks of output paths, made before a command does any work, so a bad ``-o`` costs nothing."""
+"""Checks a command makes before it does any work (output paths, what the study ranks by), so a bad input costs nothing."""
 
 from __future__ import annotations
 
@@ -41,3 +41,16 @@ def ensure_output_file(path: str | Path, *, option: str = "-o") -> Path:
 
 def _reason(error: OSError) -> str:
     return error.strerror or type(error).__name__
+
+
+def require_loss_objective(study_file: str | Path, *, command: str) -> None:
+    """Raise ``ValueError`` unless the study in ``study_file`` ranks by eval loss (what ``validate``
+    and ``transfer`` compare); a fine-tuning study (accuracy first) is not checked by them yet."""
+    from frugal_search.search import load_study_config
+
+    objectives = load_study_config(study_file).study.objectives
+    if objectives[0] != "eval_loss":
+        raise ValueError(
+            f"{study_file}: frugal-search {command} compares eval losses; this study's objectives are "
+            f"{list(objectives)} (a fine-tuning study), which it does not check yet"
+        )

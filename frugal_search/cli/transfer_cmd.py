@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from frugal_search.cli._output import ensure_output_dir
+from frugal_search.cli._output import ensure_output_dir, require_loss_objective
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -118,12 +118,7 @@ def run(args: argparse.Namespace) -> int:
         if args.output:
             ensure_output_dir(args.output)
         if args.study_file is not None:
-            objectives = load_study_config(args.study_file).study.objectives
-            if objectives[0] != "eval_loss":  # the check ranks and compares eval losses
-                raise ValueError(
-                    f"{args.study_file}: frugal-search transfer compares eval losses; this study's objectives are "
-                    f"{list(objectives)} (a fine-tuning study), which it does not check yet"
-                )
+            require_loss_objective(args.study_file, command="transfer")
         name = args.name or load_study_config(args.study_file).study.name
         out_dir = ensure_output_dir(args.output or Path("reports") / name)
 

@@ -34,7 +34,7 @@ from frugal_search.partition.lr_transfer import (
 )
 from frugal_search.partition.memory import TrainingMemory
 from frugal_search.partition.meta import PAPER_LLAMA_SHAPES, build_meta_model, load_config, paper_llama_config
-from frugal_search.partition.partition import UNMATCHED_RULE_LOGGER, Partition, baseline_partition
+from frugal_search.partition.partition import UNMATCHED_RULE_LOGGER, Partition, baseline_partition, quiet_unmatched_rules
 from frugal_search.partition.rules import LR_SCALE, ROLES, Rule
 from frugal_search.partition.settings import FrugalSettings
 from frugal_search.partition.split_file import SPLIT_FORMAT
@@ -65,6 +65,7 @@ __all__ = [
     "introspect",
     "load_config",
     "paper_llama_config",
+    "quiet_unmatched_rules",
     "record_base_widths",
     "selected_layers",
     "width_key",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -30,6 +32,20 @@ if TYPE_CHECKING:
 UNMATCHED_RULE_LOGGER = "frugal_search.partition.unmatched"
 """Name of the logger that warns of a rule matching no parameter: set its level to silence it."""
 _unmatched_logger = logging.getLogger(UNMATCHED_RULE_LOGGER)
+
+
+@contextlib.contextmanager
+def quiet_unmatched_rules() -> Iterator[None]:
+    """Within the block, the "rule matches no parameter" warning is not logged; its level is put
+    back after. For callers that build sampled partitions, whose catch-all rules (biases, a head)
+    often match nothing on a given proxy and would repeat that warning in every build."""
+    level = _unmatched_logger.level
+    _unmatched_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        _unmatched_logger.setLevel(level)
+
 _MAX_LISTED_NAMES = 20  # unmatched-parameter errors list this many names, then a count
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from frugal_search.optimizer import check_known_keys
 from frugal_search.partition import TrainingMemory
 
 LORA_METHOD = "lora"
@@ -127,10 +128,7 @@ class LoraSpec:
         fields = {key: value for key, value in data.items() if key != "method"}
         if data.get("method", LORA_METHOD) != LORA_METHOD:
             raise ValueError(f"not a LoRA method: method {data.get('method')!r}; expected {LORA_METHOD!r}")
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(fields) - known)
-        if unknown:
-            raise ValueError(f"unknown LoRA setting(s) {unknown}; known: {sorted(known)}")
+        check_known_keys(fields, sorted(cls.__dataclass_fields__), what="LoRA setting")
         if fields.get("target_modules") is not None:
             fields["target_modules"] = tuple(fields["target_modules"])
         return cls(**fields)

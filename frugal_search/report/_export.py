@@ -136,7 +136,7 @@ def model_on_meta(spec: Any, *, seed: int = 0) -> Any:
         with torch.device("meta"):
             return build_model(spec, seed=seed)
     except Exception as error:  # some factories or checkpoints cannot be built on meta
-        logger.info("building %s on the meta device failed (%s); using a CPU copy", spec, error)
+        logger.debug("building %s on the meta device failed (%s); using a CPU copy", spec, error)
         return build_model(spec, seed=seed)
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from frugal_search.partition import UNMATCHED_RULE_LOGGER
+from frugal_search.partition import quiet_unmatched_rules
 from frugal_search.search.objective import TrialObjective, build_memory_model
 from frugal_search.search.sampler import make_sampler
 from frugal_search.search.storage import fail_stale_trials, sqlite_path
@@ -263,15 +263,10 @@ def run_worker(
     # models that have such parameters; on a proxy without them the partition stage's "rule
     # matches no parameter" warning would repeat in every trial and say nothing. The level is put
     # back afterwards: a caller's own partitions still warn.
-    unmatched = logging.getLogger(UNMATCHED_RULE_LOGGER)
-    level = unmatched.level
-    unmatched.setLevel(logging.ERROR)
-    try:
+    with quiet_unmatched_rules():
         return _add_trials(
             config, worker_index=worker_index, device=device, several_workers=several_workers, on_trial=on_trial
         )
-    finally:
-        unmatched.setLevel(level)
 
 
 def _add_trials(

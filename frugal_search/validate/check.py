@@ -176,12 +176,11 @@ def run_fidelity_check(
 
 def _long_run(model: Any, data: Any, split: dict[str, Any], budget: Any, device: str, seed: int) -> dict[str, Any]:
     """One long run of the partition in ``split``; the figures the report keeps."""
-    from frugal_search.partition import UNMATCHED_RULE_LOGGER, Partition
+    from frugal_search.partition import Partition, quiet_unmatched_rules
     from frugal_search.proxy import run_proxy
 
-    # sampled partitions carry rules (a catch-all, a tied head) that a model may not need
-    logging.getLogger(UNMATCHED_RULE_LOGGER).setLevel(logging.ERROR)
-    result = run_proxy(model, data, Partition.from_dict(split), budget, device=device, seed=seed)
+    with quiet_unmatched_rules():  # sampled partitions carry rules (a catch-all, a tied head) a model may not need
+        result = run_proxy(model, data, Partition.from_dict(split), budget, device=device, seed=seed)
     return {
         "eval_loss": result.eval_loss,
         "diverged": result.diverged,

@@ -236,6 +236,11 @@ def run_transfer(
     from frugal_search.report import model_on_meta, open_study
     from frugal_search.search import open_storage
 
+    try:  # before any storage is opened
+        target_meta = model_on_meta(plan.model, seed=plan.seed)
+    except Exception as error:  # a bad override or factory may raise anything: say which model
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"the target model {plan.model.source!r} cannot be built: {first}") from None
     opened = open_study(study_file, storage=storage, name=name)
     config, study = opened.config, opened.study
     candidates, baselines = _with_best_baseline_runs(candidates_of(study), study)
@@ -247,7 +252,6 @@ def run_transfer(
     checked, front, confirmed, runs = plan_runs(candidates, baselines, plan)
     budget = scale_budget(config.proxy.budget(), plan.factor)
     proxy_model = model_on_meta(config.model_spec(), seed=config.study.seed)
-    target_meta = model_on_meta(plan.model, seed=plan.seed)
     device = plan.device or config.proxy.device
     transfer = optuna.create_study(
         storage=open_storage(opened.storage_url, heartbeat_interval=config.study.heartbeat_interval,
@@ -384,17 +388,11 @@ def target_run(model: Any, data: Any, partition: Any, budget: Any, device: str, 
     ``outcome`` (``ok`` | ``diverged``), ``eval_loss`` (None when diverged), ``reason``, ``steps``,
     ``wall_s``, ``tokens_per_s``.
     """
-    from frugal_search.partition import UNMATCHED_RULE_LOGGER
+    from frugal_search.partition import quiet_unmatched_rules
     from frugal_search.proxy import run_proxy
 
-    # sampled partitions carry rules a model may not need (e.g. "first 0 layers stateful")
-    unmatched = logging.getLogger(UNMATCHED_RULE_LOGGER)
-    level = unmatched.level
-    unmatched.setLevel(logging.ERROR)
-    try:
+    with quiet_unmatched_rules():  # sampled partitions carry rules a model may not need ("first 0 layers stateful")
         result = run_proxy(model, data, partition, budget, device=device, seed=seed)
-    finally:
-        unmatched.setLevel(level)
     finite = result.eval_loss is not None and math.isfinite(result.eval_loss)
     return {
         "outcome": "ok" if finite and not result.diverged else "diverged",

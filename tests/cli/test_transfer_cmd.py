@@ -28,6 +28,7 @@ lr = [1e-3, 1e-2]
         ('[transfer]\nmodel = { source = "tiny-llama" }\nlr_multipliers = [0.5, -1]\n', [], "lr_multipliers"),
         ('[transfer]\nmodel = { source = "tiny-llama" }\nwidths = 1\n', [], "unknown key"),
         ("", ["--model", "tiny-llama", "--model-override", "hidden_size"], "expected KEY=VALUE"),
+        ("", ["--model", "tiny-llama", "--model-override", "hidden_size=abc"], "the target model 'tiny-llama' cannot be built"),
         ("", ["--model", "tiny-llama", "--lr-multipliers", "0.5,x"], "--lr-multipliers"),
         ("", ["--model", "tiny-llama", "--lr-rules", "none,none"], "lr_rules must be distinct"),
         ("", ["--model", "tiny-llama", "--top-k", "-1"], "top_k must be an integer >= 0"),

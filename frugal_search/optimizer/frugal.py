@@ -133,7 +133,12 @@ class FRUGAL(Optimizer):
     Per rank the moments are about 1/world; right bases and index vectors are whole on every
     rank. 1-D tensors sharded in a per-tensor mode, ``Shard(1)`` and 2-D meshes are refused with
     a ValueError at construction. The update equals the one-process update up to rounding
-    (the tests measure 2e-7..9e-5 after 6 steps at lr 1e-2, the same as DDP's).
+    (the tests measure 2e-7..9e-5 after 6 steps at lr 1e-2, the same as DDP's). svd is the one
+    exception to "up to rounding": its basis is the top-r singular vectors of the all-reduced
+    gradient, and where the r-th and (r+1)-th singular values nearly tie, rounding differences
+    of the reduction can pick another vector of that near-degenerate pair, so the subspace turns
+    within it; the difference is then bounded by the step within that pair, not by rounding
+    (measured 6e-6 in the tests' model, 2e-3 in a 2-layer LLaMA under DDP when issue 12 was filed).
 
     Paths: ``foreach=True`` (default) runs torch's fused AdamW kernel over all whole-tensor
     Adam updates of a group (stateful tensors, active blocks) and per tensor for the low-rank
@@ -278,7 +283,10 @@ class FRUGAL(Optimizer):
         orders hold their largest windows at different steps (their schedules are enumerated up to
         ``_subspace.MAX_JOINT_SCHEDULE_POINTS`` re-selections; beyond that the sum of the peaks bounds it).
 
-        Sharded (FSDP2) parameters count this rank's shard (see ``_local_plan_bytes``).
+        Sharded (FSDP2) parameters count this rank's shard (see ``_local_plan_bytes``). For rows
+        and randk, whose chosen rows / entries fall unevenly on the ranks, that is the even share
+        of the count (a uniform draw's expectation), not a bound: on 2 ranks the tests saw one
+        rank hold 2.6% more than it.
         ``world_size=N`` counts rank 0 (the largest shard) as if every parameter of two or more
         dimensions, and every 1-D one outside a per-tensor mode, were sharded by fully_shard on N
         ranks: the per-GPU figure before any process group exists.

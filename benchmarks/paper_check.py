@@ -323,10 +323,12 @@ def write_outputs(rows: dict[str, dict[str, Any]], *, out: Path, args: Any, upda
         "table says so). Eval loss: mean over 8 held-out batches at the last step (nats per byte); a "
         "diverged run counts as +inf.",
         "",
-        "Regenerate with:",
+        "Regenerate with (the first reuses the runs saved in runs.json and recomputes only missing ones; "
+        "`--fresh` recomputes every run):",
         "",
         "```bash",
         command,
+        f"{command} --fresh",
         "```",
         "",
         "| method | best lr | eval loss mean | std | min - max | diverged seeds | state MiB | % of AdamW | step ms |",

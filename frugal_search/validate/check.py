@@ -96,10 +96,12 @@ def run_fidelity_check(
     when it ends. ``on_run(key, result)`` is called after each run (the CLI prints progress with it).
     Raises ``ValueError`` when the study has fewer than two finished feasible trials.
     """
+    from frugal_search.proxy import resolve_device
     from frugal_search.report import open_study
 
     opened = open_study(study_file, storage=storage, name=name)
     config = opened.config
+    resolve_device(check.device or config.proxy.device)  # a device this machine lacks fails before any plan
     study = opened.study
     candidates = candidates_of(study)
     if len(candidates) < 2:

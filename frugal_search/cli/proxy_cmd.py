@@ -16,7 +16,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--split", metavar="FILE", help="split config JSON (frugal-split/1) to run")
-    which.add_argument("--baseline", metavar="NAME", help="baseline partition to run, e.g. adamw, frugal, galore (an unknown name lists them all)")
+    which.add_argument(
+        "--baseline", metavar="NAME",
+        help="baseline partition to run, e.g. adamw, frugal, galore (an unknown name lists them all)",
+    )
     parser.add_argument(
         "--model",
         default="tiny-llama",

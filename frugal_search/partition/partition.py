@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -45,6 +45,7 @@ def quiet_unmatched_rules() -> Iterator[None]:
         yield
     finally:
         _unmatched_logger.setLevel(level)
+
 
 _MAX_LISTED_NAMES = 20  # unmatched-parameter errors list this many names, then a count
 

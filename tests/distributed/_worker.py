@@ -5,6 +5,7 @@ per-rank state bytes. Rank 0 writes the figures to the JSON file named by argv[1
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 
@@ -177,7 +178,7 @@ def main() -> None:
                 dist.all_gather_object(gathered, case)
                 results["cases"].append(gathered)
         results["rule_cases"] = rule_runs(shared[0])
-        results["recipe"] = recipe_runs(shared[0])
+        results["recipe"] = {parallel: recipe_runs(shared[0], parallel) for parallel in ("fsdp", "ddp")}
     results["errors"] = bad_input()
     results["adamw_bytes"] = adamw_bytes()
     if rank == 0:
@@ -209,8 +210,8 @@ def rule_runs(directory: str) -> list[list[dict]]:
     return cases
 
 
-def recipe_runs(directory: str) -> dict:
-    """python -m frugal_search.train's library under FSDP2: a 7-step run stopped after 4 (DCP checkpoints
+def recipe_runs(directory: str, parallel: str) -> dict:
+    """python -m frugal_search.train's library under ``parallel`` (fsdp or ddp): a 7-step run stopped after 4 (DCP checkpoints
     every 2), resumed to 7, and an uninterrupted run to 7 (T = 2, random mode: re-selections cross the save)."""
     from frugal_search.partition import Partition
     from frugal_search.train import TrainConfig, train as train_recipe
@@ -218,11 +219,13 @@ def recipe_runs(directory: str) -> dict:
     split = Partition.from_dict(
         {**Partition.paper(0.25).to_dict(), "settings": {**Partition.paper(0.25).to_dict()["settings"], "mode": "random", "update_gap": 2, "lr": 1e-2}}
     )
+    directory = f"{directory}/{parallel}"
     split_path = f"{directory}/split.json"
     if dist.get_rank() == 0:
+        os.makedirs(directory, exist_ok=True)
         split.to_json(split_path)
     dist.barrier()
-    common = {"split": split_path, "parallel": "fsdp", "batch_size": 4, "seq_len": 16, "warmup_steps": 2,
+    common = {"split": split_path, "parallel": parallel, "batch_size": 4, "seq_len": 16, "warmup_steps": 2,
               "checkpoint_every": 2, "data_bytes": 2_000_000}
     first = train_recipe(TrainConfig(steps=7, stop_at=4, checkpoint_dir=f"{directory}/recipe", **common))
     resumed = train_recipe(TrainConfig(steps=7, checkpoint_dir=f"{directory}/recipe", **common))

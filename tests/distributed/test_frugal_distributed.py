@@ -88,8 +88,9 @@ def test_torch_adamw_state_under_fsdp2_counts_the_local_shard(figures):
     assert 2 * per_rank == single  # its DTensor moments, every dimension even
 
 
-def test_the_training_recipe_resumes_from_its_latest_checkpoint_bit_identically(figures):
-    recipe = figures["recipe"]
+@pytest.mark.parametrize("parallel", ["fsdp", "ddp"])
+def test_the_training_recipe_resumes_from_its_latest_checkpoint_bit_identically(figures, parallel):
+    recipe = figures["recipe"][parallel]
     assert recipe["checkpoints"] == ["step_000002", "step_000004"]
     assert recipe["resumed_start"] == 4 and len(recipe["resumed"]) == 3
     assert recipe["first"] + recipe["resumed"] == recipe["straight"]  # every step's loss, exactly

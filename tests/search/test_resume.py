@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -49,7 +50,7 @@ def study_file(folder: Path, *, name: str, storage: str) -> Path:
                 "[data]",
                 'source = "stdlib"',
                 "[proxy]",
-                "steps = 80",  # long enough to be caught running, and killed before it ends
+                "steps = 600",  # long enough to be caught running on an idle machine (80 ended unseen), killed before it ends
                 "batch_size = 2",
                 "seq_len = 16",
                 "eval_every = 30",
@@ -73,12 +74,17 @@ def kill_workers_while_baselines_run(path: Path) -> tuple[subprocess.CompletedPr
     """Start two workers, kill them (not their parent) once a baseline runs; the run and the
     baselines that were running."""
     command = [sys.executable, "-m", "frugal_search", "run", str(path), "--no-progress", "--workers", "2"]
-    parent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Files, not pipes: the workers inherit them, and a full pipe nobody reads would block their logging.
+    out_file, err_file = (tempfile.TemporaryFile("w+") for _ in range(2))
+    parent = subprocess.Popen(command, stdout=out_file, stderr=err_file, text=True)
     try:
         deadline = time.monotonic() + 240
         running: list[str] = []
         while time.monotonic() < deadline and not running:
             time.sleep(0.2)
+            if parent.poll() is not None:  # the run ended before a baseline was seen running: say why
+                raise AssertionError(f"the run ended (exit {parent.returncode}) before a baseline was seen running; "
+                                     f"its stderr: {_read(err_file)[-2000:]}")
             try:
                 trials = trials_of(path)
             except Exception:  # the study is being created right now
@@ -93,12 +99,21 @@ def kill_workers_while_baselines_run(path: Path) -> tuple[subprocess.CompletedPr
         assert len(workers) >= 2
         for worker in workers:
             os.kill(worker.pid, signal.SIGKILL)
-        out, err = parent.communicate(timeout=60)
+        parent.wait(timeout=60)
+        out, err = _read(out_file), _read(err_file)
     finally:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+        out_file.close()
+        err_file.close()
     return subprocess.CompletedProcess(command, parent.returncode, out, err), running
+
+
+def _read(file) -> str:
+    file.flush()
+    file.seek(0)
+    return file.read()
 
 
 @pytest.fixture(params=["sqlite", "journal", pytest.param("postgresql", marks=pytest.mark.services)])

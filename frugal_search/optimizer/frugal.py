@@ -955,11 +955,17 @@ def _fresh_moments(
 
 def _blocks_peak(group: dict[str, Any], sizes: list[int]) -> int:
     """A blocks group's largest window over its schedule: every window of a cycle at a fixed
-    density; under a rho schedule (windows of several sizes) the start's count of the largest
-    tensors, which bounds every window and equals the peak for equal-sized tensors."""
+    density. Under a rho schedule the windows shrink from the start's count k and may start
+    anywhere, so: for ascending / descending order (windows of consecutive tensors, wrapping) the
+    largest run of k consecutive tensors, which holds every smaller window; for random and mirror
+    order the k largest tensors. Both bound every window whatever T does, and equal the fixed
+    density's peak when the tensor sizes repeat with the layer (as in a transformer)."""
     if group["density_end"] is None:
         return blocks_peak_bytes(group["block_order"], sizes, group["density"])
-    return sum(sorted(sizes, reverse=True)[: blocks_count(group, group["density"])])
+    k, n = blocks_count(group, group["density"]), len(sizes)
+    if group["block_order"] in ("ascending", "descending") and 0 < k <= n:
+        return max(sum(sizes[(start + j) % n] for j in range(k)) for start in range(n))
+    return sum(sorted(sizes, reverse=True)[:k])
 
 
 def _fixed_schedule(group: dict[str, Any]) -> bool:

@@ -39,6 +39,26 @@ def test_blocks_follow_floor_of_the_decaying_rho_and_reselect_when_the_count_cha
     assert peak == max(measured) == measured[0] == 4 * 2 * 12 * 4
 
 
+@pytest.mark.parametrize("order", ["descending", "ascending"])
+def test_a_scheduled_window_of_consecutive_tensors_is_bounded_by_the_largest_run_not_the_largest_tensors(order):
+    # sizes alternate 4x4 / 8x8 (like attention and mlp matrices in a layer): any 3 consecutive
+    # tensors hold at most 64 + 16 + 64 elements, while the 3 largest hold 3 x 64
+    params = [torch.nn.Parameter(torch.randn(8, 8) if i % 2 else torch.randn(4, 4)) for i in range(6)]
+    optimizer = FRUGAL(params, mode="blocks", density=0.5, density_end=1 / 6, density_steps=12, update_gap=2,
+                       block_order=order, update_gap_growth=2.0, update_gap_max=8, loss_plateau=0.5)
+    peak = optimizer.peak_state_bytes()
+    assert peak == 2 * 4 * (64 + 16 + 64)  # two fp32 moments
+    measured = []
+    for step in range(1, 25):
+        _set_grads(params, step)
+        optimizer.step()
+        optimizer.report_loss(1.0)  # a plateau: T grows, the windows move off the fixed cycle
+        measured.append(optimizer_state_bytes(optimizer))
+    assert max(measured) <= peak < 2 * 4 * 3 * 64  # a bound, below the 3 largest tensors'
+    if order == "descending":  # its first window is the last three tensors: 8x8, 4x4, 8x8, the bound itself
+        assert measured[0] == peak
+
+
 @pytest.mark.parametrize("mode", ["svd", "random", "columns", "randk"])
 def test_projection_and_coordinate_modes_replan_their_size_at_each_reselection(mode):
     weight = torch.nn.Parameter(torch.randn(16, 8))

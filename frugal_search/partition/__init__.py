@@ -34,7 +34,12 @@ from frugal_search.partition.lr_transfer import (
 )
 from frugal_search.partition.memory import TrainingMemory
 from frugal_search.partition.meta import PAPER_LLAMA_SHAPES, build_meta_model, load_config, paper_llama_config
-from frugal_search.partition.partition import UNMATCHED_RULE_LOGGER, Partition, baseline_partition, quiet_unmatched_rules
+from frugal_search.partition.partition import (
+    UNMATCHED_RULE_LOGGER,
+    Partition,
+    baseline_partition,
+    quiet_unmatched_rules,
+)
 from frugal_search.partition.rules import LR_SCALE, ROLES, Rule
 from frugal_search.partition.settings import FrugalSettings
 from frugal_search.partition.split_file import SPLIT_FORMAT

@@ -58,11 +58,11 @@ def _partition(base: str, settings: dict[str, Any]):
 
 
 def _mean_density(settings: dict[str, Any]) -> float:
-    """Time-averaged rho of the linear schedule over the run (the fixed density without one)."""
-    start, end = settings["density"], settings.get("density_end")
-    if end is None:
-        return start
-    return statistics.fmean(max(end, start - (start - end) * step / settings["density_steps"]) for step in range(STEPS))
+    """Time-averaged rho of the schedule over the run (the fixed density without one)."""
+    from frugal_search.optimizer._settings import scheduled_density
+
+    group = {"density_end": None, **settings}
+    return statistics.fmean(scheduled_density(group, step) for step in range(1, STEPS + 1))
 
 
 def run_one(job: tuple[str, str, dict[str, Any], int]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ _EXPORTS: dict[str, str] = {
     "printable_storage": "frugal_search.search.storage",
     "check_setup": "frugal_search.search.setup",
     "SetupError": "frugal_search.search.setup",
+    "first_line": "frugal_search.search.setup",
     "WorkersFailedError": "frugal_search.search.workers",
     "run_search": "frugal_search.search.runner",
 }

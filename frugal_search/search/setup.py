@@ -57,16 +57,16 @@ def check_setup(config: StudyConfig) -> nn.Module:
         try:  # the labels are read first: the classifier's head needs their number
             build_labelled_data(config.data_spec())
         except (ValueError, OSError) as error:
-            raise SetupError(f"[data] {_first_line(error)}") from None
+            raise SetupError(f"[data] {first_line(error)}") from None
     try:
         model = build_memory_model(config)
     except Exception as error:  # a factory or checkpoint may raise anything: say which model
-        raise SetupError(f"[model] {source!r} cannot be built: {_first_line(error)}") from None
+        raise SetupError(f"[model] {source!r} cannot be built: {first_line(error)}") from None
     if not config.is_classification:
         try:
             check_data(config.data_spec(), seq_len=config.proxy.budget().seq_len, vocab_size=model_vocab_size(model))
         except (ValueError, OSError) as error:
-            raise SetupError(f"[data] {_first_line(error)}") from None
+            raise SetupError(f"[data] {first_line(error)}") from None
     try:
         check_storage(config.study.storage)
     except ValueError as error:
@@ -94,9 +94,10 @@ def _say_missing_kinds(model: nn.Module) -> None:
         )
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (its type's name when it has none): one line for a user."""
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
 
 
-__all__ = ["SetupError", "check_setup"]
+__all__ = ["SetupError", "check_setup", "first_line"]

@@ -234,13 +234,12 @@ def run_transfer(
 
     from frugal_search.partition import Partition
     from frugal_search.report import model_on_meta, open_study
-    from frugal_search.search import open_storage
+    from frugal_search.search import first_line, open_storage
 
     try:  # before any storage is opened
         target_meta = model_on_meta(plan.model, seed=plan.seed)
     except Exception as error:  # a bad override or factory may raise anything: say which model
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"the target model {plan.model.source!r} cannot be built: {first}") from None
+        raise ValueError(f"the target model {plan.model.source!r} cannot be built: {first_line(error)}") from None
     opened = open_study(study_file, storage=storage, name=name)
     config, study = opened.config, opened.study
     candidates, baselines = _with_best_baseline_runs(candidates_of(study), study)

@@ -175,10 +175,11 @@ FRUGAL_SETTINGS: tuple[str, ...] = (
     "split_lr_scale",
     "reset_state",
 )
-# Settings a param group may override; `seed` is optimizer-wide (one generator).
-# The schedules of rho and T (AdaFRUGAL): partition-wide or per param group, not (yet) per rule or
-# a search dimension (a sampled density below a sampled density_end would be no schedule at all).
+# The schedules of rho and T (AdaFRUGAL): partition-wide or per param group, not per rule. The
+# search samples the end of the rho schedule as a share of the density (search/space.py), since a
+# sampled density_end above a sampled density would be no schedule at all.
 SCHEDULE_SETTINGS: tuple[str, ...] = ("density_end", "density_steps", "update_gap_growth", "update_gap_max", "loss_plateau")
+# Settings a param group may override; `seed` is optimizer-wide (one generator).
 GROUP_SETTINGS: tuple[str, ...] = (
     "lr", "betas", "eps", "weight_decay", "momentum", "nesterov", *SCHEDULE_SETTINGS, *FRUGAL_SETTINGS
 )

@@ -224,6 +224,7 @@ class TrialObjective:
             name=f"{study_name}-trial-{trial.number}",
             provenance=provenance,
             num_layers=self.num_layers,
+            schedule_steps=self.config.proxy.steps,
         )
 
 

@@ -27,6 +27,9 @@ name                             type         allowed                           
 ``state_free_lr_scale``          float, log   >= 0 (not for ``none``)           ``1.0``
 ``split_lr_scale``               float, log   >= 0                              ``1.0``
 ``reset_state``                  choice       true|false                        ``true``
+``density_end_share``            float        0..1 (of ``density``)             ``1.0``
+``update_gap_growth``            float        >= 1                              ``1.0``
+``loss_plateau``                 float        >= 0                              ``0.005``
 ===============================  ===========  ================================  ==============
 
 The FRUGAL settings' dimensions (``stateful_rule`` to ``reset_state``, and ``lr``) allow exactly what the
@@ -50,6 +53,15 @@ the always-stateful tensors take it too) when some kind is ``frugal`` or ``state
 ``split_lr_scale`` when some kind is ``frugal`` or ``state_free``; ``state_free_lr_scale`` unless
 the state-free rule is ``none``; the stateful layer fractions only when attention or MLP is not
 already ``stateful``.
+
+The schedules (AdaFRUGAL's, see :class:`~frugal_search.optimizer.FRUGAL`) are dimensions too, off
+unless ``[space]`` lists them: ``density_end_share`` (where ``density`` applies) decays rho linearly
+over the proxy run to that share of the sampled density (1: constant), and ``update_gap_growth``
+(where ``frugal`` applies) grows T by that factor whenever the relative change of the evaluated
+loss stays under ``loss_plateau`` (sampled only when the growth is above 1). The memory objective
+is the schedule's peak, the start density's state, so a schedule wins a place on the front only by
+its loss. An exported split carries the decay over the proxy's steps; set ``density_steps`` to
+the length of the real run.
 
 The partition a trial gets (first matching rule wins):
 
@@ -152,6 +164,14 @@ DIMENSIONS: dict[str, DimensionKind] = {
         _share("stateful_last_layers", "fraction of the last layers whose blocks stay stateful")
     ),
     **{name: DimensionKind(SETTINGS[name], log=name in _LOG_SCALE) for name in FRUGAL_SETTINGS},
+    "density_end_share": DimensionKind(
+        Setting(
+            "density_end_share", "float", 1.0, low=0.0, high=1.0,
+            help="rho at the end of the proxy run as a share of density (1: no rho schedule)",
+        )
+    ),
+    "update_gap_growth": DimensionKind(SETTINGS["update_gap_growth"]),
+    "loss_plateau": DimensionKind(SETTINGS["loss_plateau"]),
 }
 
 
@@ -365,7 +385,11 @@ def choose_settings(value_of: Callable[[str], Any]) -> dict[str, Any]:
             values["rank"] = rank
         else:
             values["density"] = value_of("density")
+            values["density_end_share"] = value_of("density_end_share")
         values["update_gap"] = value_of("update_gap")
+        values["update_gap_growth"] = value_of("update_gap_growth")
+        if values["update_gap_growth"] != 1.0:
+            values["loss_plateau"] = value_of("loss_plateau")
         if mode == "blocks":
             values["block_order"] = value_of("block_order")
         values["reset_state"] = value_of("reset_state")
@@ -393,19 +417,28 @@ def baseline_point(name: str, *, density: float = 0.25, lr: float | None = None)
         if rule is None or rule.layers is not None or rule.names is not None or rule.lr_scale != 1.0:
             raise ValueError(f"baseline {name!r} gives {kind} no whole-kind rule; it is not a point of the space")
         roles[f"{kind}_role"] = rule.role
-    fixed = {**roles, "embedding_norm_head_lr_scale": 1.0, "stateful_first_layers": 0.0, "stateful_last_layers": 0.0}
+    fixed = {
+        **roles, "embedding_norm_head_lr_scale": 1.0, "stateful_first_layers": 0.0, "stateful_last_layers": 0.0,
+        "density_end_share": 1.0,
+    }
     return choose_settings(lambda key: fixed[key] if key in fixed else settings.get(key))
 
 
 def partition_from_settings(
-    values: dict[str, Any], *, name: str | None = None, provenance: Any = None, num_layers: int | None = None
+    values: dict[str, Any],
+    *,
+    name: str | None = None,
+    provenance: Any = None,
+    num_layers: int | None = None,
+    schedule_steps: int | None = None,
 ) -> Partition:
     """Build the :class:`Partition` that the sampled ``values`` describe (rules in the docstring order).
 
     ``num_layers`` (the proxy model's depth) snaps the stateful shares of first and last layers to
     whole layers of the proxy: a share s becomes ``k = round(s * num_layers)`` layers, written as
     the share ``k / num_layers`` (so it transfers as the same share of a deeper model), and no rule
-    at all when k is 0. Without it the raw share is used.
+    at all when k is 0. Without it the raw share is used. ``schedule_steps`` (the proxy run's
+    steps) is the length of a rho schedule; values with ``density_end_share`` below 1 need it.
     """
     outer_scale = values.get("embedding_norm_head_lr_scale", 1.0)
     rules = []
@@ -428,7 +461,23 @@ def partition_from_settings(
         rules.append(Rule(values["mlp_role"], kinds=("mlp",)))
     rules.append(Rule("stateful"))  # biases and anything else
     settings = {key: values[key] for key in FRUGAL_SETTINGS if key in values}
+    settings.update(_schedule_settings(values, schedule_steps))
     return Partition(rules, lr=values["lr"], **settings, name=name, provenance=provenance)
+
+
+def _schedule_settings(values: dict[str, Any], schedule_steps: int | None) -> dict[str, Any]:
+    """The FRUGAL schedule settings of the sampled ``values`` (none for constant rho and T)."""
+    settings: dict[str, Any] = {}
+    share = values.get("density_end_share", 1.0)
+    if share != 1.0 and "density" in values:
+        if schedule_steps is None:
+            raise ValueError("density_end_share below 1 needs schedule_steps, the steps the rho schedule spans")
+        settings["density_end"] = values["density"] * share
+        settings["density_steps"] = schedule_steps
+    if values.get("update_gap_growth", 1.0) != 1.0:
+        settings["update_gap_growth"] = values["update_gap_growth"]
+        settings["loss_plateau"] = values["loss_plateau"]
+    return settings
 
 
 def _snap_share(share: float, num_layers: int | None) -> float:
@@ -445,7 +494,10 @@ def sample_partition(
     name: str | None = None,
     provenance: Any = None,
     num_layers: int | None = None,
+    schedule_steps: int | None = None,
 ) -> Partition:
     """Sample this trial's point of ``space`` and return it as a :class:`Partition`."""
     values = sample_settings(trial, space)
-    return partition_from_settings(values, name=name, provenance=provenance, num_layers=num_layers)
+    return partition_from_settings(
+        values, name=name, provenance=provenance, num_layers=num_layers, schedule_steps=schedule_steps
+    )

@@ -141,3 +141,46 @@ def test_sampled_partition_memory_follows_density(model: torch.nn.Module) -> Non
         if ".layers." in name and name.endswith("proj.weight")
     )
     assert high.state_bytes(model) - low.state_bytes(model) == 2 * 4 * block_elements
+
+
+def test_schedules_are_off_unless_the_space_lists_them() -> None:
+    trial = optuna.create_study().ask()
+    values = sample_settings(trial, parse_space({"density": [0.1, 0.4]}))
+    assert values["density_end_share"] == 1.0 and values["update_gap_growth"] == 1.0
+    assert "loss_plateau" not in values  # no growth, no plateau to sample
+    settings = partition_from_settings(values, schedule_steps=150).settings
+    assert settings.density_end is None and settings.update_gap_growth == 1.0
+
+
+def test_a_sampled_rho_schedule_decays_to_its_share_over_the_proxy_steps(model: torch.nn.Module) -> None:
+    space = parse_space({"density": 0.4, "density_end_share": [0.1, 0.9], "mode": "blocks"})
+    trial = optuna.create_study().ask()
+    values = sample_settings(trial, space)
+    share = trial.params["density_end_share"]
+    settings = partition_from_settings(values, schedule_steps=150).settings
+    assert settings.density_end == pytest.approx(0.4 * share)
+    assert settings.density_steps == 150
+    with pytest.raises(ValueError, match="schedule_steps"):
+        partition_from_settings(values)
+    # the memory objective is the schedule's peak: never below the constant density's state
+    constant = partition_from_settings({**values, "density_end_share": 1.0})
+    scheduled = partition_from_settings(values, schedule_steps=150)
+    assert scheduled.state_bytes(model) >= constant.state_bytes(model)
+
+
+def test_rank_modes_take_no_rho_schedule() -> None:
+    space = parse_space({"mode": "svd", "rank": [2, 8], "density_end_share": [0.1, 0.9]})
+    trial = optuna.create_study().ask()
+    values = sample_settings(trial, space)
+    assert "density_end_share" not in trial.params and "density" not in values
+    assert partition_from_settings(values).settings.density_end is None
+
+
+def test_a_sampled_t_growth_samples_its_plateau_and_reaches_the_optimizer() -> None:
+    space = parse_space({"update_gap_growth": [1.5, 3.0], "loss_plateau": [0.01, 0.1]})
+    trial = optuna.create_study().ask()
+    values = sample_settings(trial, space)
+    assert {"update_gap_growth", "loss_plateau"} <= set(trial.params)
+    settings = partition_from_settings(values).settings
+    assert settings.update_gap_growth == trial.params["update_gap_growth"]
+    assert settings.loss_plateau == trial.params["loss_plateau"]

@@ -1,7 +1,7 @@
 """Partitions: rules that give every parameter of any model a role, their exact memory, split files.
 
 Public names: :class:`Partition`, :class:`Rule`, :class:`FrugalSettings`, :func:`baseline_partition`,
-the baseline registry (:data:`BASELINES` of :class:`Baseline`, :data:`BASELINE_NAMES`,
+the baseline registry (:data:`BASELINES` of :class:`Baseline`, :data:`ADAMW_BASELINE`, :data:`BASELINE_NAMES`,
 :data:`BASELINE_ALIASES`, :func:`find_baseline`, :func:`accepted_baseline_names`),
 :func:`introspect` / :class:`ParamInfo` / :data:`KINDS`, :func:`selected_layers`,
 :func:`build_meta_model`, :func:`paper_llama_config`, :class:`TrainingMemory`, :data:`SPLIT_FORMAT`,
@@ -15,6 +15,7 @@ Modules, each importing only those above it: ``introspect``, ``layers``, ``meta`
 """
 
 from frugal_search.partition.baselines import (
+    ADAMW_BASELINE,
     BASELINE_ALIASES,
     BASELINE_NAMES,
     BASELINES,
@@ -45,6 +46,7 @@ from frugal_search.partition.settings import FrugalSettings
 from frugal_search.partition.split_file import SPLIT_FORMAT
 
 __all__ = [
+    "ADAMW_BASELINE",
     "BASELINES",
     "BASELINE_ALIASES",
     "BASELINE_NAMES",

@@ -55,13 +55,16 @@ def _baseline(name: str, aliases: tuple[str, ...], words: str, rules: tuple[Rule
     return Baseline(name, aliases, words, rules, MappingProxyType(values), **fields)
 
 
+ADAMW_BASELINE = "adamw"
+"""The name of the all-stateful baseline, the reference every memory figure is a share of."""
+
 _PAPER = {"mode": "blocks", "update_gap": PAPER_UPDATE_GAP, "block_order": "descending", "state_free": "signsgd"}
 
 BASELINES: Mapping[str, Baseline] = MappingProxyType(
     {
         baseline.name: baseline
         for baseline in (
-            _baseline("adamw", (), "AdamW: every parameter stateful", (Rule("stateful"),), uses_density=False),
+            _baseline(ADAMW_BASELINE, (), "AdamW: every parameter stateful", (Rule("stateful"),), uses_density=False),
             _baseline(
                 "frugal",
                 ("paper",),

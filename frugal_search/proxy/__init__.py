@@ -35,7 +35,7 @@ from frugal_search.proxy.labelled_data import (
     is_labelled_source,
 )
 from frugal_search.proxy.loop import resolve_device, run_proxy
-from frugal_search.proxy.lora import LoraSpec, peft_available
+from frugal_search.proxy.lora import LORA_METHOD, LoraSpec, peft_available
 from frugal_search.proxy.memory import training_memory
 from frugal_search.proxy.models import PRESETS, ModelSpec, build_model, causal_lm_loss, has_weights, model_vocab_size
 from frugal_search.proxy.pretrained import (
@@ -49,6 +49,7 @@ from frugal_search.proxy.result import ProxyResult
 from frugal_search.proxy.tasks import CAUSAL_LM, METRIC_DIRECTIONS, SEQUENCE_CLASSIFICATION, TASK_KINDS, TaskSpec
 
 __all__ = [
+    "LORA_METHOD",
     "BUILTIN_TASK",
     "CAUSAL_LM",
     "DEFAULT_STEPS",

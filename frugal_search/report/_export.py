@@ -12,6 +12,7 @@ from frugal_search.report._objective import study_objective
 from frugal_search.report._seeds import best_baseline_runs
 from frugal_search.report._table import feasible_rows, trials_table
 from frugal_search.report._write import storage_url_of
+from frugal_search.search import LORA_BASELINE
 from frugal_search.units import MIB, format_bytes, parse_bytes
 
 if TYPE_CHECKING:
@@ -34,9 +35,6 @@ _PROVENANCE_METRICS: tuple[str, ...] = (
 )
 
 _OPTIONAL_METRICS = ("accuracy", "macro_f1", "training_bytes")
-
-# What a LoRA trial stores as its "split" (``LoraSpec.to_dict``): a method, not a partition.
-LORA_METHOD = "lora"
 
 # Attributes of a transfer trial (``<study>-transfer``) copied into the source of its exported split.
 _TRANSFER_SOURCE: tuple[str, ...] = ("source_trial", "lr_rule", "lr_multiplier", "target_model")
@@ -100,7 +98,7 @@ def select_trial(
             f"(state {chosen.state.name}, reason: {chosen.user_attrs.get('reason') or 'none recorded'}); "
             "export another trial"
         )
-    if chosen.user_attrs["split"].get("method") == LORA_METHOD:
+    if chosen.user_attrs["split"].get("method") == LORA_BASELINE:
         raise ValueError(
             f"trial {chosen.number} of study {study.study_name!r} is a LoRA trial ({chosen.user_attrs.get('summary')}), "
             "not a split: it has no partition to export; use LoRA (peft) itself, or export a FRUGAL trial"

@@ -12,6 +12,7 @@ import pandas as pd
 
 from frugal_search.report._analysis import ObjectiveImportance
 from frugal_search.report._objective import LOSS_OBJECTIVE, Objective
+from frugal_search.search import LORA_BASELINE
 from frugal_search.units import format_bytes
 
 # outcomes that end a trial without a loss, and how the report says so
@@ -264,7 +265,7 @@ def _best_section(content: ReportContent) -> list[str]:
         )
         lines += ["", *verdict_sentences(number, comparison), "", "The lr grid each baseline ran on:", ""]
         lines += [f"- {row.baseline}: {row.grid}" for row in comparison.itertuples(index=False)]
-    if best["baseline"] == "lora":
+    if best["baseline"] == LORA_BASELINE:
         lines += [
             "",
             "## Take it away",

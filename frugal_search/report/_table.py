@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from frugal_search.partition import ADAMW_BASELINE
 from frugal_search.report._objective import LOSS_OBJECTIVE, Objective, study_objective
 from frugal_search.units import MIB
 
@@ -53,9 +54,6 @@ _OUTCOME_BY_STATE: dict[str, str] = {
     "RUNNING": "running",
     "WAITING": "waiting",
 }
-
-ADAMW_BASELINE = "adamw"
-
 
 def _float_or_nan(value: Any) -> float:
     """Return ``value`` as a float, NaN for None or anything that is not a number."""

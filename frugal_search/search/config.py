@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 from frugal_search.optimizer import check_known_keys
 from frugal_search.partition import accepted_baseline_names
+from frugal_search.proxy import LORA_METHOD
 from frugal_search.search.space import SearchSpace, SpaceError, parse_space
 from frugal_search.units import parse_bytes
 
@@ -38,7 +39,7 @@ OBJECTIVE_DIRECTIONS: dict[str, str] = {
     "training_mib": "minimize",
 }
 DEFAULT_OBJECTIVES = ("eval_loss", "state_mib")
-LORA_BASELINE = "lora"
+LORA_BASELINE = LORA_METHOD
 """The LoRA baseline (rank 8 through peft): not a partition, so not among the partition stage's names."""
 FIDELITIES = ("none", "successive-halving")
 BASELINE_NAMES = (*accepted_baseline_names(), LORA_BASELINE)

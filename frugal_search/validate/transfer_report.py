@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from frugal_search.partition import ADAMW_BASELINE
 from frugal_search.validate.summary import FidelityRow, FidelitySummary, format_number, shorten, summarize_fidelity
 
 MARKDOWN_FILE = "transfer.md"
 PLOT_FILE = "transfer.png"
-ADAMW = "adamw"
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def summarize_transfer(results: Any, *, state_share: float = 0.25) -> TransferSu
                        results.confirmed,
                        lambda n: next((c.best_loss for c in confirmations if c.number == n and c.losses), None))
         )
-    adamw = next((c.state_mib for c in confirmations if c.baseline == ADAMW), None)
+    adamw = next((c.state_mib for c in confirmations if c.baseline == ADAMW_BASELINE), None)
     limit = math.inf if adamw is None else state_share * adamw
     searched = [c for c in confirmations if c.baseline is None and c.losses and c.state_mib <= limit]
     baselines = [c for c in confirmations if c.baseline is not None and c.losses]

@@ -86,3 +86,22 @@ def test_without_torchs_device_list_the_fused_kernel_is_taken_for_cuda_only(monk
         monkeypatch.undo()
         _math._fused_devices.cache_clear()
     assert _math.fused_supported([torch.zeros(2)])  # torch 2.13's own list has the CPU
+
+
+@pytest.mark.parametrize("dtypes", [(torch.float32, torch.float32), (torch.float32, torch.float64)])
+def test_low_rank_moments_of_a_group_in_one_call_equal_the_single_tensor_path(dtypes):
+    # the fast path advances every split tensor's low-rank Adam in one multi-tensor call (one
+    # zeroed buffer when the dtypes agree, a buffer per tensor when they do not)
+    generator = torch.Generator().manual_seed(3)
+    start = [torch.randn(shape, generator=generator).to(dtype) for shape, dtype in zip(((8, 6), (5, 9)), dtypes)]
+    grads = [[torch.randn(t.shape, generator=generator).to(t.dtype) for t in start] for _ in range(6)]
+
+    def frugal(foreach):
+        return lambda params: FRUGAL(
+            [{"params": params, "mode": "svd", "rank": 2}], lr=1e-2, update_gap=3, foreach=foreach, weight_decay=0.1
+        )
+
+    fast, single = _train(frugal(True), start, grads), _train(frugal(False), start, grads)
+    for mine, reference in zip(fast, single, strict=True):
+        assert mine.dtype == reference.dtype
+        torch.testing.assert_close(mine, reference, rtol=0, atol=1e-6)

@@ -286,34 +286,26 @@ def _one_device_and_dtype(params: list[torch.Tensor], grads: list[torch.Tensor])
     return all(t.device == device and t.dtype == dtype for t in chain(params, grads))
 
 
-def adam_deltas(
-    lows: list[torch.Tensor],
-    exp_avgs: list[torch.Tensor],
-    exp_avg_sqs: list[torch.Tensor],
-    steps: list[torch.Tensor],
+def adam_delta(
+    low: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    step: torch.Tensor,
     *,
     lr: float,
     beta1: float,
     beta2: float,
     eps: float,
     fused: bool | None,
-) -> list[torch.Tensor]:
-    """Advance the low-rank moments of many tensors at once; return their Adam steps.
-
-    One multi-tensor AdamW call (the fused kernel where supported) on views of one zeroed buffer:
-    per tensor, the kernel's launch and a fresh allocation cost more on the CPU than its arithmetic.
-    """
-    if not lows:
-        return []
-    if _one_device_and_dtype(lows, lows):
-        buffer = torch.zeros(sum(low.numel() for low in lows), dtype=lows[0].dtype, device=lows[0].device)
-        deltas = [part.view(low.shape) for part, low in zip(buffer.split([low.numel() for low in lows]), lows)]
+) -> torch.Tensor:
+    """Advance one tensor's low-rank moments and return its Adam step (fused kernel on zeros)."""
+    delta = torch.zeros_like(low)
+    use_fused = fused_supported([low]) if fused is None else fused
+    if use_fused:
+        fused_adamw_([delta], [low], [exp_avg], [exp_avg_sq], [step], lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=0.0)
     else:
-        deltas = [torch.zeros_like(low) for low in lows]
-    adamw_multi(
-        deltas, lows, exp_avgs, exp_avg_sqs, steps, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=0.0, fused=fused
-    )
-    return deltas
+        adamw_multi([delta], [low], [exp_avg], [exp_avg_sq], [step], lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=0.0, fused=False)
+    return delta
 
 
 # Elements per chunk of the CPU passes: 1 MiB of fp32. The sign (or residual) of a chunk of the

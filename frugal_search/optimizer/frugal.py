@@ -883,7 +883,7 @@ class FRUGAL(Optimizer):
         adam = {"beta1": beta1, "beta2": beta2, "eps": group["eps"], "lr": lr}
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         if not single:
-            return _math.adam_deltas([grad], [exp_avg], [exp_avg_sq], [step], fused=self._fused, **adam)[0]
+            return _math.adam_delta(grad, exp_avg, exp_avg_sq, step, fused=self._fused, **adam)
         denominator, step_size = _math.adam_moments_single(grad, exp_avg, exp_avg_sq, step, **adam)
         return torch.zeros_like(grad).addcdiv_(exp_avg, denominator, value=-step_size)
 
@@ -928,23 +928,12 @@ class FRUGAL(Optimizer):
                 momentum=group["momentum"], nesterov=group["nesterov"],
             )
         _math.state_free_update_(free_params, free_grads, rule=rule, lr_free=lr_free, decay=decay)
-        if not split_tensors:
-            return
-        lows, moment_inputs = [], []
-        for state, (plan, _, grad_matrix, selection, reduce) in split_tensors:
+        # One tensor at a time, so that its gradient and parameter are still in cache when the
+        # state-free pass and the lift read them right after the projection.
+        for state, (plan, param_matrix, grad_matrix, selection, reduce) in split_tensors:
             low = _math.project_down(plan, grad_matrix, selection)
-            lows.append(low)
-            moment_inputs.append(low if reduce is None else _columns_of(reduce.all_reduce(low), reduce))
-        states = [state for state, _ in split_tensors]
-        if stateful_rule == "adamw":  # all low-rank moments in one multi-tensor call
-            deltas = _math.adam_deltas(
-                moment_inputs, *([state[key] for state in states] for key in (*keys, "step")), lr=lr_sf, **adam
-            )
-        else:
-            deltas = [
-                self._stateful_delta(group, low, state, lr_sf, single=False) for low, state in zip(moment_inputs, states)
-            ]
-        for (_, (plan, param_matrix, grad_matrix, selection, reduce)), low, delta in zip(split_tensors, lows, deltas):
+            moment_input = low if reduce is None else _columns_of(reduce.all_reduce(low), reduce)
+            delta = self._stateful_delta(group, moment_input, state, lr_sf, single=False)
             if reduce is not None:
                 delta = reduce.gather(delta, tuple(low.shape), dim=1)
             _math.split_update_(

@@ -135,7 +135,11 @@ class TrialObjective:
         memory_mib = (state_bytes if memory_name == "state_mib" else planned.total_bytes) / MIB
         budget = self.config.study.memory_budget
         if budget is not None:
-            # > 0 is infeasible; samplers that know constraints (TPE, NSGA-II, GP) learn from it
+            # > 0 is infeasible. Stored with the trial (the dashboard and reports read it); it does not
+            # steer the samplers here: TPE already ranks a pruned trial without values below every
+            # finished one (benchmarks/constraints.py drew the same partitions with and without it),
+            # and GP and NSGA-II learn from finished trials only. The budget is enforced by not
+            # running an infeasible partition.
             trial.set_constraint("memory_budget", (state_bytes - budget) / MIB)
         over_budget = budget is not None and state_bytes > budget
         trial.set_user_attr("over_budget", over_budget)

@@ -89,9 +89,9 @@ def test_without_torchs_device_list_the_fused_kernel_is_taken_for_cuda_only(monk
 
 
 @pytest.mark.parametrize("dtypes", [(torch.float32, torch.float32), (torch.float32, torch.float64)])
-def test_low_rank_moments_of_a_group_in_one_call_equal_the_single_tensor_path(dtypes):
-    # the fast path advances every split tensor's low-rank Adam in one multi-tensor call (one
-    # zeroed buffer when the dtypes agree, a buffer per tensor when they do not)
+def test_low_rank_moments_on_the_fused_kernel_equal_the_single_tensor_path(dtypes):
+    # the fast path runs each split tensor's low-rank Adam on the fused kernel, tensor by tensor,
+    # also when the group mixes dtypes
     generator = torch.Generator().manual_seed(3)
     start = [torch.randn(shape, generator=generator).to(dtype) for shape, dtype in zip(((8, 6), (5, 9)), dtypes)]
     grads = [[torch.randn(t.shape, generator=generator).to(t.dtype) for t in start] for _ in range(6)]

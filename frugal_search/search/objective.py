@@ -135,7 +135,7 @@ class TrialObjective:
         memory_mib = (state_bytes if memory_name == "state_mib" else planned.total_bytes) / MIB
         budget = self.config.study.memory_budget
         if budget is not None:
-            # > 0 is infeasible. Stored with the trial (the dashboard and reports read it); it does not
+            # > 0 is infeasible. Stored with the trial (optuna-dashboard shows it); it does not
             # steer the samplers here: TPE already ranks a pruned trial without values below every
             # finished one (benchmarks/constraints.py: 13 of 93 draws infeasible with it and without),
             # and GP and NSGA-II learn from finished trials only. The budget is enforced by not

@@ -15,8 +15,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "validate",
         help="re-run the best and other trials with a longer budget and compare rankings",
         description="Re-run the TOP best front partitions of a finished study and TOP other finished "
-        "trials spread over memory, each with FACTOR times the proxy steps and several seeds; write "
-        "fidelity.md and fidelity.png (rank correlations, seed-to-seed ceiling, front survival) to "
+        "trials spread over memory, each with FACTOR times the proxy steps and several seeds, and the "
+        "report's recommended trial and each baseline's best run of its lr grid; write "
+        "fidelity.md and fidelity.png (rank correlations, seed-to-seed ceiling, front survival, the "
+        "recommendation's verdict against each baseline after long training) to "
         "reports/<study name>/. Finished long runs are kept in fidelity_runs.json there, so running "
         "the same command again resumes.",
     )

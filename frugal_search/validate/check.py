@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from frugal_search.validate._pool import run_each
-from frugal_search.validate.selection import Candidate, select_for_fidelity
+from frugal_search.validate.selection import Candidate, best_baseline_runs, select_for_fidelity
 from frugal_search.validate.store import LongRunStore, run_key
 from frugal_search.validate.summary import FidelityRow, FidelitySummary, format_fidelity_markdown, summarize_fidelity
 
@@ -81,6 +81,20 @@ def candidates_of(study: Any) -> list[Candidate]:
     return candidates
 
 
+def baseline_names(study: Any) -> dict[int, str]:
+    """``{trial number: baseline name}`` of the study's baseline trials (every lr of their grids)."""
+    return {frozen.number: frozen.user_attrs["baseline"] for frozen in study.trials if frozen.user_attrs.get("baseline")}
+
+
+def recommended_trial(study: Any, config: Any) -> int | None:
+    """The trial the study's report recommends: the best under the memory budget (None: none finished)."""
+    from frugal_search.report import best_under_budget, study_objective, trials_table
+
+    row = best_under_budget(trials_table(study), memory_budget_bytes=config.study.memory_budget,
+                            objective=study_objective(study))
+    return None if row is None else int(row["number"])
+
+
 def run_fidelity_check(
     study_file: str | Path,
     *,
@@ -110,6 +124,11 @@ def run_fidelity_check(
             "needs at least 2 (run the search first: frugal-search run <study.toml>)"
         )
     best, others = select_for_fidelity(candidates, top=check.top)
+    # The report's verdict of the recommendation against each baseline at its best lr, at the long
+    # budget too: on a short proxy they can tie and part once trained longer (issue 11).
+    baselines = best_baseline_runs(candidates, baseline_names(study))
+    recommended = recommended_trial(study, config)
+    references = [n for n in dict.fromkeys([recommended, *baselines]) if n is not None and n not in [*best, *others]]
     by_number = {c.number: c for c in candidates}
     proxy_budget = config.proxy.budget()
     long_budget = scale_budget(proxy_budget, check.factor)
@@ -118,15 +137,17 @@ def run_fidelity_check(
     device = check.device or config.proxy.device
     store = LongRunStore(Path(report_dir) / RUNS_FILE)
     logger.info(
-        "fidelity check of %r: %d front + %d other trials, %d -> %d steps, seeds %s",
-        study.study_name, len(best), len(others), proxy_budget.total_steps, long_budget.total_steps, check.seeds,
+        "fidelity check of %r: %d front + %d other trials + %d more for the baseline verdicts, %d -> %d steps, "
+        "seeds %s", study.study_name, len(best), len(others), len(references), proxy_budget.total_steps,
+        long_budget.total_steps, check.seeds,
     )
-    splits = {number: study.trials[number].user_attrs["split"] for number in [*best, *others]}
+    chosen = [*best, *others, *references]
+    splits = {number: study.trials[number].user_attrs["split"] for number in chosen}
 
     def key_of(number: int, seed: int) -> str:
         return run_key(trial_number=number, seed=seed, steps=long_budget.total_steps, split=splits[number])
 
-    tasks = [(number, seed) for number in [*best, *others] for seed in check.seeds if key_of(number, seed) not in store]
+    tasks = [(number, seed) for number in chosen for seed in check.seeds if key_of(number, seed) not in store]
     if tasks:
         logger.info("%d long runs to do (%d already stored)", len(tasks), len(store))
 
@@ -140,7 +161,7 @@ def run_fidelity_check(
     run_each(_long_run, jobs, workers=check.workers, on_result=lambda key, result: record(*key, result))
 
     rows = []
-    for group, numbers in (("best", best), ("other", others)):
+    for group, numbers in (("best", best), ("other", others), ("reference", references)):
         for number in numbers:
             frozen = study.trials[number]
             losses = []
@@ -173,7 +194,7 @@ def run_fidelity_check(
         "top": check.top,
         "command": command,
     }
-    return summarize_fidelity(rows, bands=check.bands, settings=settings)
+    return summarize_fidelity(rows, bands=check.bands, settings=settings, recommended=recommended, baselines=baselines)
 
 
 def _long_run(model: Any, data: Any, split: dict[str, Any], budget: Any, device: str, seed: int) -> dict[str, Any]:

@@ -55,7 +55,10 @@ def plot_fidelity(summary: FidelitySummary, path: str | os.PathLike[str]) -> Non
 
 def finite_rows(summary: FidelitySummary) -> list:
     """The rows of ``summary`` with a finite proxy and long-run loss (what a scatter can draw)."""
-    return [row for row in summary.rows if math.isfinite(row.long_loss) and math.isfinite(row.proxy_loss)]
+    return [
+        row for row in summary.rows
+        if row.group != "reference" and math.isfinite(row.long_loss) and math.isfinite(row.proxy_loss)
+    ]
 
 
 def draw_rank_panel(figure, axis, summary: FidelitySummary, *, ylabel: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,10 @@ class FidelityRow:
     """One re-run partition: its proxy loss from the study and its long-run loss for every seed."""
 
     number: int
-    group: str  # "best" (picked from the proxy's front) or "other" (spread over memory)
+    # "best" (picked from the proxy's front), "other" (spread over memory), "baseline" (the transfer
+    # check's baselines) or "reference" (re-run only for the baseline verdicts: the recommendation or
+    # a baseline's best run not picked otherwise; left out of the correlations and the plot)
+    group: str
     state_mib: float
     proxy_loss: float
     long_losses: tuple[float, ...]  # one per seed, in seed order; +inf for a diverged run
@@ -33,6 +37,13 @@ class FidelityRow:
         if not self.long_losses or not all(math.isfinite(loss) for loss in self.long_losses):
             return math.inf
         return sum(self.long_losses) / len(self.long_losses)
+
+    @property
+    def long_spread(self) -> float:
+        """Sample standard deviation of the long-run losses over the seeds (NaN with one seed)."""
+        if len(self.long_losses) < 2 or not math.isfinite(self.long_loss):
+            return math.nan
+        return statistics.stdev(self.long_losses)
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,18 @@ class BandCorrelation:
 
 
 @dataclass(frozen=True)
+class LongVerdict:
+    """The recommendation against one baseline's best run of its lr grid, after long training."""
+
+    baseline: str
+    number: int  # the baseline's trial
+    recommended: int
+    difference: float  # recommended mean long loss - the baseline's
+    spread: float  # the larger of the two seed spreads (NaN with one seed)
+    verdict: str | None  # beats / ties / loses (see frugal_search.report.verdict); None: a run diverged
+
+
+@dataclass(frozen=True)
 class FidelitySummary:
     """Everything ``fidelity.md`` and ``fidelity.png`` show."""
 
@@ -56,18 +79,28 @@ class FidelitySummary:
     bands: list[BandCorrelation]
     survival: FrontSurvival
     settings: dict[str, Any] = field(default_factory=dict)
+    verdicts: list[LongVerdict] = field(default_factory=list)
 
 
 def summarize_fidelity(
-    rows: Sequence[FidelityRow], *, bands: int = 3, settings: Mapping[str, Any] | None = None
+    rows: Sequence[FidelityRow],
+    *,
+    bands: int = 3,
+    settings: Mapping[str, Any] | None = None,
+    recommended: int | None = None,
+    baselines: Mapping[int, str] | None = None,
 ) -> FidelitySummary:
-    """Return the correlations, memory-band correlations and front survival of ``rows``.
+    """Return the correlations, memory-band correlations and front survival of ``rows``, and the
+    long-run verdict of the ``recommended`` trial against each baseline run of ``baselines``
+    (``{trial number: name}``).
 
     Rows without a long run for every seed are left out. Memory bands cut the rows into ``bands``
     equal-count groups by state memory: within a band memory cannot explain the ranking, so this is
-    the harder test (memory and loss are strongly tied overall).
+    the harder test (memory and loss are strongly tied overall). "reference" rows count only for
+    the verdicts.
     """
-    complete = [row for row in rows if row.long_losses]
+    every = [row for row in rows if row.long_losses]
+    complete = [row for row in every if row.group != "reference"]
     seed_count = min((len(row.long_losses) for row in complete), default=0)
     proxy = [row.proxy_loss for row in complete]
     long_mean = [row.long_loss for row in complete]
@@ -92,14 +125,41 @@ def summarize_fidelity(
         [row.number for row in complete], proxy, long_mean, [row.state_mib for row in complete]
     )
     return FidelitySummary(
-        rows=list(complete),
+        rows=every,
         overall=correlate(proxy, long_mean),
         per_seed=per_seed,
         ceiling=ceiling,
         bands=band_results,
         survival=survival,
         settings=dict(settings or {}),
+        verdicts=_long_verdicts(every, recommended, baselines or {}),
     )
+
+
+def _long_verdicts(rows: Sequence[FidelityRow], recommended: int | None, baselines: Mapping[int, str]) -> list[LongVerdict]:
+    from frugal_search.report import verdict
+
+    by_number = {row.number: row for row in rows}
+    ours = by_number.get(recommended) if recommended is not None else None
+    if ours is None:
+        return []
+    verdicts = []
+    for number, name in baselines.items():
+        theirs = by_number.get(number)
+        if theirs is None or number == recommended:
+            continue
+        spreads = [s for s in (ours.long_spread, theirs.long_spread) if math.isfinite(s)]
+        verdicts.append(
+            LongVerdict(
+                baseline=name,
+                number=number,
+                recommended=ours.number,
+                difference=ours.long_loss - theirs.long_loss,
+                spread=max(spreads) if spreads else math.nan,
+                verdict=verdict(ours.long_loss, ours.long_spread, theirs.long_loss, theirs.long_spread),
+            )
+        )
+    return verdicts
 
 
 def format_number(value: float, digits: int = 3) -> str:
@@ -166,6 +226,20 @@ def format_fidelity_markdown(summary: FidelitySummary) -> str:
         f"Kept: {survival.kept or 'none'}. Dropped out (dominated after long training): "
         f"{survival.dropped or 'none'}. Joined the front: {survival.joined or 'none'}."
     )
+    if summary.verdicts:
+        seed_count = len(seeds)
+        lines += ["", "## The recommendation against the baselines after long training", ""]
+        lines.append(
+            f"The study's recommended trial #{summary.verdicts[0].recommended} against each baseline at its best "
+            f"lr of the study's grid, both trained {settings.get('factor', '?')}x longer, mean over {seed_count} "
+            "seed(s); a difference no larger than the larger seed spread is a tie:"
+        )
+        lines += ["", "| baseline | its trial | difference (recommended - baseline) | spread | verdict |", "|---|---|---|---|---|"]
+        for item in summary.verdicts:
+            lines.append(
+                f"| {item.baseline} | #{item.number} | {format_number(item.difference)} | "
+                f"{format_number(item.spread)} | {item.verdict or 'a run diverged'} |"
+            )
     lines += ["", "## Runs", ""]
     header = "| trial | picked as | state MiB | proxy loss | " + " | ".join(
         f"long loss seed {seed}" for seed in seeds

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from frugal_search.validate._pool import run_each
-from frugal_search.validate.check import candidates_of, scale_budget
-from frugal_search.validate.selection import select_for_fidelity
+from frugal_search.validate.check import baseline_names, candidates_of, scale_budget
+from frugal_search.validate.selection import best_baseline_runs, select_for_fidelity
 from frugal_search.validate.store import split_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -304,12 +304,7 @@ def run_transfer(
 def _with_best_baseline_runs(candidates: list[Any], study: Any) -> tuple[list[Any], dict[int, str]]:
     """``candidates`` with each baseline kept at its best run of its lr grid (the run the report
     compares with; its other lrs are left out), and those runs' names by trial number."""
-    best: dict[str, Any] = {}
-    for candidate in candidates:
-        name = study.trials[candidate.number].user_attrs.get("baseline")
-        if name and (name not in best or candidate.proxy_loss < best[name].proxy_loss):
-            best[name] = candidate
-    baselines = {candidate.number: name for name, candidate in best.items()}
+    baselines = best_baseline_runs(candidates, baseline_names(study))
     kept = [c for c in candidates if c.number in baselines or not study.trials[c.number].user_attrs.get("baseline")]
     return kept, baselines
 

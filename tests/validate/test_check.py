@@ -21,9 +21,8 @@ _MODEL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "n
 STUDY_TOML = MINI_STUDY_TOML
 
 
-@pytest.fixture()
-def mini_study(tmp_path):
-    partitions = [
+def six_partitions() -> list[Partition]:
+    return [
         Partition.adamw(lr=3e-3),
         Partition.paper(0.25, lr=3e-3, update_gap=2),
         Partition.paper(0.0, lr=3e-3, update_gap=2),
@@ -31,6 +30,11 @@ def mini_study(tmp_path):
         Partition.paper(0.5, lr=1e-2, update_gap=2),
         Partition.adamw(lr=1e-2),
     ]
+
+
+@pytest.fixture()
+def mini_study(tmp_path):
+    partitions = six_partitions()
     # proxy losses and memory made up for the selection: trials 0, 2, 4 form the front
     values = [(3.0, 6.0), (3.5, 4.0), (4.0, 1.0), (4.2, 5.0), (3.2, 3.0), (3.6, 6.5)]
     trials = [(partition, {"summary": partition.name or ""}, value) for partition, value in zip(partitions, values)]
@@ -89,3 +93,35 @@ def test_check_rejects_bad_settings():
         FidelityCheck(factor=0)
     with pytest.raises(ValueError, match="seeds"):
         FidelityCheck(seeds=(0, 0))
+
+
+def test_the_recommendation_meets_each_baselines_best_run_after_long_training(tmp_path):
+    partitions = six_partitions()
+    attrs = [{"baseline": "adamw", "baseline_lr": 3e-3}, {}, {}, {"baseline": "badam"}, {},
+             {"baseline": "adamw", "baseline_lr": 1e-2}]
+    # trial 4 is the recommendation (best loss); adamw's best run is trial 0, not trial 5
+    values = [(3.0, 6.0), (3.5, 4.0), (4.0, 1.0), (4.2, 5.0), (2.9, 3.0), (3.6, 6.5)]
+    study_file, _ = write_mini_study(tmp_path, STUDY_TOML, list(zip(partitions, attrs, values)))
+    runs = []
+    summary = run_fidelity_check(study_file, check=FidelityCheck(top=1, factor=1, seeds=(0, 1), bands=1),
+                                 report_dir=tmp_path / "report", on_run=lambda k, r: runs.append(k))
+    groups = {row.number: row.group for row in summary.rows}
+    selected = {n for n, g in groups.items() if g in ("best", "other")}
+    assert len(selected) == 2
+    # what the selection left out of the recommendation and the baselines' best runs is re-run too,
+    # and nothing else (trial 5 is adamw at a worse lr)
+    assert {n for n, g in groups.items() if g == "reference"} == {4, 0, 3} - selected
+    assert summary.overall.count == 2  # the correlations stay about the selection
+    assert len(runs) == 2 * len(groups)
+    verdicts = {item.baseline: item for item in summary.verdicts}
+    assert set(verdicts) == {"adamw", "badam"} and verdicts["adamw"].number == 0
+    rows = {row.number: row for row in summary.rows}
+    for item in verdicts.values():
+        assert item.recommended == 4
+        assert item.difference == pytest.approx(rows[4].long_loss - rows[item.number].long_loss)
+        assert item.spread == pytest.approx(max(rows[4].long_spread, rows[item.number].long_spread))
+        expected = "ties" if abs(item.difference) <= item.spread else ("beats" if item.difference < 0 else "loses")
+        assert item.verdict == expected
+    text = (write_fidelity_report(summary, tmp_path / "report")[0]).read_text()
+    assert "## The recommendation against the baselines after long training" in text
+    assert f"| adamw | #0 | {verdicts['adamw'].difference:.3f} |" in text

@@ -49,7 +49,6 @@ from frugal_search.proxy.result import ProxyResult
 from frugal_search.proxy.tasks import CAUSAL_LM, METRIC_DIRECTIONS, SEQUENCE_CLASSIFICATION, TASK_KINDS, TaskSpec
 
 __all__ = [
-    "LORA_METHOD",
     "BUILTIN_TASK",
     "CAUSAL_LM",
     "DEFAULT_STEPS",
@@ -62,6 +61,7 @@ __all__ = [
     "LabelledData",
     "LabelledDataSpec",
     "LabelledRows",
+    "LORA_METHOD",
     "LoraSpec",
     "ModelSpec",
     "PretrainRecipe",

@@ -55,6 +55,7 @@ _OUTCOME_BY_STATE: dict[str, str] = {
     "WAITING": "waiting",
 }
 
+
 def _float_or_nan(value: Any) -> float:
     """Return ``value`` as a float, NaN for None or anything that is not a number."""
     if value is None or isinstance(value, bool):

@@ -46,7 +46,7 @@ def trial_settings(trials_csv: Path, number: int) -> dict[str, Any]:
         if not column.startswith("param_") or pd.isna(value):
             continue
         value = value.item() if hasattr(value, "item") else value
-        if column == "param_update_gap":
+        if column in ("param_update_gap", "param_rank"):  # integer dimensions, read back as floats
             value = int(value)
         values[column.removeprefix("param_")] = value
     return values

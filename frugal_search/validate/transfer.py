@@ -332,6 +332,8 @@ def _tell(transfer: Any, run: TransferRun, key: str, partition: Any, source: Any
     """Store one finished target run as a trial of the transfer study."""
     import optuna
 
+    from frugal_search.partition import quiet_unmatched_rules
+
     with warnings.catch_warnings():
         # the storage's heartbeat serves the search's workers; a killed run is failed on resume instead
         warnings.filterwarnings("ignore", message="Heartbeat of storage")
@@ -341,8 +343,9 @@ def _tell(transfer: Any, run: TransferRun, key: str, partition: Any, source: Any
         "purpose": run.purpose, "seed": run.seed, "target_model": model_to_dict(plan.model), "run_key": key,
         "split": partition.to_dict(), "baseline": source.user_attrs.get("baseline"),
         "summary": source.user_attrs.get("summary"), "proxy_eval_loss": float(source.values[0]),
-        "state_bytes": int(partition.state_bytes(target_meta)),
     }
+    with quiet_unmatched_rules():  # as in the run itself (target_run): a sampled split's catch-all rules
+        attrs["state_bytes"] = int(partition.state_bytes(target_meta))
     for name, value in {**attrs, **result}.items():
         trial.set_user_attr(name, value)
     if result["outcome"] == "ok":

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import optuna
 import pytest
 
 from frugal_search.cli import main
-from frugal_search.partition import Partition
+from frugal_search.partition import Partition, Rule
 from frugal_search.proxy import ModelSpec
 from frugal_search.validate import (
     TransferPlan,
@@ -194,3 +195,17 @@ def test_a_baseline_is_checked_at_its_best_grid_run_and_seed_replicas_are_no_can
     assert [c.number for c in candidates] == [0, 1, 2]
     kept, baselines = _with_best_baseline_runs(candidates, study)
     assert [c.number for c in kept] == [1, 2] and baselines == {1: "adamw"}
+
+
+def test_a_split_with_rules_the_target_does_not_need_runs_without_warnings(tmp_path, caplog) -> None:
+    # sampled splits end with catch-all rules; on a model without biases the bias rule matches nothing
+    split = Partition(
+        [Rule("frugal", kinds=("attention", "mlp")), Rule("stateful", kinds=("bias",)), Rule("stateful")],
+        lr=3e-3, update_gap=2,
+    )
+    trials = [(Partition.adamw(lr=3e-3), {"summary": "s", "baseline": "adamw"}, (3.4, 6.0)),
+              (split, {"summary": "s"}, (3.0, 2.0))]
+    study_file, _ = write_mini_study(tmp_path, STUDY_TOML, trials)
+    with caplog.at_level(logging.WARNING, logger="frugal_search"):
+        run_transfer(study_file, plan=TransferPlan(model=TARGET, top=1, top_k=1, lr_multipliers=(1.0,)), max_runs=2)
+    assert not [record for record in caplog.records if "matches no parameter" in record.getMessage()]

@@ -48,6 +48,22 @@ def fill_grads(model: torch.nn.Module) -> None:
         p.grad = torch.randn(p.shape, generator=generator) * 1e-2
 
 
+def _project(kind: str, grad: torch.Tensor, basis: torch.Tensor, low: torch.Tensor) -> None:
+    """``low = G B^T`` (right) or ``A^T G`` (left), into ``low``."""
+    torch.mm(grad, basis.T, out=low) if kind == "right" else torch.mm(basis.T, grad, out=low)
+
+
+def _lift_and_residual(kind: str, param: torch.Tensor, grad: torch.Tensor, basis: torch.Tensor, low: torch.Tensor,
+                       delta: torch.Tensor, residual: torch.Tensor) -> None:
+    """``P += up(delta)`` and ``residual = G - up(low)``: the other two GEMMs of a step."""
+    if kind == "right":
+        param.addmm_(delta, basis)
+        torch.addmm(grad, low, basis, alpha=-1, out=residual)
+    else:
+        param.addmm_(basis, delta)
+        torch.addmm(grad, basis, low, alpha=-1, out=residual)
+
+
 class SvdGemmFloor:
     """Not an optimizer: only the three GEMMs an svd-mode step needs for every frugal tensor (the
     projection ``G B^T``, the lift ``delta B`` and the residual ``G - low B``; mirrored for the left
@@ -73,14 +89,8 @@ class SvdGemmFloor:
     def step(self) -> None:
         """The GEMMs of one step."""
         for kind, param, grad, basis, low, delta, residual in self.work:
-            if kind == "right":
-                torch.mm(grad, basis.T, out=low)
-                param.addmm_(delta, basis)
-                torch.addmm(grad, low, basis, alpha=-1, out=residual)
-            else:
-                torch.mm(basis.T, grad, out=low)
-                param.addmm_(basis, delta)
-                torch.addmm(grad, basis, low, alpha=-1, out=residual)
+            _project(kind, grad, basis, low)
+            _lift_and_residual(kind, param, grad, basis, low, delta, residual)
 
 
 class SvdStepFloor(SvdGemmFloor):
@@ -103,25 +113,18 @@ class SvdStepFloor(SvdGemmFloor):
 
     def step(self) -> None:
         """GEMMs, low-rank Adam, sign and add of one step, and the always-stateful AdamW."""
+        from frugal_search.optimizer._math import fused_adamw_
+
         self.stateful.step()
         lows = []
         for kind, _, grad, basis, low, _, _ in self.work:
-            torch.mm(grad, basis.T, out=low) if kind == "right" else torch.mm(basis.T, grad, out=low)
+            _project(kind, grad, basis, low)
             lows.append(low)
         self.deltas.zero_()
         deltas = [part.view(low.shape) for part, low in zip(self.deltas.split([low.numel() for low in lows]), lows)]
-        torch._foreach_add_(self.steps, 1)
-        torch._fused_adamw_(
-            deltas, lows, *self.moments, [], self.steps, lr=1e-3, beta1=0.9, beta2=0.999,
-            weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False,
-        )
+        fused_adamw_(deltas, lows, *self.moments, self.steps, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0)
         for (kind, param, grad, basis, low, _, residual), delta in zip(self.work, deltas):
-            if kind == "right":
-                param.addmm_(delta, basis)
-                torch.addmm(grad, low, basis, alpha=-1, out=residual)
-            else:
-                param.addmm_(basis, delta)
-                torch.addmm(grad, basis, low, alpha=-1, out=residual)
+            _lift_and_residual(kind, param, grad, basis, low, delta, residual)
             param.add_(residual.sign_(), alpha=-1e-3)
 
 

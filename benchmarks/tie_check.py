@@ -112,6 +112,7 @@ def main() -> None:
 
     from scipy.stats import ttest_ind
 
+    from frugal_search.report import verdict as report_verdict
     from frugal_search.search.config import load_study_config
 
     config = load_study_config(args.study)
@@ -151,7 +152,7 @@ def main() -> None:
         (ours_label, ours), (theirs_label, theirs) = best[f"#{args.trial}"], best[args.baseline]
         (mean_ours, std_ours), (mean_theirs, std_theirs) = _summary(ours), _summary(theirs)
         difference, spread = mean_ours - mean_theirs, max(std_ours, std_theirs)
-        verdict = "ties" if abs(difference) <= spread else ("beats" if difference < 0 else "loses")
+        verdict = report_verdict(mean_ours, std_ours, mean_theirs, std_theirs) or "diverged against"
         p_value = ttest_ind(ours, theirs, equal_var=False).pvalue if len(ours) > 1 else float("nan")
         print(f"  best against best: #{args.trial} ({ours_label}) {verdict} {args.baseline} ({theirs_label}) at "
               f"{len(ours)} seeds: difference {difference:+.4f}, spread {spread:.4f}, Welch p {p_value:.3f}")

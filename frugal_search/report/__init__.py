@@ -26,7 +26,7 @@ from frugal_search.report._front import (
 )
 from frugal_search.report._load import OpenedStudy, open_study
 from frugal_search.report._objective import LOSS_OBJECTIVE, Objective, study_objective
-from frugal_search.report._seeds import verdict
+from frugal_search.report._seeds import best_baseline_runs, verdict
 from frugal_search.report._plots import draw_curves, draw_hypervolume, draw_importance, draw_pareto
 from frugal_search.report._table import TRIAL_COLUMNS, adamw_state_bytes, trials_table
 from frugal_search.report._write import REPORT_FILES, write_report
@@ -41,6 +41,7 @@ __all__ = [
     "REPORT_FILES",
     "TRIAL_COLUMNS",
     "adamw_state_bytes",
+    "best_baseline_runs",
     "best_under_budget",
     "compare_with_baselines",
     "draw_curves",

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from frugal_search.validate._pool import run_each
-from frugal_search.validate.selection import Candidate, best_baseline_runs, select_for_fidelity
+from frugal_search.validate.selection import Candidate, select_for_fidelity
 from frugal_search.validate.store import LongRunStore, run_key
 from frugal_search.validate.summary import FidelityRow, FidelitySummary, format_fidelity_markdown, summarize_fidelity
 
@@ -81,18 +81,20 @@ def candidates_of(study: Any) -> list[Candidate]:
     return candidates
 
 
-def baseline_names(study: Any) -> dict[int, str]:
-    """``{trial number: baseline name}`` of the study's baseline trials (every lr of their grids)."""
-    return {frozen.number: frozen.user_attrs["baseline"] for frozen in study.trials if frozen.user_attrs.get("baseline")}
+def report_picks(study: Any, memory_budget: int | None) -> tuple[int | None, dict[int, str]]:
+    """What the study's report compares: its recommended trial (the best under ``memory_budget``;
+    None when none finished) and each baseline's best run of its lr grid (``{number: name}``,
+    baselines with a finished run only)."""
+    from frugal_search.report import best_baseline_runs, best_under_budget, study_objective, trials_table
 
-
-def recommended_trial(study: Any, config: Any) -> int | None:
-    """The trial the study's report recommends: the best under the memory budget (None: none finished)."""
-    from frugal_search.report import best_under_budget, study_objective, trials_table
-
-    row = best_under_budget(trials_table(study), memory_budget_bytes=config.study.memory_budget,
-                            objective=study_objective(study))
-    return None if row is None else int(row["number"])
+    table, objective = trials_table(study), study_objective(study)
+    row = best_under_budget(table, memory_budget_bytes=memory_budget, objective=objective)
+    best_runs = best_baseline_runs(table, objective)
+    baselines = {
+        int(run["number"]): run["baseline"]
+        for run in best_runs.to_dict("records") if math.isfinite(run[objective.name])
+    }
+    return (None if row is None else int(row["number"])), baselines
 
 
 def run_fidelity_check(
@@ -126,8 +128,7 @@ def run_fidelity_check(
     best, others = select_for_fidelity(candidates, top=check.top)
     # The report's verdict of the recommendation against each baseline at its best lr, at the long
     # budget too: on a short proxy they can tie and part once trained longer (issue 11).
-    baselines = best_baseline_runs(candidates, baseline_names(study))
-    recommended = recommended_trial(study, config)
+    recommended, baselines = report_picks(study, config.study.memory_budget)
     references = [n for n in dict.fromkeys([recommended, *baselines]) if n is not None and n not in [*best, *others]]
     by_number = {c.number: c for c in candidates}
     proxy_budget = config.proxy.budget()

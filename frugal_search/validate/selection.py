@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from frugal_search.search import non_dominated_ranks
@@ -15,17 +15,6 @@ class Candidate:
     number: int
     proxy_loss: float
     state_mib: float
-
-
-def best_baseline_runs(candidates: Sequence[Candidate], baseline_of: Mapping[int, str]) -> dict[int, str]:
-    """Each baseline's best run of its lr grid (lowest proxy loss) among ``candidates``, as
-    ``{trial number: baseline name}``; ``baseline_of`` names the baseline of each baseline trial."""
-    best: dict[str, Candidate] = {}
-    for candidate in candidates:
-        name = baseline_of.get(candidate.number)
-        if name and (name not in best or candidate.proxy_loss < best[name].proxy_loss):
-            best[name] = candidate
-    return {candidate.number: name for name, candidate in best.items()}
 
 
 def spread_indices(count: int, wanted: int) -> list[int]:

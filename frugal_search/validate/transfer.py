@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from frugal_search.validate._pool import run_each
-from frugal_search.validate.check import baseline_names, candidates_of, scale_budget
-from frugal_search.validate.selection import best_baseline_runs, select_for_fidelity
+from frugal_search.validate.check import candidates_of, report_picks, scale_budget
+from frugal_search.validate.selection import select_for_fidelity
 from frugal_search.validate.store import split_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -304,7 +304,8 @@ def run_transfer(
 def _with_best_baseline_runs(candidates: list[Any], study: Any) -> tuple[list[Any], dict[int, str]]:
     """``candidates`` with each baseline kept at its best run of its lr grid (the run the report
     compares with; its other lrs are left out), and those runs' names by trial number."""
-    baselines = best_baseline_runs(candidates, baseline_names(study))
+    numbers = {c.number for c in candidates}
+    baselines = {number: name for number, name in report_picks(study, None)[1].items() if number in numbers}
     kept = [c for c in candidates if c.number in baselines or not study.trials[c.number].user_attrs.get("baseline")]
     return kept, baselines
 

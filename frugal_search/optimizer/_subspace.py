@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -104,6 +106,13 @@ def plan_subspace(mode: str, shape: tuple[int, ...], density: float, rank: int |
     if count == 0:
         return SubspacePlan("none", 0, m, n)
     return SubspacePlan(kind, count, m, n)
+
+
+def group_plan(group: Mapping[str, Any], param: torch.Tensor, density: float | None = None) -> SubspacePlan:
+    """``param``'s subspace under its group's mode and rank at ``density`` (None: the group's own
+    density, the start of a schedule and so its peak)."""
+    rho = float(group["density"] if density is None else density)
+    return plan_subspace(group["mode"], tuple(param.shape), rho, group["rank"])
 
 
 def draw_subspace(

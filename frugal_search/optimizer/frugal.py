@@ -5,47 +5,28 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable
-from itertools import chain
 from typing import Any
 
 import torch
 from torch.optim import Optimizer
 
 import frugal_search.optimizer._math as _math
+from frugal_search.optimizer._checkpoint import pack_state_dict, restore_state, split_state_dict
+from frugal_search.optimizer._selection import advance_schedule, fresh_moments, reselect_blocks, reselect_subspaces
 from frugal_search.optimizer._settings import (
-    ALL_MOMENT_KEYS,
     DEFAULTS,
     GROUP_SETTINGS,
     MOMENT_KEYS,
     SETTINGS,
-    blocks_count,
     check_group_keys,
-    moment_count,
     resolved_betas,
-    scheduled_density,
     validate_group,
 )
-from frugal_search.optimizer._sharding import Shard0, chunk_bounds, is_dtensor, local_part, shard_of
-from frugal_search.optimizer._subspace import (
-    INDEX_BYTES,
-    SubspacePlan,
-    block_window,
-    blocks_peak_bytes,
-    blocks_window_bytes,
-    draw_subspace,
-    joint_peak_bytes,
-    plan_subspace,
-)
+from frugal_search.optimizer._sharding import Shard0, local_part, shard_of
+from frugal_search.optimizer._subspace import group_plan
+from frugal_search.optimizer.memory import planned_peak_state_bytes
 
 logger = logging.getLogger(__name__)
-
-# Key of FRUGAL's own entries in each ``state_dict()["param_groups"]`` entry: the global step and
-# the generator (optimizer-wide, repeated in every group) and a blocks group's window and moments.
-# They sit in the param groups because torch.distributed.checkpoint keeps only "state" and
-# "param_groups" and copies every key of a group through.
-GROUP_STATE_KEY = "frugal_state"
-# Key of the optimizer-wide entries in state_dict()s of earlier versions (still loaded).
-STATE_DICT_KEY = "frugal"
 
 
 class FRUGAL(Optimizer):
@@ -259,7 +240,7 @@ class FRUGAL(Optimizer):
                 and param.dim() < 2
                 and group["role"] == "frugal"
                 and group["mode"] != "blocks"
-                and self._plan(group, param).kind != "none"
+                and group_plan(group, param).kind != "none"
             ):
                 name = group["names"][position] if "names" in group else f"#{position}"
                 raise ValueError(
@@ -283,7 +264,7 @@ class FRUGAL(Optimizer):
         orders hold their largest windows at different steps (their schedules are enumerated up to
         ``_subspace.MAX_JOINT_SCHEDULE_POINTS`` re-selections; beyond that the sum of the peaks bounds it).
 
-        Sharded (FSDP2) parameters count this rank's shard (see ``_local_plan_bytes``). For rows
+        Sharded (FSDP2) parameters count this rank's shard (see ``memory._local_plan_bytes``). For rows
         and randk, whose chosen rows / entries fall unevenly on the ranks, that is the even share
         of the count (a uniform draw's expectation), not a bound: on 2 ranks the tests saw one
         rank hold 2.6% more than it.
@@ -291,86 +272,7 @@ class FRUGAL(Optimizer):
         dimensions, and every 1-D one outside a per-tensor mode, were sharded by fully_shard on N
         ranks: the per-GPU figure before any process group exists.
         """
-        if world_size is None:
-            return self._peak_state_bytes(by_group)
-        if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-            raise ValueError(f"world_size={world_size!r}: allowed an int >= 1 (the number of ranks sharding the model).")
-        actual = self._shards
-        self._shards = {
-            param: actual.get(param) or self._sharded_on(group, param, world_size)
-            for group in self.param_groups
-            for param in group["params"]
-        }
-        try:
-            return self._peak_state_bytes(by_group)
-        finally:
-            self._shards = actual
-
-    def _sharded_on(self, group: dict[str, Any], param: torch.Tensor, world_size: int) -> Shard0:
-        """Rank 0's layout of ``param`` if fully_shard put it on ``world_size`` ranks (whole where it cannot be)."""
-        rows = int(param.shape[0]) if param.dim() else 1
-        per_tensor = group["role"] == "frugal" and group["mode"] != "blocks" and self._plan(group, param).kind != "none"
-        shardable = param.dim() >= 2 or (param.dim() == 1 and not per_tensor)
-        world = world_size if shardable else 1
-        return Shard0(None, 0, world, *chunk_bounds(rows, world, 0), sharded=world > 1)
-
-    def _peak_state_bytes(self, by_group: bool) -> int | list[int]:
-        per_group: list[int] = []
-        schedules: list[tuple[int, list[int]]] = []  # fixed-order blocks groups, combined below
-        for group in self.param_groups:
-            role = group["role"]
-            params = group["params"]
-            moments = moment_count(group["stateful_rule"])
-            if role == "stateful":
-                total = sum(moments * self._local_numel(p) * p.element_size() for p in params)
-            elif role == "frugal" and group["mode"] == "blocks":
-                sizes = [moments * self._local_numel(p) * p.element_size() for p in params]
-                total = _blocks_peak(group, sizes)
-                if group["block_order"] != "random" and _fixed_schedule(group):
-                    schedules.append(
-                        (group["update_gap"], blocks_window_bytes(group["block_order"], sizes, group["density"]))
-                    )
-            elif role == "frugal":
-                total = sum(self._local_plan_bytes(group, p) for p in params)
-            else:
-                total = 0
-            per_group.append(total)
-        if by_group:
-            return per_group
-        joint = joint_peak_bytes(schedules) if len(schedules) > 1 else None
-        if joint is None:
-            return sum(per_group)
-        return sum(per_group) - sum(max(window_bytes) for _, window_bytes in schedules) + joint
-
-    def _local_numel(self, param: torch.Tensor) -> int:
-        """Elements of this rank's shard of ``param`` (all of them when it is not sharded)."""
-        shard = self._shards.get(param)
-        if shard is None or not shard.sharded:
-            return param.numel()
-        return (shard.stop - shard.start) * (param.numel() // param.shape[0])
-
-    def _local_plan_bytes(self, group: dict[str, Any], param: torch.Tensor) -> int:
-        """Bytes of one per-tensor-mode tensor's state on this rank (see ``_sharding``): moments
-        of the local rows; a right basis and the indices whole; a left basis by rows and its
-        moments by columns; rows/randk the chosen ones among the local rows, counted as an even
-        share of the count (what a uniform draw gives on average)."""
-        plan = self._plan(group, param)
-        itemsize = param.element_size()
-        moments = moment_count(group["stateful_rule"])
-        shard = self._shards.get(param)
-        if shard is None or not shard.sharded or plan.kind == "none":
-            return plan.state_bytes(itemsize, moments)
-        rows = shard.stop - shard.start
-        if plan.kind == "right":
-            return (moments * rows * plan.count + plan.count * plan.cols) * itemsize
-        if plan.kind == "columns":
-            return moments * rows * plan.count * itemsize + plan.count * INDEX_BYTES
-        if plan.kind == "left":
-            start, stop = shard.bounds(plan.cols)
-            return (moments * plan.count * (stop - start) + rows * plan.count) * itemsize
-        start, stop = shard.bounds(plan.count)
-        per_entry = plan.cols if plan.kind == "rows" else 1
-        return moments * (stop - start) * per_entry * itemsize + plan.count * INDEX_BYTES
+        return planned_peak_state_bytes(self.param_groups, self._shards, by_group=by_group, world_size=world_size)
 
     # ------------------------------------------------------------------ state_dict
 
@@ -387,144 +289,7 @@ class FRUGAL(Optimizer):
         it: the moments by rows (a left projection's by columns; rows/randk re-chunked evenly),
         bases and indices whole. Blocks buffers are per rank, so resume on the same world size.
         """
-        packed = super().state_dict()
-        optimizer_wide = {
-            "global_step": torch.tensor(self._global_step, dtype=torch.int64),
-            "generator_state": self._generator.get_state(),
-            "last_loss": torch.tensor(math.nan if self._last_loss is None else self._last_loss, dtype=torch.float64),
-        }
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        ids = chain.from_iterable(g["params"] for g in packed["param_groups"])
-        for index, (group, packed_group) in enumerate(zip(self.param_groups, packed["param_groups"], strict=True)):
-            blocks = group["role"] == "frugal" and group["mode"] == "blocks"
-            for param in group["params"]:
-                state[next(ids)] = {} if blocks else self._packed_param_state(group, param)
-            schedule = self._schedules[index]
-            packed_group[GROUP_STATE_KEY] = {
-                **optimizer_wide,
-                "schedule": torch.tensor([schedule["period"], schedule["next"]], dtype=torch.int64),
-                "schedule_density": torch.tensor(schedule["density"], dtype=torch.float64),
-                **(self._packed_blocks(index, group) if blocks else {}),
-            }
-        packed["state"] = state
-        return packed
-
-    def _packed_param_state(self, group: dict[str, Any], param: torch.Tensor) -> dict[str, torch.Tensor]:
-        role, state = group["role"], self.state.get(param, {})
-        shard = self._shards.get(param)
-        sharded = shard is not None and shard.sharded
-        keys = MOMENT_KEYS[group["stateful_rule"]]
-        if role == "stateful":
-            local = local_part(param)
-            packed = {key: state.get(key, torch.zeros_like(local)) for key in keys}
-            packed["step"] = state.get("step", torch.zeros((), dtype=torch.float32, device=local.device))
-            if sharded:
-                for key in keys:
-                    packed[key] = shard.to_dtensor(packed[key], tuple(param.shape))
-            return packed
-        if role != "frugal":
-            return {}
-        plan = self._plan(group, param)
-        if plan.kind == "none":
-            return {}
-        if "selection" not in state:
-            return self._zero_split_state(plan, param, keys)
-        packed = {"step": state["step"], "period": state["period"]}
-        selection, values = state["selection"], [state[key] for key in keys]
-        if not sharded:
-            return {**packed, "selection": selection, **dict(zip(keys, values, strict=True))}
-        if plan.kind == "left":  # A by rows, moments (r, n) by columns
-            packed["selection"] = shard.to_dtensor(selection, plan.basis_shape)
-            moments = [shard.to_dtensor(m, plan.moment_shape, dim=1) for m in values]
-        elif plan.kind in ("right", "columns"):  # moments by rows like the parameter
-            packed["selection"] = selection
-            moments = [shard.to_dtensor(m, plan.moment_shape) for m in values]
-        else:  # rows / randk: uneven pieces, gathered and re-chunked evenly
-            packed["selection"] = selection
-            _, _, offset = shard.localize(plan, selection)
-            moments = [
-                shard.to_dtensor(shard.piece(shard.assemble(m, offset, plan.moment_shape)).clone(), plan.moment_shape)
-                for m in values
-            ]
-        return {**packed, **dict(zip(keys, moments, strict=True))}
-
-    def _zero_split_state(
-        self, plan: SubspacePlan, param: torch.Tensor, keys: tuple[str, ...]
-    ) -> dict[str, torch.Tensor]:
-        """The packed layout of a tensor not selected yet: zeros, ``period`` -1."""
-        local = local_part(param)
-        shard = self._shards.get(param)
-        sharded = shard is not None and shard.sharded
-        basis = plan.basis_shape
-        if basis is None:
-            selection = torch.zeros(plan.count, dtype=torch.int64, device=local.device)
-        else:
-            rows = (shard.stop - shard.start) if sharded and plan.kind == "left" else basis[0]
-            selection = local.new_zeros((rows, basis[1]))
-        moment_dim = 1 if plan.kind == "left" else 0
-        moment_shape = list(plan.moment_shape)
-        if sharded:
-            start, stop = shard.bounds(moment_shape[moment_dim])
-            moment_shape[moment_dim] = stop - start
-        packed = {
-            "step": torch.zeros((), dtype=torch.float32, device=local.device),
-            "period": torch.tensor(-1, dtype=torch.int64),
-            "selection": selection,
-            **{key: local.new_zeros(moment_shape) for key in keys},
-        }
-        if sharded:
-            if plan.kind == "left":
-                packed["selection"] = shard.to_dtensor(selection, basis)
-            for key in keys:
-                packed[key] = shard.to_dtensor(packed[key], plan.moment_shape, dim=moment_dim)
-        return packed
-
-    def _blocks_capacity(self, group: dict[str, Any]) -> tuple[int, Shard0 | None]:
-        """Elements of a blocks group's flat moment buffer on each rank (its peak window, the
-        largest over ranks) and a sharded layout of the group, if any."""
-        params = group["params"]
-        shard = next((s for p in params if (s := self._shards.get(p)) is not None and s.sharded), None)
-        world = shard.world if shard is not None else 1
-        capacity = 0
-        for rank in range(world):
-            sizes = [self._rows_on(param, rank) * (param.numel() // max(1, param.shape[0] if param.dim() else 1)) for param in params]
-            capacity = max(capacity, _blocks_peak(group, sizes))
-        return capacity, shard
-
-    def _rows_on(self, param: torch.Tensor, rank: int) -> int:
-        """Rows of dim 0 of ``param`` that ``rank`` holds (all when it is not sharded)."""
-        shard = self._shards.get(param)
-        rows = int(param.shape[0]) if param.dim() else 1
-        if shard is None or not shard.sharded:
-            return rows
-        start, stop = chunk_bounds(rows, shard.world, rank)
-        return stop - start
-
-    def _packed_blocks(self, index: int, group: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """A blocks group's window, Adam steps and moments, the moments as flat buffers."""
-        params = group["params"]
-        k = blocks_count(group, group["density"])  # the most a decaying schedule holds
-        capacity, shard = self._blocks_capacity(group)
-        keys = MOMENT_KEYS[group["stateful_rule"]]
-        first = local_part(params[0])
-        active = torch.full((k,), -1, dtype=torch.int64)
-        steps = torch.zeros(k, dtype=torch.float32, device=first.device)
-        buffers = [torch.zeros(capacity, dtype=first.dtype, device=first.device) for _ in keys]
-        offset = 0
-        for slot, i in enumerate(self._active_blocks[index]):
-            state = self.state[params[i]]
-            size = state[keys[0]].numel()
-            for key, buffer in zip(keys, buffers, strict=True):
-                buffer[offset : offset + size].copy_(state[key].reshape(-1))
-            steps[slot], active[slot] = state["step"], i
-            offset += size
-        if shard is not None:
-            buffers = [shard.to_dtensor(t, (shard.world * capacity,)) for t in buffers]
-        return {
-            "active_blocks": active,
-            "block_steps": steps,
-            **{f"block_{key}": buffer for key, buffer in zip(keys, buffers, strict=True)},
-        }
+        return pack_state_dict(self, super().state_dict())
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state_dict from ``state_dict()`` (also after torch.load(weights_only=True), and
@@ -533,94 +298,9 @@ class FRUGAL(Optimizer):
         Tensors are copied; floating state takes the parameter's dtype and device, index tensors
         keep int64, ``step`` is float32 on the parameter's device and ``period`` stays on the CPU.
         """
-        state_dict = dict(state_dict)
-        legacy = state_dict.pop(STATE_DICT_KEY, None)
-        saved_groups = [dict(g) for g in state_dict["param_groups"]]
-        extras = [g.pop(GROUP_STATE_KEY, None) for g in saved_groups]
-        saved_state = state_dict.get("state", {})
-        # torch checks and restores the groups; the per-tensor state is restored below with dtypes
-        # kept (torch would cast integer index tensors to the parameter's float dtype).
-        super().load_state_dict({**state_dict, "param_groups": saved_groups, "state": {}})
-        for group, saved_group in zip(self.param_groups, saved_groups, strict=True):
-            for saved_id, param in zip(saved_group["params"], group["params"], strict=True):
-                restored = self._unpacked_param_state(group, param, saved_state.get(saved_id) or {})
-                if restored:
-                    self.state[param] = restored
-        for index, (group, extra) in enumerate(zip(self.param_groups, extras, strict=True)):
-            if extra is not None and "active_blocks" in extra:
-                self._load_blocks(index, group, extra)
-        wide = next((extra for extra in extras if extra is not None), legacy)
-        if wide is None:
-            logger.warning(
-                "state_dict has no %r entries: global step, generator and blocks moments restart (through "
-                "torch.distributed.checkpoint, keep flatten_optimizer_state_dict=False: the flattened layout drops them)",
-                GROUP_STATE_KEY,
-            )
-            return
-        self._global_step = int(wide["global_step"])
-        self._generator.set_state(wide["generator_state"].to(device="cpu", dtype=torch.uint8))
-        last_loss = float(wide["last_loss"]) if "last_loss" in wide else math.nan
-        self._last_loss = None if math.isnan(last_loss) else last_loss
-        for index, (group, extra) in enumerate(zip(self.param_groups, extras, strict=True)):
-            self._schedules[index] = self._loaded_schedule(group, extra)
-        if wide is legacy:
-            self._active_blocks = [[int(i) for i in window.tolist()] for window in legacy["active_blocks"]]
-
-    def _loaded_schedule(self, group: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
-        """A group's schedule from its saved entries; earlier versions (fixed T and density) had
-        none, and their schedule follows from the global step."""
-        if extra is not None and "schedule" in extra:
-            period, upcoming = (int(value) for value in extra["schedule"].tolist())
-            return {"period": period, "next": upcoming, "density": float(extra["schedule_density"])}
-        gap, step = group["update_gap"], self._global_step
-        period = (step - 1) // gap if step > 0 else -1
-        return {"period": period, "next": (period + 1) * gap + 1, "density": float(group["density"])}
-
-    def _unpacked_param_state(self, group: dict[str, Any], param: torch.Tensor, saved: dict[str, Any]) -> dict[str, Any]:
-        if "period" in saved and int(saved["period"]) < 0:
-            return {}  # packed before its first selection
-        if group["role"] == "stateful" and "step" in saved and float(saved["step"]) == 0:
-            return {}  # packed before its first step
-        shard = self._shards.get(param)
-        if shard is None or not shard.sharded or not saved:
-            local = local_part(param)
-            return {key: _restore_state_value(key, local_part(value), local) for key, value in saved.items()}
-        local = local_part(param)
-        pieces = dict(saved)
-        keys = MOMENT_KEYS[group["stateful_rule"]]
-        if group["role"] == "stateful" or "selection" not in saved:
-            pieces.update({key: shard.piece(saved[key]) for key in keys if key in saved})
-        else:
-            plan = self._plan(group, param)
-            if plan.kind == "left":
-                pieces["selection"] = shard.piece(saved["selection"])
-                pieces.update({key: shard.piece(saved[key], dim=1) for key in keys})
-            elif plan.kind in ("right", "columns"):
-                pieces.update({key: shard.piece(saved[key]) for key in keys})
-            else:
-                local_plan, _, offset = shard.localize(plan, saved["selection"])
-                for key in keys:
-                    whole = saved[key].full_tensor() if is_dtensor(saved[key]) else saved[key]
-                    pieces[key] = whole.narrow(0, offset, local_plan.count)
-        return {key: _restore_state_value(key, value, local) for key, value in pieces.items()}
-
-    def _load_blocks(self, index: int, group: dict[str, Any], extra: dict[str, Any]) -> None:
-        params = group["params"]
-        keys = MOMENT_KEYS[group["stateful_rule"]]
-        window = [int(i) for i in extra["active_blocks"].tolist() if int(i) >= 0]
-        buffers = [local_part(extra[f"block_{key}"]) for key in keys]
-        offset = 0
-        for slot, i in enumerate(window):
-            local = local_part(params[i])
-            size = local.numel()
-            restored = {
-                key: _restore_state_value(key, buffer[offset : offset + size].view(local.shape), local)
-                for key, buffer in zip(keys, buffers, strict=True)
-            }
-            restored["step"] = _restore_state_value("step", extra["block_steps"][slot], local)
-            self.state[params[i]] = restored
-            offset += size
-        self._active_blocks[index] = window
+        saved = split_state_dict(state_dict)
+        super().load_state_dict(saved.torch_part)  # torch checks and restores the groups
+        restore_state(self, saved)
 
     # ------------------------------------------------------------------ loss-aware T
 
@@ -670,12 +350,15 @@ class FRUGAL(Optimizer):
             role = group["role"]
             if role == "frozen":
                 continue
-            due = role == "frugal" and self._advance_schedule(index, group)
+            schedule = self._schedules[index]
+            due = role == "frugal" and advance_schedule(group, schedule, self._global_step)
             if role == "frugal" and group["mode"] == "blocks":
                 if due:
-                    self._reselect_blocks(index, group)
+                    window = reselect_blocks(group, schedule, self.state, self._generator)
+                    self._active_blocks[index] = window
+                    logger.debug("step %d: active blocks %s", self._global_step, _describe(group, window))
             elif role == "frugal":
-                self._reselect_subspaces(index, group)
+                reselect_subspaces(group, schedule, self.state, self._shards, self._generator)
             if self._foreach:
                 self._step_group_multi(index, group)
             else:
@@ -688,96 +371,6 @@ class FRUGAL(Optimizer):
         if any(float(group["lr"]) != 0.0 for group in groups):
             return False
         return all(p.grad is None or not local_part(p.grad).any() for group in groups for p in group["params"])
-
-    def _advance_schedule(self, index: int, group: dict[str, Any]) -> bool:
-        """Whether this step re-selects a frugal group's subspace; if so, start its next period.
-
-        Due every ``update_gap`` steps from step 1 (T may grow between periods, see
-        :meth:`report_loss`) and, in blocks mode under a rho schedule, also when the active count
-        ``floor(rho_t n)`` changes. The period's density is rho at its first step."""
-        schedule, step = self._schedules[index], self._global_step
-        density = scheduled_density(group, step)
-        due = step >= schedule["next"]
-        if not due and group["mode"] == "blocks" and group["density_end"] is not None:
-            due = blocks_count(group, density) != blocks_count(group, schedule["density"])
-        if due:
-            schedule.update(period=schedule["period"] + 1, next=step + group["update_gap"], density=density)
-        return due
-
-    def _plan(self, group: dict[str, Any], param: torch.Tensor, density: float | None = None) -> SubspacePlan:
-        """The tensor's subspace at ``density`` (None: the group's, the start of a schedule and its peak)."""
-        rho = float(group["density"] if density is None else density)
-        return plan_subspace(group["mode"], tuple(param.shape), rho, group["rank"])
-
-    def _reselect_blocks(self, index: int, group: dict[str, Any]) -> None:
-        params = group["params"]
-        schedule = self._schedules[index]
-        k = blocks_count(group, schedule["density"])
-        window = block_window(group["block_order"], len(params), k, schedule["period"], self._generator)
-        for param in params:  # free every moment: blocks always resets
-            self.state.pop(param, None)
-        for i in window:
-            self.state[params[i]] = _fresh_moments(group, local_part(params[i]))
-        self._active_blocks[index] = window
-        logger.debug("step %d: active blocks %s", self._global_step, _describe(group, window))
-
-    def _reselect_subspaces(self, index: int, group: dict[str, Any]) -> None:
-        """Choose a tensor's subspace at its first step with a grad in each period, its rank
-        from the period's density.
-
-        A sharded tensor's subspace is drawn on its global shape (the same on every rank: the
-        generators agree); svd gathers the whole gradient once for it."""
-        period, density = self._schedules[index]["period"], self._schedules[index]["density"]
-        for param in group["params"]:
-            if param.grad is None:
-                continue
-            state = self.state[param]
-            if "period" in state and int(state["period"]) == period:
-                continue
-            plan = self._plan(group, param, density)
-            state["period"] = torch.tensor(period, dtype=torch.int64)
-            if plan.kind == "none":
-                for key in (*ALL_MOMENT_KEYS, "step", "selection"):
-                    state.pop(key, None)
-                continue
-            shard = self._shards.get(param)
-            if shard is not None and shard.sharded:
-                self._reselect_sharded(group, plan, param, state, shard)
-                continue
-            grad_matrix = local_part(param.grad).reshape(plan.rows, plan.cols)
-            state["selection"] = draw_subspace(
-                group["mode"], plan, grad_matrix, self._generator, exact=not group["reset_state"]
-            )
-            if group["reset_state"] or "step" not in state:
-                state.update(_fresh_moments(group, local_part(param), plan.moment_shape))
-
-    def _reselect_sharded(
-        self, group: dict[str, Any], plan: SubspacePlan, param: torch.Tensor, state: dict[str, Any], shard: Shard0
-    ) -> None:
-        local, grad = local_part(param), param.grad
-        if group["mode"] == "svd":
-            drawn_from = grad.full_tensor().reshape(plan.rows, plan.cols)  # the one gather per period
-        else:  # only the device and dtype are read
-            drawn_from = local_part(grad).reshape(-1, plan.cols)
-        selection = draw_subspace(group["mode"], plan, drawn_from, self._generator, exact=not group["reset_state"])
-        keys = MOMENT_KEYS[group["stateful_rule"]]
-        carried = None
-        if not group["reset_state"] and "step" in state and plan.kind in ("rows", "flat"):
-            # the carried moments' rows move between ranks with the new selection
-            _, _, offset = shard.localize(plan, state["selection"])
-            carried = [shard.assemble(state[key], offset, plan.moment_shape) for key in keys]
-        if plan.kind == "left":
-            selection = selection[shard.start : shard.stop].contiguous()  # A's local rows
-        state["selection"] = selection
-        local_plan, _, offset = shard.localize(plan, selection)
-        if carried is not None:
-            state.update({key: m.narrow(0, offset, local_plan.count).clone() for key, m in zip(keys, carried, strict=True)})
-        elif group["reset_state"] or "step" not in state:
-            shape = list(local_plan.moment_shape)
-            if plan.kind == "left":  # the moments of A^T G by columns
-                start, stop = shard.bounds(plan.cols)
-                shape = [plan.count, stop - start]
-            state.update(_fresh_moments(group, local, tuple(shape)))
 
     def _whole_adam_indices(self, group: dict[str, Any], index: int) -> set[int]:
         """Positions in ``group`` that take plain AdamW on the whole tensor this step: every tensor
@@ -801,7 +394,7 @@ class FRUGAL(Optimizer):
     def _ensure_full_state(self, group: dict[str, Any], param: torch.Tensor, local: torch.Tensor) -> dict[str, torch.Tensor]:
         state = self.state[param]
         if "step" not in state:
-            state.update(_fresh_moments(group, local))
+            state.update(fresh_moments(group, local))
         return state
 
     def _routed(self, group: dict[str, Any], index: int):
@@ -826,7 +419,7 @@ class FRUGAL(Optimizer):
             if group["role"] == "state_free" or "selection" not in state:
                 yield i, local, grad, state, None, False
                 continue
-            plan = self._plan(group, param, self._schedules[index]["density"])
+            plan = group_plan(group, param, self._schedules[index]["density"])
             selection = state["selection"]
             reduce = None
             if shard is not None and shard.sharded:
@@ -941,55 +534,10 @@ class FRUGAL(Optimizer):
             )
 
 
-def _fresh_moments(
-    group: dict[str, Any], local: torch.Tensor, shape: tuple[int, ...] | None = None
-) -> dict[str, torch.Tensor]:
-    """Zero moments of the group's state-full rule (``shape``: a low-rank one; None: like ``local``)
-    and a zero step counter: what a selection or a reset starts from."""
-    if shape is None:
-        moments = {key: torch.zeros_like(local, memory_format=torch.preserve_format) for key in MOMENT_KEYS[group["stateful_rule"]]}
-    else:
-        moments = {key: local.new_zeros(shape) for key in MOMENT_KEYS[group["stateful_rule"]]}
-    return {**moments, "step": torch.zeros((), dtype=torch.float32, device=local.device)}
-
-
-def _blocks_peak(group: dict[str, Any], sizes: list[int]) -> int:
-    """A blocks group's largest window over its schedule: every window of a cycle at a fixed
-    density. Under a rho schedule the windows shrink from the start's count k and may start
-    anywhere, so: for ascending / descending order (windows of consecutive tensors, wrapping) the
-    largest run of k consecutive tensors, which holds every smaller window; for random and mirror
-    order the k largest tensors. Both bound every window whatever T does, and equal the fixed
-    density's peak when the tensor sizes repeat with the layer (as in a transformer)."""
-    if group["density_end"] is None:
-        return blocks_peak_bytes(group["block_order"], sizes, group["density"])
-    k, n = blocks_count(group, group["density"]), len(sizes)
-    if group["block_order"] in ("ascending", "descending") and 0 < k <= n:
-        return max(sum(sizes[(start + j) % n] for j in range(k)) for start in range(n))
-    return sum(sorted(sizes, reverse=True)[:k])
-
-
-def _fixed_schedule(group: dict[str, Any]) -> bool:
-    """Whether a group's re-selection steps and window sizes are fixed by its settings (no rho
-    schedule, no T growth), so that its windows can be enumerated against other groups'."""
-    return group["density_end"] is None and group["update_gap_growth"] == 1.0
-
-
 def _columns_of(low: torch.Tensor, shard: Shard0) -> torch.Tensor:
     """This rank's columns of a left projection's low-rank gradient (its moments are by columns)."""
     start, stop = shard.bounds(low.shape[1])
     return low[:, start:stop].contiguous()
-
-
-def _restore_state_value(key: str, value: Any, param: torch.Tensor) -> Any:
-    if not isinstance(value, torch.Tensor):
-        return value
-    if key == "step":
-        return value.to(device=param.device, dtype=torch.float32, copy=True)
-    if key == "period":
-        return value.to(device="cpu", dtype=torch.int64, copy=True)
-    if value.is_floating_point():
-        return value.to(device=param.device, dtype=param.dtype, copy=True)
-    return value.to(device=param.device, copy=True)
 
 
 def _describe(group: dict[str, Any], window: list[int]) -> list[str] | list[int]:

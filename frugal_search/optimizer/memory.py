@@ -1,10 +1,22 @@
-"""How many bytes an optimizer's state holds."""
+"""How many bytes an optimizer's state holds: measured now (any optimizer), and FRUGAL's peak
+planned from shapes and settings alone (what ``FRUGAL.peak_state_bytes`` returns)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
-from frugal_search.optimizer._sharding import local_part
+from frugal_search.optimizer._settings import blocks_count, moment_count
+from frugal_search.optimizer._sharding import Shard0, chunk_bounds, local_part
+from frugal_search.optimizer._subspace import (
+    INDEX_BYTES,
+    blocks_peak_bytes,
+    blocks_window_bytes,
+    group_plan,
+    joint_peak_bytes,
+)
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer, *, device_type: str | None = None) -> int:
@@ -27,3 +39,116 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer, *, device_type: str 
             ):
                 total += value.numel() * value.element_size()
     return total
+
+
+def planned_peak_state_bytes(
+    param_groups: list[dict[str, Any]],
+    shards: Mapping[torch.Tensor, Shard0],
+    *,
+    by_group: bool = False,
+    world_size: int | None = None,
+) -> int | list[int]:
+    """FRUGAL's peak state over a re-selection cycle, of ``param_groups`` whose DTensor
+    parameters lie as ``shards`` says (``FRUGAL.peak_state_bytes`` documents the figure)."""
+    if world_size is None:
+        return _peak_state_bytes(param_groups, shards, by_group)
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"world_size={world_size!r}: allowed an int >= 1 (the number of ranks sharding the model).")
+    planned = {
+        param: shards.get(param) or _sharded_on(group, param, world_size)
+        for group in param_groups
+        for param in group["params"]
+    }
+    return _peak_state_bytes(param_groups, planned, by_group)
+
+
+def _sharded_on(group: dict[str, Any], param: torch.Tensor, world_size: int) -> Shard0:
+    """Rank 0's layout of ``param`` if fully_shard put it on ``world_size`` ranks (whole where it cannot be)."""
+    rows = int(param.shape[0]) if param.dim() else 1
+    per_tensor = group["role"] == "frugal" and group["mode"] != "blocks" and group_plan(group, param).kind != "none"
+    shardable = param.dim() >= 2 or (param.dim() == 1 and not per_tensor)
+    world = world_size if shardable else 1
+    return Shard0(None, 0, world, *chunk_bounds(rows, world, 0), sharded=world > 1)
+
+
+def _peak_state_bytes(
+    param_groups: list[dict[str, Any]], shards: Mapping[torch.Tensor, Shard0], by_group: bool
+) -> int | list[int]:
+    per_group: list[int] = []
+    schedules: list[tuple[int, list[int]]] = []  # fixed-order blocks groups, combined below
+    for group in param_groups:
+        role = group["role"]
+        params = group["params"]
+        moments = moment_count(group["stateful_rule"])
+        if role == "stateful":
+            total = sum(moments * _local_numel(p, shards) * p.element_size() for p in params)
+        elif role == "frugal" and group["mode"] == "blocks":
+            sizes = [moments * _local_numel(p, shards) * p.element_size() for p in params]
+            total = blocks_peak(group, sizes)
+            if group["block_order"] != "random" and _fixed_schedule(group):
+                schedules.append(
+                    (group["update_gap"], blocks_window_bytes(group["block_order"], sizes, group["density"]))
+                )
+        elif role == "frugal":
+            total = sum(_local_plan_bytes(group, p, shards.get(p)) for p in params)
+        else:
+            total = 0
+        per_group.append(total)
+    if by_group:
+        return per_group
+    joint = joint_peak_bytes(schedules) if len(schedules) > 1 else None
+    if joint is None:
+        return sum(per_group)
+    return sum(per_group) - sum(max(window_bytes) for _, window_bytes in schedules) + joint
+
+
+def _local_numel(param: torch.Tensor, shards: Mapping[torch.Tensor, Shard0]) -> int:
+    """Elements of this rank's shard of ``param`` (all of them when it is not sharded)."""
+    shard = shards.get(param)
+    if shard is None or not shard.sharded:
+        return param.numel()
+    return (shard.stop - shard.start) * (param.numel() // param.shape[0])
+
+
+def _local_plan_bytes(group: dict[str, Any], param: torch.Tensor, shard: Shard0 | None) -> int:
+    """Bytes of one per-tensor-mode tensor's state on this rank (see ``_sharding``): moments
+    of the local rows; a right basis and the indices whole; a left basis by rows and its
+    moments by columns; rows/randk the chosen ones among the local rows, counted as an even
+    share of the count (what a uniform draw gives on average)."""
+    plan = group_plan(group, param)
+    itemsize = param.element_size()
+    moments = moment_count(group["stateful_rule"])
+    if shard is None or not shard.sharded or plan.kind == "none":
+        return plan.state_bytes(itemsize, moments)
+    rows = shard.stop - shard.start
+    if plan.kind == "right":
+        return (moments * rows * plan.count + plan.count * plan.cols) * itemsize
+    if plan.kind == "columns":
+        return moments * rows * plan.count * itemsize + plan.count * INDEX_BYTES
+    if plan.kind == "left":
+        start, stop = shard.bounds(plan.cols)
+        return (moments * plan.count * (stop - start) + rows * plan.count) * itemsize
+    start, stop = shard.bounds(plan.count)
+    per_entry = plan.cols if plan.kind == "rows" else 1
+    return moments * (stop - start) * per_entry * itemsize + plan.count * INDEX_BYTES
+
+
+def blocks_peak(group: dict[str, Any], sizes: list[int]) -> int:
+    """A blocks group's largest window over its schedule: every window of a cycle at a fixed
+    density. Under a rho schedule the windows shrink from the start's count k and may start
+    anywhere, so: for ascending / descending order (windows of consecutive tensors, wrapping) the
+    largest run of k consecutive tensors, which holds every smaller window; for random and mirror
+    order the k largest tensors. Both bound every window whatever T does, and equal the fixed
+    density's peak when the tensor sizes repeat with the layer (as in a transformer)."""
+    if group["density_end"] is None:
+        return blocks_peak_bytes(group["block_order"], sizes, group["density"])
+    k, n = blocks_count(group, group["density"]), len(sizes)
+    if group["block_order"] in ("ascending", "descending") and 0 < k <= n:
+        return max(sum(sizes[(start + j) % n] for j in range(k)) for start in range(n))
+    return sum(sorted(sizes, reverse=True)[:k])
+
+
+def _fixed_schedule(group: dict[str, Any]) -> bool:
+    """Whether a group's re-selection steps and window sizes are fixed by its settings (no rho
+    schedule, no T growth), so that its windows can be enumerated against other groups'."""
+    return group["density_end"] is None and group["update_gap_growth"] == 1.0

@@ -1,0 +1,317 @@
+"""FRUGAL's checkpoints: its state packed into torch's ``state_dict()`` layout with shapes fixed by
+the settings alone, and unpacked again (``FRUGAL.state_dict`` / ``FRUGAL.load_state_dict``).
+
+A fixed layout is what lets ``torch.distributed.checkpoint`` load into a fresh optimizer's
+``state_dict()`` as a template. FRUGAL's own entries (the global step, the generator, the
+schedules and a blocks group's window and moments) go in each param group's entry under
+``GROUP_STATE_KEY``, because DCP keeps only ``"state"`` and ``"param_groups"`` and copies every
+key of a group through. These functions read and write the optimizer's private state; they are
+the class's checkpoint half, kept apart so that ``frugal.py`` holds the algorithm.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from itertools import chain
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from frugal_search.optimizer._settings import MOMENT_KEYS, blocks_count
+from frugal_search.optimizer._sharding import Shard0, chunk_bounds, is_dtensor, local_part
+from frugal_search.optimizer._subspace import SubspacePlan, group_plan
+from frugal_search.optimizer.memory import blocks_peak
+
+if TYPE_CHECKING:
+    from frugal_search.optimizer.frugal import FRUGAL
+
+logger = logging.getLogger("frugal_search.optimizer.frugal")  # the class's logger: one name to filter
+
+# Key of FRUGAL's own entries in each ``state_dict()["param_groups"]`` entry: the global step and
+# the generator (optimizer-wide, repeated in every group) and a blocks group's window and moments.
+GROUP_STATE_KEY = "frugal_state"
+# Key of the optimizer-wide entries in state_dict()s of earlier versions (still loaded).
+STATE_DICT_KEY = "frugal"
+
+
+def pack_state_dict(optimizer: FRUGAL, packed: dict[str, Any]) -> dict[str, Any]:
+    """``packed`` (torch's ``Optimizer.state_dict()`` of ``optimizer``) with FRUGAL's state put in
+    the fixed layout ``FRUGAL.state_dict`` describes."""
+    optimizer_wide = {
+        "global_step": torch.tensor(optimizer._global_step, dtype=torch.int64),
+        "generator_state": optimizer._generator.get_state(),
+        "last_loss": torch.tensor(
+            math.nan if optimizer._last_loss is None else optimizer._last_loss, dtype=torch.float64
+        ),
+    }
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    ids = chain.from_iterable(g["params"] for g in packed["param_groups"])
+    for index, (group, packed_group) in enumerate(zip(optimizer.param_groups, packed["param_groups"], strict=True)):
+        blocks = group["role"] == "frugal" and group["mode"] == "blocks"
+        for param in group["params"]:
+            state[next(ids)] = {} if blocks else _packed_param_state(optimizer, group, param)
+        schedule = optimizer._schedules[index]
+        packed_group[GROUP_STATE_KEY] = {
+            **optimizer_wide,
+            "schedule": torch.tensor([schedule["period"], schedule["next"]], dtype=torch.int64),
+            "schedule_density": torch.tensor(schedule["density"], dtype=torch.float64),
+            **(_packed_blocks(optimizer, index, group) if blocks else {}),
+        }
+    packed["state"] = state
+    return packed
+
+
+def _packed_param_state(optimizer: FRUGAL, group: dict[str, Any], param: torch.Tensor) -> dict[str, torch.Tensor]:
+    role, state = group["role"], optimizer.state.get(param, {})
+    shard = optimizer._shards.get(param)
+    sharded = shard is not None and shard.sharded
+    keys = MOMENT_KEYS[group["stateful_rule"]]
+    if role == "stateful":
+        local = local_part(param)
+        packed = {key: state.get(key, torch.zeros_like(local)) for key in keys}
+        packed["step"] = state.get("step", torch.zeros((), dtype=torch.float32, device=local.device))
+        if sharded:
+            for key in keys:
+                packed[key] = shard.to_dtensor(packed[key], tuple(param.shape))
+        return packed
+    if role != "frugal":
+        return {}
+    plan = group_plan(group, param)
+    if plan.kind == "none":
+        return {}
+    if "selection" not in state:
+        return _zero_split_state(plan, param, keys, shard)
+    packed = {"step": state["step"], "period": state["period"]}
+    selection, values = state["selection"], [state[key] for key in keys]
+    if not sharded:
+        return {**packed, "selection": selection, **dict(zip(keys, values, strict=True))}
+    if plan.kind == "left":  # A by rows, moments (r, n) by columns
+        packed["selection"] = shard.to_dtensor(selection, plan.basis_shape)
+        moments = [shard.to_dtensor(m, plan.moment_shape, dim=1) for m in values]
+    elif plan.kind in ("right", "columns"):  # moments by rows like the parameter
+        packed["selection"] = selection
+        moments = [shard.to_dtensor(m, plan.moment_shape) for m in values]
+    else:  # rows / randk: uneven pieces, gathered and re-chunked evenly
+        packed["selection"] = selection
+        _, _, offset = shard.localize(plan, selection)
+        moments = [
+            shard.to_dtensor(shard.piece(shard.assemble(m, offset, plan.moment_shape)).clone(), plan.moment_shape)
+            for m in values
+        ]
+    return {**packed, **dict(zip(keys, moments, strict=True))}
+
+
+def _zero_split_state(
+    plan: SubspacePlan, param: torch.Tensor, keys: tuple[str, ...], shard: Shard0 | None
+) -> dict[str, torch.Tensor]:
+    """The packed layout of a tensor not selected yet: zeros, ``period`` -1."""
+    local = local_part(param)
+    sharded = shard is not None and shard.sharded
+    basis = plan.basis_shape
+    if basis is None:
+        selection = torch.zeros(plan.count, dtype=torch.int64, device=local.device)
+    else:
+        rows = (shard.stop - shard.start) if sharded and plan.kind == "left" else basis[0]
+        selection = local.new_zeros((rows, basis[1]))
+    moment_dim = 1 if plan.kind == "left" else 0
+    moment_shape = list(plan.moment_shape)
+    if sharded:
+        start, stop = shard.bounds(moment_shape[moment_dim])
+        moment_shape[moment_dim] = stop - start
+    packed = {
+        "step": torch.zeros((), dtype=torch.float32, device=local.device),
+        "period": torch.tensor(-1, dtype=torch.int64),
+        "selection": selection,
+        **{key: local.new_zeros(moment_shape) for key in keys},
+    }
+    if sharded:
+        if plan.kind == "left":
+            packed["selection"] = shard.to_dtensor(selection, basis)
+        for key in keys:
+            packed[key] = shard.to_dtensor(packed[key], plan.moment_shape, dim=moment_dim)
+    return packed
+
+
+def _blocks_capacity(optimizer: FRUGAL, group: dict[str, Any]) -> tuple[int, Shard0 | None]:
+    """Elements of a blocks group's flat moment buffer on each rank (its peak window, the
+    largest over ranks) and a sharded layout of the group, if any."""
+    params = group["params"]
+    shards = optimizer._shards
+    shard = next((s for p in params if (s := shards.get(p)) is not None and s.sharded), None)
+    world = shard.world if shard is not None else 1
+    capacity = 0
+    for rank in range(world):
+        sizes = [
+            _rows_on(param, shards.get(param), rank) * (param.numel() // max(1, param.shape[0] if param.dim() else 1))
+            for param in params
+        ]
+        capacity = max(capacity, blocks_peak(group, sizes))
+    return capacity, shard
+
+
+def _rows_on(param: torch.Tensor, shard: Shard0 | None, rank: int) -> int:
+    """Rows of dim 0 of ``param`` that ``rank`` holds (all when it is not sharded)."""
+    rows = int(param.shape[0]) if param.dim() else 1
+    if shard is None or not shard.sharded:
+        return rows
+    start, stop = chunk_bounds(rows, shard.world, rank)
+    return stop - start
+
+
+def _packed_blocks(optimizer: FRUGAL, index: int, group: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """A blocks group's window, Adam steps and moments, the moments as flat buffers."""
+    params = group["params"]
+    k = blocks_count(group, group["density"])  # the most a decaying schedule holds
+    capacity, shard = _blocks_capacity(optimizer, group)
+    keys = MOMENT_KEYS[group["stateful_rule"]]
+    first = local_part(params[0])
+    active = torch.full((k,), -1, dtype=torch.int64)
+    steps = torch.zeros(k, dtype=torch.float32, device=first.device)
+    buffers = [torch.zeros(capacity, dtype=first.dtype, device=first.device) for _ in keys]
+    offset = 0
+    for slot, i in enumerate(optimizer._active_blocks[index]):
+        state = optimizer.state[params[i]]
+        size = state[keys[0]].numel()
+        for key, buffer in zip(keys, buffers, strict=True):
+            buffer[offset : offset + size].copy_(state[key].reshape(-1))
+        steps[slot], active[slot] = state["step"], i
+        offset += size
+    if shard is not None:
+        buffers = [shard.to_dtensor(t, (shard.world * capacity,)) for t in buffers]
+    return {
+        "active_blocks": active,
+        "block_steps": steps,
+        **{f"block_{key}": buffer for key, buffer in zip(keys, buffers, strict=True)},
+    }
+
+
+@dataclass(frozen=True)
+class SavedState:
+    """A state_dict to load, parted: what torch's ``Optimizer.load_state_dict`` restores (the
+    groups, with no per-tensor state) and FRUGAL's own entries, restored by :func:`restore_state`."""
+
+    torch_part: dict[str, Any]
+    group_entries: list[dict[str, Any] | None]  # each group's GROUP_STATE_KEY entry, if saved
+    tensor_state: dict[Any, dict[str, Any]]  # saved parameter id -> its packed state
+    legacy: dict[str, Any] | None  # the STATE_DICT_KEY entry of earlier versions
+
+
+def split_state_dict(state_dict: dict[str, Any]) -> SavedState:
+    """Part a state_dict from ``FRUGAL.state_dict()`` (or an earlier version's) without changing it."""
+    state_dict = dict(state_dict)
+    legacy = state_dict.pop(STATE_DICT_KEY, None)
+    saved_groups = [dict(g) for g in state_dict["param_groups"]]
+    group_entries = [g.pop(GROUP_STATE_KEY, None) for g in saved_groups]
+    tensor_state = state_dict.get("state", {})
+    # the per-tensor state is left out of torch's part: torch would cast integer index tensors to
+    # the parameter's float dtype; restore_state keeps each dtype
+    torch_part = {**state_dict, "param_groups": saved_groups, "state": {}}
+    return SavedState(torch_part, group_entries, tensor_state, legacy)
+
+
+def restore_state(optimizer: FRUGAL, saved: SavedState) -> None:
+    """Restore the per-tensor state, the blocks windows and the optimizer-wide entries of
+    ``saved`` into ``optimizer``, whose groups torch has just restored from ``saved.torch_part``."""
+    extras = saved.group_entries
+    for group, saved_group in zip(optimizer.param_groups, saved.torch_part["param_groups"], strict=True):
+        for saved_id, param in zip(saved_group["params"], group["params"], strict=True):
+            restored = _unpacked_param_state(optimizer, group, param, saved.tensor_state.get(saved_id) or {})
+            if restored:
+                optimizer.state[param] = restored
+    for index, (group, extra) in enumerate(zip(optimizer.param_groups, extras, strict=True)):
+        if extra is not None and "active_blocks" in extra:
+            _load_blocks(optimizer, index, group, extra)
+    legacy = saved.legacy
+    wide = next((extra for extra in extras if extra is not None), legacy)
+    if wide is None:
+        logger.warning(
+            "state_dict has no %r entries: global step, generator and blocks moments restart (through "
+            "torch.distributed.checkpoint, keep flatten_optimizer_state_dict=False: the flattened layout drops them)",
+            GROUP_STATE_KEY,
+        )
+        return
+    optimizer._global_step = int(wide["global_step"])
+    optimizer._generator.set_state(wide["generator_state"].to(device="cpu", dtype=torch.uint8))
+    last_loss = float(wide["last_loss"]) if "last_loss" in wide else math.nan
+    optimizer._last_loss = None if math.isnan(last_loss) else last_loss
+    for index, (group, extra) in enumerate(zip(optimizer.param_groups, extras, strict=True)):
+        optimizer._schedules[index] = _loaded_schedule(group, extra, optimizer._global_step)
+    if wide is legacy:
+        optimizer._active_blocks = [[int(i) for i in window.tolist()] for window in legacy["active_blocks"]]
+
+
+def _loaded_schedule(group: dict[str, Any], extra: dict[str, Any] | None, global_step: int) -> dict[str, Any]:
+    """A group's schedule from its saved entries; earlier versions (fixed T and density) had
+    none, and their schedule follows from the global step."""
+    if extra is not None and "schedule" in extra:
+        period, upcoming = (int(value) for value in extra["schedule"].tolist())
+        return {"period": period, "next": upcoming, "density": float(extra["schedule_density"])}
+    gap = group["update_gap"]
+    period = (global_step - 1) // gap if global_step > 0 else -1
+    return {"period": period, "next": (period + 1) * gap + 1, "density": float(group["density"])}
+
+
+def _unpacked_param_state(
+    optimizer: FRUGAL, group: dict[str, Any], param: torch.Tensor, saved: dict[str, Any]
+) -> dict[str, Any]:
+    if "period" in saved and int(saved["period"]) < 0:
+        return {}  # packed before its first selection
+    if group["role"] == "stateful" and "step" in saved and float(saved["step"]) == 0:
+        return {}  # packed before its first step
+    shard = optimizer._shards.get(param)
+    if shard is None or not shard.sharded or not saved:
+        local = local_part(param)
+        return {key: _restore_state_value(key, local_part(value), local) for key, value in saved.items()}
+    local = local_part(param)
+    pieces = dict(saved)
+    keys = MOMENT_KEYS[group["stateful_rule"]]
+    if group["role"] == "stateful" or "selection" not in saved:
+        pieces.update({key: shard.piece(saved[key]) for key in keys if key in saved})
+    else:
+        plan = group_plan(group, param)
+        if plan.kind == "left":
+            pieces["selection"] = shard.piece(saved["selection"])
+            pieces.update({key: shard.piece(saved[key], dim=1) for key in keys})
+        elif plan.kind in ("right", "columns"):
+            pieces.update({key: shard.piece(saved[key]) for key in keys})
+        else:
+            local_plan, _, offset = shard.localize(plan, saved["selection"])
+            for key in keys:
+                whole = saved[key].full_tensor() if is_dtensor(saved[key]) else saved[key]
+                pieces[key] = whole.narrow(0, offset, local_plan.count)
+    return {key: _restore_state_value(key, value, local) for key, value in pieces.items()}
+
+
+def _load_blocks(optimizer: FRUGAL, index: int, group: dict[str, Any], extra: dict[str, Any]) -> None:
+    params = group["params"]
+    keys = MOMENT_KEYS[group["stateful_rule"]]
+    window = [int(i) for i in extra["active_blocks"].tolist() if int(i) >= 0]
+    buffers = [local_part(extra[f"block_{key}"]) for key in keys]
+    offset = 0
+    for slot, i in enumerate(window):
+        local = local_part(params[i])
+        size = local.numel()
+        restored = {
+            key: _restore_state_value(key, buffer[offset : offset + size].view(local.shape), local)
+            for key, buffer in zip(keys, buffers, strict=True)
+        }
+        restored["step"] = _restore_state_value("step", extra["block_steps"][slot], local)
+        optimizer.state[params[i]] = restored
+        offset += size
+    optimizer._active_blocks[index] = window
+
+
+def _restore_state_value(key: str, value: Any, param: torch.Tensor) -> Any:
+    """A saved value copied onto ``param``'s device: floating state in its dtype, ``step`` float32,
+    ``period`` int64 on the CPU, index tensors as they are; non-tensors unchanged."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    if key == "step":
+        return value.to(device=param.device, dtype=torch.float32, copy=True)
+    if key == "period":
+        return value.to(device="cpu", dtype=torch.int64, copy=True)
+    if value.is_floating_point():
+        return value.to(device=param.device, dtype=param.dtype, copy=True)
+    return value.to(device=param.device, copy=True)

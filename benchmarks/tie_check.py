@@ -61,7 +61,6 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     from frugal_search.proxy import run_proxy
     from frugal_search.search.config import load_study_config
     from frugal_search.search.space import partition_from_settings
-    from frugal_search.validate.check import scale_budget
 
     torch.set_num_threads(1)
     config = load_study_config(job["study"])
@@ -76,7 +75,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
         partition = partition.with_base_widths(model_on_meta(model, seed=config.study.seed)).replace(lr_transfer="width")
         model = config.transfer.model_spec()
-    budget = scale_budget(config.proxy.budget(), job["factor"])
+    budget = config.proxy.budget().scaled(job["factor"])
     started = time.perf_counter()
     with quiet_unmatched_rules():
         result = run_proxy(model, config.data_spec(), partition, budget, seed=job["seed"])

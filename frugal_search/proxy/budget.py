@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -72,6 +73,16 @@ class ProxyBudget:
         if self.warmup_steps is not None:
             return min(self.warmup_steps, self.total_steps)
         return max(1, round(0.1 * self.total_steps))
+
+    def scaled(self, factor: int) -> ProxyBudget:
+        """This budget trained ``factor`` times longer: steps, warmup and evaluation interval scaled
+        alike, so the lr schedule keeps its shape (warmup, then the cosine decay of the new length)."""
+        if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
+            raise ValueError(f"factor must be an integer >= 1 (times the steps), got {factor!r}")
+        warmup = None if self.warmup_steps is None else self.warmup_steps * factor
+        return dataclasses.replace(
+            self, steps=self.total_steps * factor, tokens=None, warmup_steps=warmup, eval_every=self.eval_every * factor
+        )
 
 
 def lr_factor(step: int, *, total_steps: int, warmup_steps: int, min_lr_ratio: float) -> float:

@@ -16,6 +16,7 @@ import pandas as pd
 from frugal_search.report._objective import LOSS_OBJECTIVE, Objective
 from frugal_search.report._seeds import best_baseline_runs, seed_summary, verdict
 from frugal_search.report._table import feasible_rows
+from frugal_search.search import is_repeat
 
 if TYPE_CHECKING:
     import optuna
@@ -78,7 +79,7 @@ def eval_curves(
     front_numbers = set(int(n) for n in front["number"])
     curves: list[EvalCurve] = []
     for frozen in study.get_trials(deepcopy=False):
-        if frozen.user_attrs.get("seed_of") is not None:
+        if is_repeat(frozen.user_attrs):
             continue
         baseline = frozen.user_attrs.get("baseline")
         on_front = frozen.number in front_numbers

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from frugal_search.report._analysis import best_under_budget
+from frugal_search.report._decision import study_answer
 from frugal_search.report._objective import study_objective
 from frugal_search.report._seeds import best_baseline_runs
 from frugal_search.report._table import feasible_rows, trials_table
@@ -48,11 +48,12 @@ def select_trial(
     max_memory: int | str | None = None,
     baseline: str | None = None,
 ) -> optuna.trial.FrozenTrial:
-    """Return the trial to export: number ``trial``, with ``best`` the lowest loss under
-    ``max_memory``, or baseline ``baseline``'s best run of its lr grid (the run the report compares with).
+    """Return the trial to export: number ``trial``, with ``best`` the study's answer (the report's
+    recommendation, taken at the confirmation rung when the study has one: ``_decision.study_answer``)
+    under ``max_memory``, or baseline ``baseline``'s best run of its lr grid (the run the report compares with).
 
-    ``max_memory`` (bytes or text such as ``"1.5 MiB"``) bounds the optimizer state of the best
-    trial; without it the lowest loss overall wins. Raises ``ValueError`` naming the problem and a
+    ``max_memory`` (bytes or text such as ``"1.5 MiB"``) bounds the optimizer state of the answer;
+    without it the study's own memory budget does. Raises ``ValueError`` naming the problem and a
     remedy: not exactly one of ``trial``/``best``/``baseline``, an unknown number or baseline, a
     trial without a split config, or no trial under the memory limit (naming the lowest memory available).
     """
@@ -73,11 +74,12 @@ def select_trial(
             raise ValueError(f"study {study.study_name!r} has no trial {trial}; trial numbers: {span}")
         chosen = trials[trial]
     else:
-        budget = parse_bytes(max_memory) if max_memory is not None else None
+        stored = study.user_attrs.get("memory_budget")
+        budget = parse_bytes(max_memory) if max_memory is not None else (None if stored is None else int(stored))
         table = trials_table(study)
         objective = study_objective(study)
-        row = best_under_budget(table, memory_budget_bytes=budget, objective=objective)
-        if row is None:
+        answer, _ = study_answer(table, memory_budget_bytes=budget, objective=objective)
+        if answer is None:
             feasible = feasible_rows(table, objective)
             if feasible.empty:
                 raise ValueError(
@@ -91,7 +93,7 @@ def select_trial(
                 f"{format_bytes(smallest['state_bytes'])} ({int(smallest['state_bytes'])} bytes, "
                 f"trial #{int(smallest['number'])}); raise --max-memory"
             )
-        chosen = trials[int(row["number"])]
+        chosen = trials[answer.number]
     if not chosen.user_attrs.get("split"):
         raise ValueError(
             f"trial {chosen.number} of study {study.study_name!r} stored no split config "

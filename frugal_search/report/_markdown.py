@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from frugal_search.report._analysis import ObjectiveImportance
+from frugal_search.report._decision import Recommendation, baseline_verdicts, memory_win
 from frugal_search.report._objective import LOSS_OBJECTIVE, Objective
 from frugal_search.search import LORA_BASELINE
 from frugal_search.units import format_bytes
@@ -46,6 +47,9 @@ class ReportContent:
     export_command_prefix: str
     memory_command: str
     objective: Objective = LOSS_OBJECTIVE  # the figure trials are ranked by, and its direction
+    answer: Recommendation | None = None  # the study's answer (``_decision.study_answer``)
+    decision: pd.DataFrame | None = None  # the candidates it was chosen from (``_decision.rung_summary``)
+    proxy_steps: int | None = None  # steps of the proxy run, to say how long the rung trained
 
 
 def flatten_settings(config: Any, prefix: str = "") -> dict[str, str]:
@@ -295,6 +299,110 @@ def _best_section(content: ReportContent) -> list[str]:
     return lines
 
 
+def how_chosen(answer: Recommendation, decision: pd.DataFrame, proxy_steps: int | None) -> str:
+    """The two sentences that say how the answer was chosen, before any figure."""
+    seeds = int(decision["seeds"].max())
+    if answer.factor > 1:
+        steps = f" ({answer.factor * proxy_steps} steps)" if proxy_steps else ""
+        return (
+            f"The {len(decision)} most promising candidates of the proxy runs (the Pareto front and the baselines, "
+            f"promoted by non-dominated rank of memory against loss) were trained again {answer.factor}x longer"
+            f"{steps}, {seeds} seeds each. The answer is the lowest mean loss there within the memory budget, "
+            "baselines included, or among the candidates that tie with it (a difference within the seed spread) "
+            "the one with the least optimizer state."
+        )
+    return (
+        f"The study has no confirmation rung, so the answer is taken at the proxy budget, over {seeds} seed(s): "
+        "the lowest mean loss within the memory budget, baselines included, or among the candidates that tie with "
+        "it (a difference within the seed spread) the one with the least optimizer state."
+    )
+
+
+def _candidate_words(row: pd.Series) -> str:
+    """``#57`` or ``#3 galore at lr 0.03``."""
+    if isinstance(row["baseline"], str):
+        return f"#{int(row['number'])} {row['baseline']} at {_lr_cell(row['lr'])}"
+    return f"#{int(row['number'])}"
+
+
+def _answer_section(content: ReportContent) -> list[str]:
+    """The answer first: how it was chosen, the recommendation, its verdicts, the memory win, the plot."""
+    lines = ["## The answer", ""]
+    answer, decision, objective = content.answer, content.decision, content.objective
+    if answer is None or decision is None or decision.empty:
+        lines += ["No answer yet: no candidate finished with a loss within the memory budget.", "", "![Pareto front](pareto.png)"]
+        return lines
+    lines += [how_chosen(answer, decision, content.proxy_steps), ""]
+    by_number = decision.set_index("number", drop=False)
+    chosen, best = by_number.loc[answer.number], by_number.loc[answer.best_number]
+    where = f"at {answer.factor}x the proxy steps" if answer.factor > 1 else "at the proxy budget"
+    pct = f" ({chosen['state_pct_of_adamw']:.3g}% of AdamW's)" if math.isfinite(chosen["state_pct_of_adamw"]) else ""
+    if isinstance(chosen["baseline"], str):
+        lines.append(
+            f"**The answer is a baseline: {chosen['baseline']} at {_lr_cell(chosen['lr'])}** (trial #{answer.number}): "
+            f"no searched partition beats it {where}."
+        )
+    else:
+        lines.append(f"**Trial #{answer.number}**: {chosen['summary']}.")
+    lines += [
+        "",
+        f"{objective.words[0].upper() + objective.words[1:]} {where}: {_mean_cell(chosen['mean'], chosen['spread'])} "
+        f"over {int(chosen['seeds'])} seed(s); optimizer state {chosen['state_mib']:.4g} MiB{pct}.",
+    ]
+    if answer.chosen_for_less_state:
+        lines.append(
+            f"It ties with the lowest mean, {_candidate_words(best)} ({_mean_cell(best['mean'], best['spread'])} "
+            f"with {best['state_mib']:.4g} MiB), on {100 * chosen['state_bytes'] / best['state_bytes']:.0f}% of its "
+            "state, so the smaller state wins."
+        )
+    if answer.tied:
+        lines.append("Candidates in the tie: " + ", ".join(_candidate_words(by_number.loc[n]) for n in answer.tied) + ".")
+    win = memory_win(decision, objective)
+    if win is not None:
+        point, baseline = win
+        if int(point["number"]) != int(baseline["number"]):
+            lines += [
+                "",
+                f"**Memory win:** {_candidate_words(point)} matches the loss of the best baseline, "
+                f"{_candidate_words(baseline)} ({_mean_cell(baseline['mean'], baseline['spread'])}), with "
+                f"{100 * point['state_bytes'] / baseline['state_bytes']:.0f}% of its state "
+                f"({point['state_mib']:.4g} MiB against {baseline['state_mib']:.4g} MiB).",
+            ]
+        else:
+            lines += ["", f"**Memory win:** none: nothing with less state matches the best baseline, {_candidate_words(baseline)}."]
+    verdicts = baseline_verdicts(decision, answer.number, objective)
+    if not verdicts.empty:
+        lines += ["", f"Against each baseline at its best lr of the proxy's grid, {where} (mean ± sample std over seeds; "
+                  "a difference within the larger spread is a tie):", ""]
+        lines += _markdown_table(
+            ["baseline", "lr", "trial", objective.words, "seeds", "state (MiB)", "over budget", "difference", "state ratio", "verdict"],
+            [[row["baseline"], _lr_cell(row["lr"]), f"#{int(row['number'])}", _mean_cell(row["mean"], row["spread"]),
+              row["seeds"], row["state_mib"], "yes" if row["over_budget"] else "no", row["difference"], row["state_ratio"],
+              row["verdict"]]
+             for row in verdicts.to_dict("records")],
+        )
+    promoted = set(decision["number"])
+    comparison = content.baseline_comparison
+    if answer.factor > 1 and comparison is not None and not comparison.empty:
+        left = comparison[~comparison["number"].isin(promoted)]
+        if not left.empty:
+            lines += ["", "Not promoted (behind the promoted candidates at the proxy, so not trained longer): " + "; ".join(
+                f"{row['baseline']} at {_lr_cell(row['lr'])}, {_mean_cell(row[objective.name], row['spread'])} at the "
+                f"proxy with {row['state_mib']:.4g} MiB" for row in left.to_dict("records")) + "."]
+    lines += ["", "![Pareto front](pareto.png)", ""]
+    if answer.factor > 1:
+        lines += [f"Every promoted candidate, at the proxy and {where} (diamonds in the plot):", ""]
+        lines += _markdown_table(
+            ["candidate", "state (MiB)", "% of AdamW", "at the proxy", f"at {answer.factor}x", "seeds", "partition"],
+            [[_candidate_words(row), row["state_mib"], row["state_pct_of_adamw"], _mean_cell(row["proxy_mean"], row["proxy_spread"]),
+              _mean_cell(row["mean"], row["spread"]), row["seeds"], row["summary"]]
+             for _, row in decision.iterrows()],
+        )
+        lines.append("")
+    lines += ["Export it:", "", "```bash", f"{content.export_command_prefix} --best -o split.json", "```"]
+    return lines
+
+
 def _importance_section(content: ReportContent) -> list[str]:
     lines = ["## Which search parameters matter", ""]
     for entry in content.importances:
@@ -335,14 +443,16 @@ def _progress_section(content: ReportContent) -> list[str]:
 def render_markdown(content: ReportContent) -> str:
     """Return the text of report.md for ``content``."""
     lines = [f"# Report of study `{content.study_name}`", ""]
-    lines += ["## Study settings", ""]
-    lines += _markdown_table(["setting", "value"], [[k, v] for k, v in content.settings.items()])
-    lines += [""] + _trials_section(content)
+    if not content.table.empty:
+        lines += _answer_section(content) + [""]
+    lines += _trials_section(content)
     lines += [""] + _front_section(content)
     if not content.table.empty:
         lines += [""] + _best_section(content)
         lines += [""] + _importance_section(content)
         lines += [""] + _progress_section(content)
+    lines += ["", "## Study settings", ""]
+    lines += _markdown_table(["setting", "value"], [[k, v] for k, v in content.settings.items()])
     lines += [
         "",
         "## Files",

@@ -14,6 +14,7 @@ import pandas as pd
 
 from frugal_search.report._analysis import EvalCurve, ObjectiveImportance
 from frugal_search.report._objective import LOSS_OBJECTIVE, Objective
+from frugal_search.report._table import repeat_mask
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -62,9 +63,15 @@ def draw_pareto(
     seeds: pd.DataFrame | None = None,
     best_baseline_numbers: set[int] | None = None,
     objective: Objective = LOSS_OBJECTIVE,
+    rung: pd.DataFrame | None = None,
+    answer: int | None = None,
 ) -> None:
     """Draw memory (MiB; ``objective.memory``) against the figure (``objective.name``: eval loss,
     or accuracy with higher better): the front, the baselines, the rest.
+
+    ``rung`` (`rung_summary`) draws each promoted candidate twice, at its proxy mean and at its mean
+    at the confirmation rung (a diamond with a one-std bar), joined by a line, so a reader sees which
+    points held up; ``answer`` (a trial number) is ringed there.
 
     ``seeds`` (`seed_summary`) adds the mean over seeds with a one-std error bar for the trials
     that have replicas; ``best_baseline_numbers`` draws each baseline's best run as a large star and
@@ -86,8 +93,7 @@ def draw_pareto(
         ax.set_title("Pareto front: no trials")
         _save(figure, target)
         return
-    replica = table["seed_of"].notna() if "seed_of" in table else False
-    complete = table[(table["state"] == "COMPLETE") & ~replica]
+    complete = table[(table["state"] == "COMPLETE") & ~repeat_mask(table)]
     front_numbers = set(front["number"])
     others = complete[~complete["number"].isin(front_numbers) & complete["baseline"].isna()]
     if not others.empty:
@@ -121,6 +127,8 @@ def draw_pareto(
             lr = getattr(row, "baseline_lr", math.nan)
             label = f"{row.baseline} (lr {lr:g})" if math.isfinite(lr) else str(row.baseline)
             ax.annotate(label, (getattr(row, x_column), getattr(row, y_column)), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    if rung is not None and not rung.empty:
+        _draw_rung(ax, rung, x_column, answer)
     # trials without a loss: on a shaded strip at the top, x in data units, y in axes units
     strip = ax.get_xaxis_transform()
     apart = table[table["outcome"].isin(list(_APART_STYLE)) & table[x_column].map(math.isfinite)]
@@ -163,6 +171,26 @@ def draw_pareto(
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, borderaxespad=0)
     _save(figure, target)
+
+
+def _draw_rung(ax: Axes, rung: pd.DataFrame, x_column: str, answer: int | None) -> None:
+    """Each promoted candidate from its proxy mean to its rung mean (diamond, ±1 std)."""
+    shown = rung[(rung["mean"].map(math.isfinite) & rung[x_column].map(math.isfinite)).astype(bool)]
+    if shown.empty:
+        return
+    factor = int(shown["factor"].iloc[0])
+    for row in shown.itertuples(index=False):
+        x = getattr(row, x_column)
+        ax.plot([x, x], [row.proxy_mean, row.mean], color="tab:purple", linewidth=0.8, alpha=0.6, zorder=3)
+        name = f"#{row.number}" + (f" {row.baseline}" if isinstance(row.baseline, str) else "")
+        ax.annotate(name, (x, row.mean), textcoords="offset points", xytext=(5, -3), fontsize=7, color="tab:purple")
+    ax.errorbar(shown[x_column], shown["mean"], yerr=shown["spread"].fillna(0.0), fmt="D", color="tab:purple",
+                markersize=5, capsize=3, linewidth=0.8, label=f"promoted, at {factor}x the steps (mean ±1 std)",
+                zorder=6)
+    chosen = shown[shown["number"] == answer]
+    if not chosen.empty:
+        ax.scatter(chosen[x_column], chosen["mean"], s=180, facecolors="none", edgecolors="tab:red", linewidth=1.5,
+                   label="the answer", zorder=7)
 
 
 def draw_curves(

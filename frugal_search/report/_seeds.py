@@ -14,16 +14,16 @@ import statistics
 import pandas as pd
 
 from frugal_search.report._objective import LOSS_OBJECTIVE, Objective
+from frugal_search.report._table import repeat_mask
 
 # verdicts of `verdict`, as the report writes them
 BEATS, TIES, LOSES = "beats", "ties", "loses"
 
 
 def original_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """Rows of ``table`` that are not extra-seed replicas (the trials of the search and the grids)."""
-    if "seed_of" not in table:
-        return table
-    return table[table["seed_of"].isna()]
+    """Rows of ``table`` that repeat no other trial (the trials of the search and the grids): no
+    extra-seed replicas, no confirmation-rung runs."""
+    return table[~repeat_mask(table)]
 
 
 def seed_summary(table: pd.DataFrame, objective: Objective = LOSS_OBJECTIVE) -> pd.DataFrame:

@@ -28,6 +28,8 @@ TRIAL_COLUMNS: tuple[str, ...] = (
     "baseline_lr",
     "seed",
     "seed_of",
+    "rung_of",
+    "rung_factor",
     "summary",
     "eval_loss",
     "best_eval_loss",
@@ -129,6 +131,8 @@ def trials_table(study: optuna.Study, *, adamw_bytes: int | None = None) -> pd.D
             "baseline_lr": _float_or_nan(attrs.get("baseline_lr")),
             "seed": _float_or_nan(attrs.get("seed")),
             "seed_of": _float_or_nan(attrs.get("seed_of")),
+            "rung_of": _float_or_nan(attrs.get("rung_of")),
+            "rung_factor": _float_or_nan(attrs.get("rung_factor")),
             "summary": attrs.get("summary") or "",
             "eval_loss": eval_loss,
             "best_eval_loss": _float_or_nan(attrs.get("best_eval_loss")),
@@ -152,11 +156,20 @@ def trials_table(study: optuna.Study, *, adamw_bytes: int | None = None) -> pd.D
     columns = list(TRIAL_COLUMNS) + [f"param_{name}" for name in sorted(param_names)]
     table = pd.DataFrame(rows, columns=columns)
     # an empty study still gets the right dtypes, so callers can filter without special cases
-    for column in ("baseline_lr", "seed", "seed_of", "eval_loss", "best_eval_loss", "state_bytes", "state_mib", "state_pct_of_adamw",
+    for column in ("baseline_lr", "seed", "seed_of", "rung_of", "rung_factor", "eval_loss", "best_eval_loss", "state_bytes", "state_mib", "state_pct_of_adamw",
                    "tokens_per_s", "wall_s", "steps", "peak_memory_bytes", "accuracy", "macro_f1", "training_mib"):
         table[column] = table[column].astype(float)
     table["number"] = table["number"].astype(int)
     return table.sort_values("number", kind="stable").reset_index(drop=True)
+
+
+def repeat_mask(table: pd.DataFrame) -> pd.Series:
+    """Rows that repeat another trial: an extra seed (``seed_of``) or a confirmation-rung run (``rung_of``)."""
+    mask = pd.Series(False, index=table.index)
+    for column in ("seed_of", "rung_of"):
+        if column in table:
+            mask |= table[column].notna()
+    return mask
 
 
 def feasible_rows(table: pd.DataFrame, objective: Objective = LOSS_OBJECTIVE) -> pd.DataFrame:
@@ -165,14 +178,14 @@ def feasible_rows(table: pd.DataFrame, objective: Objective = LOSS_OBJECTIVE) ->
 
     A baseline runs even over the budget (it is a reference) and is then marked ``over_budget``:
     it is drawn and compared with, but it is not feasible (tables without the column: none is).
-    Extra-seed replicas (``seed_of``) are not trials of their own: they are averaged into the trial
-    they repeat (``_seeds.seed_summary``).
+    Repeats are not trials of their own: extra-seed replicas (``seed_of``) are averaged into the
+    trial they repeat (``_seeds.seed_summary``), confirmation-rung runs (``rung_of``) into its rung
+    figures (``_decision.rung_summary``).
     """
     over_budget = table["over_budget"].astype(bool) if "over_budget" in table else False
-    replica = table["seed_of"].notna() if "seed_of" in table else False
     mask = (
         (table["state"] == "COMPLETE")
-        & ~replica
+        & ~repeat_mask(table)
         & ~over_budget
         & table[objective.name].map(math.isfinite)
         & table[objective.memory].map(math.isfinite)

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from frugal_search.report._analysis import (
-    best_under_budget,
     compare_with_baselines,
     eval_curves,
     objective_importances,
     outcome_counts,
 )
+from frugal_search.report._decision import study_answer
 from frugal_search.report._front import hypervolume_history, hypervolume_reference_point, pareto_front
 from frugal_search.report._markdown import ReportContent, flatten_settings, render_markdown
 from frugal_search.report._objective import study_objective
@@ -118,6 +118,8 @@ def write_report(
     seeds = seed_summary(table, objective)
     best_baselines = best_baseline_runs(table, objective)
     best_baseline_numbers = {int(n) for n in best_baselines["number"] if math.isfinite(n)}
+    answer, decision = study_answer(table, memory_budget_bytes=budget_bytes, objective=objective)
+    best = None if answer is None else table.set_index("number", drop=False).loc[answer.number]
     draw_pareto(
         table,
         front,
@@ -128,6 +130,8 @@ def write_report(
         seeds=seeds,
         best_baseline_numbers=best_baseline_numbers,
         objective=objective,
+        rung=decision if answer is not None and answer.factor > 1 else None,
+        answer=None if answer is None else answer.number,
     )
     draw_curves(
         eval_curves(study, front, baseline_runs=best_baseline_numbers, objective=objective),
@@ -137,7 +141,6 @@ def write_report(
     draw_importance(importances, out_path / "importance.png")
     draw_hypervolume(history, out_path / "hypervolume.png", reference_point=reference, objective=objective)
 
-    best = best_under_budget(table, memory_budget_bytes=budget_bytes, objective=objective)
     if study_file is None:
         study_file = getattr(config, "path", None)
     if study_file is None and storage_url is None:
@@ -178,6 +181,9 @@ def write_report(
         ),
         memory_command=MEMORY_COMMAND,
         objective=objective,
+        answer=answer,
+        decision=decision,
+        proxy_steps=getattr(getattr(config, "proxy", None), "steps", None),
     )
     report_path = out_path / "report.md"
     report_path.write_text(render_markdown(content), encoding="utf-8")

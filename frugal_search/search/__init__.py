@@ -27,6 +27,8 @@ _EXPORTS: dict[str, str] = {
     "open_storage": "frugal_search.search.storage",
     "open_study": "frugal_search.search.study",
     "count_finished_trials": "frugal_search.search.study",
+    "is_repeat": "frugal_search.search.study",
+    "planned_rung_runs": "frugal_search.search.rungs",
     "journal_path": "frugal_search.search.storage",
     "sqlite_path": "frugal_search.search.storage",
     "normalize_storage": "frugal_search.search.config",

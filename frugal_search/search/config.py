@@ -102,11 +102,20 @@ class ProxySection:
 
 @dataclass(frozen=True)
 class SearchSection:
-    """``[search]``: fidelity schedule (successive halving lives in ``search.fidelity``)."""
+    """``[search]``: fidelity schedule (successive halving lives in ``search.fidelity``) and the
+    confirmation rung above the proxy, where the recommendation is taken (``search.rungs``)."""
 
     fidelity: str = "none"  # none | successive-halving
     min_fraction: float = 0.25  # share of the proxy steps every trial runs before it can be stopped
     reduction_factor: float = 3  # keep the best 1/reduction_factor at each rung
+    confirm_factor: int = 4  # the confirmation rung trains this many times the proxy steps
+    confirm_top: int = 5  # candidates promoted to it (front members and baselines, by non-dominated rank)
+    confirm_seeds: int = 3  # runs (seeds) of each promoted candidate there; 0: no rung, pick at the proxy
+
+    @property
+    def confirms(self) -> bool:
+        """Whether the search ends with the confirmation rung."""
+        return self.confirm_seeds > 0
 
 
 @dataclass(frozen=True)
@@ -534,7 +543,26 @@ def _read_search(table: dict[str, Any], where: str) -> SearchSection:
         raise StudyConfigError(
             f"{where}: [search] reduction_factor: expected a number above 1, got {reduction!r}"
         )
-    return SearchSection(fidelity=fidelity, min_fraction=float(min_fraction), reduction_factor=reduction)
+    factor = _int(table.get("confirm_factor", 4), where, "search", "confirm_factor")
+    if factor < 2:
+        raise StudyConfigError(
+            f"{where}: [search] confirm_factor: expected an integer >= 2 (times the proxy steps), got {factor}; "
+            f"to pick at the proxy budget instead, set confirm_seeds = 0"
+        )
+    top = _positive_int(table.get("confirm_top", 5), where, "search", "confirm_top")
+    seeds = _int(table.get("confirm_seeds", 3), where, "search", "confirm_seeds")
+    if seeds < 0:
+        raise StudyConfigError(
+            f"{where}: [search] confirm_seeds: expected an integer >= 0 (0: no confirmation rung), got {seeds}"
+        )
+    return SearchSection(
+        fidelity=fidelity,
+        min_fraction=float(min_fraction),
+        reduction_factor=reduction,
+        confirm_factor=factor,
+        confirm_top=top,
+        confirm_seeds=seeds,
+    )
 
 
 def _read_transfer(table: dict[str, Any], where: str) -> TransferSection:

@@ -151,13 +151,14 @@ class TrialObjective:
             raise optuna.TrialPruned(reason)
 
         on_eval = None
-        if self.config.search.fidelity != "none":
+        rung_factor = trial.user_attrs.get("rung_factor") if trial.user_attrs.get("rung_of") is not None else None
+        if self.config.search.fidelity != "none" and rung_factor is None:  # a rung run trains to its end
             from frugal_search.search.fidelity import make_early_stop
 
             on_eval = make_early_stop(trial, self.config, state_bytes=state_bytes)
         try:
             seed = int(trial.user_attrs.get("seed", self.config.study.seed))
-            result = self._run(partition, seed=seed, on_eval=on_eval)
+            result = self._run(partition, seed=seed, on_eval=on_eval, factor=int(rung_factor or 1))
         except torch.cuda.OutOfMemoryError as error:
             torch.cuda.empty_cache()
             reason = f"CUDA out of memory on {self.device}: {str(error).splitlines()[0]}"
@@ -185,11 +186,12 @@ class TrialObjective:
         _set_outcome(trial, "ok", None)
         return float(figure), memory_mib
 
-    def _run(self, partition: Any, *, seed: int, on_eval: Any) -> Any:
-        """The trial's proxy run: in this process, or on ``[proxy] nproc`` ranks under torchrun."""
+    def _run(self, partition: Any, *, seed: int, on_eval: Any, factor: int = 1) -> Any:
+        """The trial's proxy run (``factor`` times longer at a confirmation rung): in this process, or
+        on ``[proxy] nproc`` ranks under torchrun."""
         from frugal_search.proxy import run_proxy, run_proxy_multiprocess
 
-        budget, nproc = self.config.proxy.budget(), self.config.proxy.nproc
+        budget, nproc = self.config.proxy.budget().scaled(factor), self.config.proxy.nproc
         if nproc > 1:  # the study file refuses successive halving (on_eval) with nproc > 1
             return run_proxy_multiprocess(
                 self.model_spec, self.data_spec, partition, budget, nproc=nproc, device=self.device, seed=seed
@@ -205,10 +207,17 @@ class TrialObjective:
 
         study_name = self.config.study.name
         provenance = {"source": {"study": study_name, "trial": trial.number}}
-        seed_of = trial.user_attrs.get("seed_of")
-        if seed_of is not None:  # another seed of a finished trial: the same split (or LoRA adapter)
-            split = trial.study.trials[int(seed_of)].user_attrs["split"]
-            return _lora_spec(split) if split.get("method") == LORA_BASELINE else Partition.from_dict(split)
+        repeated = trial.user_attrs.get("seed_of", trial.user_attrs.get("rung_of"))
+        if repeated is not None:  # another seed, or a rung run, of a finished trial: the same split (or LoRA adapter)
+            split = trial.study.trials[int(repeated)].user_attrs["split"]
+            if split.get("method") == LORA_BASELINE:
+                return _lora_spec(split)
+            partition = Partition.from_dict(split)
+            factor = trial.user_attrs.get("rung_factor")
+            if factor is not None and partition.settings.density_end is not None:
+                # a rho schedule spans the proxy's steps: at the rung it spans the rung's
+                partition = partition.replace(density_steps=partition.settings.density_steps * int(factor))
+            return partition
         baseline = trial.user_attrs.get("baseline")
         if baseline == LORA_BASELINE:
             lr = trial.user_attrs.get("baseline_lr")

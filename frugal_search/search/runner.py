@@ -24,12 +24,12 @@ from frugal_search.search.study import (
     has_waiting_trials,
     open_study,
     planned_baseline_runs,
-    planned_seed_runs,
 )
 from frugal_search.search.workers import (
     WorkerExit,
     WorkersFailedError,
     choose_parallelism,
+    enqueue_later_references,
     run_worker,
     run_worker_processes,
 )
@@ -82,12 +82,10 @@ def run_search(
     fail_stale_trials(study, grace_period=config.study.grace_period)
     done = count_finished_trials(study)
     enqueue_references(study, planned_baseline_runs(config, study))
-    if done >= target and not has_waiting_trials(study) and not enqueue_references(
-        study, planned_seed_runs(study, config)
-    ):
+    if done >= target and not has_waiting_trials(study) and not enqueue_later_references(study, config):
         logger.info(
-            "study %r already holds %d finished trials (target %d), its baselines' lr grid and its seeds: "
-            "nothing to do",
+            "study %r already holds %d finished trials (target %d), its baselines' lr grid, its seeds and its "
+            "confirmation rung: nothing to do",
             config.study.name,
             done,
             target,

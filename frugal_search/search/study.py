@@ -113,7 +113,8 @@ class ReferenceRun:
     """A trial to compare with that takes no place among ``[study] trials``.
 
     ``baseline``: a baseline at one lr of its grid (``lr`` None: its own lr); ``seed``: another seed
-    of a finished trial (``seed_of``). ``params`` are the space's values that rebuild it, enqueued so
+    of a finished trial (``seed_of``); ``rung``: a finished trial trained ``rung_factor`` times
+    longer at one seed (``rung_of``, ``frugal_search.search.rungs``). ``params`` are the space's values that rebuild it, enqueued so
     the sampler learns from it (empty when the space does not hold it).
     """
 
@@ -127,7 +128,10 @@ class ReferenceRun:
 
 
 def reference_key(user_attrs: Mapping[str, Any]) -> tuple | None:
-    """``("baseline", name, lr)`` or ``("seed", trial number, seed)`` for a reference trial, else None."""
+    """``("baseline", name, lr)``, ``("seed", trial number, seed)`` or ``("rung", trial number, seed,
+    factor)`` for a reference trial, else None."""
+    if user_attrs.get("rung_of") is not None:
+        return ("rung", int(user_attrs["rung_of"]), int(user_attrs["seed"]), int(user_attrs["rung_factor"]))
     if user_attrs.get("seed_of") is not None:
         return ("seed", int(user_attrs["seed_of"]), int(user_attrs["seed"]))
     if user_attrs.get("baseline"):
@@ -175,7 +179,7 @@ def baseline_grid_losses(study: optuna.Study, name: str) -> dict[float | None, f
     losses: dict[float | None, float] = {}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
         attrs = trial.user_attrs
-        if attrs.get("baseline") != name or attrs.get("seed_of") is not None or attrs.get("outcome") == "infeasible":
+        if attrs.get("baseline") != name or is_repeat(attrs) or attrs.get("outcome") == "infeasible":
             continue
         finite = trial.state == TrialState.COMPLETE and trial.values is not None and math.isfinite(trial.values[0])
         losses[_lr_key(attrs.get("baseline_lr"))] = sign * trial.values[0] if finite else math.inf
@@ -238,6 +242,12 @@ def planned_seed_runs(study: optuna.Study, config: StudyConfig) -> list[Referenc
     ]
 
 
+def is_repeat(user_attrs: Mapping[str, Any]) -> bool:
+    """Whether a trial repeats another one (an extra seed, or a run at a confirmation rung): it is
+    summarised into that trial, never a point of the proxy's front or a baseline's grid of its own."""
+    return user_attrs.get("seed_of") is not None or user_attrs.get("rung_of") is not None
+
+
 def front_and_best_baselines(study: optuna.Study) -> list[int]:
     """Numbers of the trials whose seeds are compared: the front of the searched trials within the
     budget, and each baseline's best run of its grid (in the direction of the first objective)."""
@@ -248,7 +258,7 @@ def front_and_best_baselines(study: optuna.Study) -> list[int]:
     complete = [
         trial
         for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if trial.values is not None and trial.user_attrs.get("seed_of") is None
+        if trial.values is not None and not is_repeat(trial.user_attrs)
     ]
     searched = [trial for trial in complete if not trial.user_attrs.get("baseline") and not trial.user_attrs.get("over_budget")]
     directions = [direction.name.lower() for direction in study.directions]
@@ -295,8 +305,11 @@ def has_waiting_trials(study: optuna.Study) -> bool:
 
 
 def describe_reference(key: tuple) -> str:
-    """Words for a :func:`reference_key`: ``baseline 'galore' at lr 0.003``, ``seed 2 of trial 17``."""
-    kind, first, second = key
+    """Words for a :func:`reference_key`: ``baseline 'galore' at lr 0.003``, ``seed 2 of trial 17``,
+    ``trial 17 at 4x the steps, seed 1``."""
+    kind, first, second, *rest = key
+    if kind == "rung":
+        return f"trial {first} at {rest[0]}x the steps, seed {second}"
     if kind == "seed":
         return f"seed {second} of trial {first}"
     return f"baseline {first!r}" + (f" at lr {second:g}" if second is not None else "")
@@ -317,6 +330,7 @@ __all__ = [
     "first_objective_sign",
     "front_and_best_baselines",
     "has_waiting_trials",
+    "is_repeat",
     "planned_baseline_runs",
     "planned_seed_runs",
     "reference_key",

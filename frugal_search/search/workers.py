@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from frugal_search.partition import quiet_unmatched_rules
 from frugal_search.search.objective import TrialObjective, build_memory_model
+from frugal_search.search.rungs import planned_rung_runs
 from frugal_search.search.sampler import make_sampler
 from frugal_search.search.storage import fail_stale_trials, sqlite_path
 from frugal_search.search.study import (
@@ -242,6 +243,15 @@ def _worker_main(config: StudyConfig, index: int, device: str, threads: int | No
         last_words.close()
 
 
+def enqueue_later_references(study: Any, config: StudyConfig, *, retry_failed: bool = True) -> bool:
+    """Once the search trials are done and nothing runs: enqueue the proxy seeds of the front and the
+    best baselines; once those are done too, the confirmation rung (``search.rungs``), whose
+    promotion reads the seeds' means. Return whether anything was enqueued."""
+    if enqueue_references(study, planned_seed_runs(study, config), retry_failed=retry_failed):
+        return True
+    return bool(enqueue_references(study, planned_rung_runs(study, config), retry_failed=retry_failed))
+
+
 def run_worker(
     config: StudyConfig,
     *,
@@ -295,11 +305,11 @@ def _add_trials(
         lost = fail_stale_trials(study, grace_period=config.study.grace_period)
         # A run a dead worker held runs again; a baseline best at an edge of its grid gets one more lr.
         enqueue_references(study, planned_baseline_runs(config, study), retry_failed=bool(lost))
-        references_wait = has_waiting_trials(study)  # baselines on their grid, extra seeds: run whatever the count
+        references_wait = has_waiting_trials(study)  # baselines on their grid, seeds, rungs: run whatever the count
         finished, running = count_finished_and_running(study)
         if finished >= target and not references_wait:
-            if running == 0 and enqueue_references(study, planned_seed_runs(study, config), retry_failed=bool(lost)):
-                continue  # the search is done: the front's members and the best baselines get their seeds
+            if running == 0 and enqueue_later_references(study, config, retry_failed=bool(lost)):
+                continue
             if running == 0:
                 return ran
         if finished + running >= target and not references_wait:
@@ -367,6 +377,7 @@ __all__ = [
     "usable_cpu_cores",
     "WorkerExit",
     "WorkersFailedError",
+    "enqueue_later_references",
     "run_worker",
     "run_worker_processes",
     "worker_device",

@@ -10,7 +10,6 @@ an interrupted check resumes where it stopped.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import shlex
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from frugal_search.search import is_repeat
 from frugal_search.validate._pool import run_each
 from frugal_search.validate.selection import Candidate, select_for_fidelity
 from frugal_search.validate.store import LongRunStore, run_key
@@ -55,25 +55,16 @@ class FidelityCheck:
             raise ValueError(f"bands must be an integer >= 1, got {self.bands!r}")
 
 
-def scale_budget(budget: Any, factor: int) -> Any:
-    """Return ``budget`` (a ``ProxyBudget``) with ``factor`` x the steps, warmup and evaluation interval."""
-    steps = budget.total_steps * factor
-    warmup = None if budget.warmup_steps is None else budget.warmup_steps * factor
-    return dataclasses.replace(
-        budget, steps=steps, tokens=None, warmup_steps=warmup, eval_every=budget.eval_every * factor
-    )
-
-
 def candidates_of(study: Any) -> list[Candidate]:
     """Return the finished feasible (COMPLETE, finite loss) trials of ``study`` as candidates.
 
-    Extra-seed runs of a trial (``seed_of``) are left out: they are the same partition again.
+    Repeats of a trial (extra seeds, confirmation-rung runs) are left out: they are the same partition again.
     """
     import optuna
 
     candidates = []
     for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        if frozen.values is None or len(frozen.values) != 2 or frozen.user_attrs.get("seed_of") is not None:
+        if frozen.values is None or len(frozen.values) != 2 or is_repeat(frozen.user_attrs):
             continue
         loss, state_mib = float(frozen.values[0]), float(frozen.values[1])
         if math.isfinite(loss) and math.isfinite(state_mib) and "split" in frozen.user_attrs:
@@ -132,7 +123,7 @@ def run_fidelity_check(
     references = [n for n in dict.fromkeys([recommended, *baselines]) if n is not None and n not in [*best, *others]]
     by_number = {c.number: c for c in candidates}
     proxy_budget = config.proxy.budget()
-    long_budget = scale_budget(proxy_budget, check.factor)
+    long_budget = proxy_budget.scaled(check.factor)
     model = config.model_spec()
     data = config.data_spec()
     device = check.device or config.proxy.device

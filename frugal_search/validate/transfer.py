@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from frugal_search.validate._pool import run_each
-from frugal_search.validate.check import candidates_of, report_picks, scale_budget
+from frugal_search.validate.check import candidates_of, report_picks
 from frugal_search.validate.selection import select_for_fidelity
 from frugal_search.validate.store import split_fingerprint
 
@@ -249,7 +249,7 @@ def run_transfer(
             "needs at least 2 (run the search first: frugal-search run <study.toml>)"
         )
     checked, front, confirmed, runs = plan_runs(candidates, baselines, plan)
-    budget = scale_budget(config.proxy.budget(), plan.factor)
+    budget = config.proxy.budget().scaled(plan.factor)
     proxy_model = model_on_meta(config.model_spec(), seed=config.study.seed)
     device = plan.device or config.proxy.device
     transfer = optuna.create_study(

@@ -32,6 +32,8 @@ def write_study(folder: Path, *, storage: str, model: str = "tiny-llama", data: 
                 "baselines = ['frugal']",
                 "front_seeds = 0",
                 f'storage = "{storage}"',
+                "[search]",
+                "confirm_seeds = 0",
                 "[model]",
                 f'source = "{model}"',
                 f"overrides = {SMALL_MODEL}",

@@ -36,6 +36,9 @@ trials = 1
 sampler = "random"
 front_seeds = 0
 
+[search]
+confirm_seeds = 0
+
 [model]
 source = "tiny-llama"
 overrides = { num_hidden_layers = 2, hidden_size = 32, intermediate_size = 64, num_attention_heads = 4 }

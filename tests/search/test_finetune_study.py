@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from frugal_search.proxy import LoraSpec, ModelSpec, build_model, peft_available
 from frugal_search.report import pareto_front, select_trial, study_objective, trials_table, write_report
-from frugal_search.search import open_study, run_search
+from frugal_search.search import is_repeat, open_study, run_search
 from frugal_search.search.config import StudyConfigError, load_study_config
 from frugal_search.search.objective import LORA_RANK
 from frugal_search.search.storage import open_storage
@@ -36,6 +36,10 @@ front_seeds = 1
 
 [task]
 kind = "sequence-classification"
+
+[search]
+confirm_top = 2
+confirm_seeds = 2
 
 [model]
 source = "MODEL_DIR"
@@ -95,7 +99,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
          r"\[data\] unknown key 'tokenizer'; allowed: source, text_column, text_pair_column, label_column"),
         (('baselines = ["adamw", "lora"]', 'baselines = ["adamw", "qlora"]'),
          r"'qlora' is not a baseline; allowed: .*lora"),
-        (('[space]', '[search]\nfidelity = "successive-halving"\n[space]'),
+        (('[search]\n', '[search]\nfidelity = "successive-halving"\n'),
          r"successive halving ranks trials by eval loss"),
     ],
 )
@@ -140,8 +144,11 @@ def test_a_classification_study_maximises_accuracy_end_to_end(finished_study, tm
     assert [d.name.lower() for d in study.directions] == ["maximize", "minimize"]
     assert study.metric_names == ["accuracy", "state_mib"]
     complete = study.get_trials(states=(TrialState.COMPLETE,))
-    searched = [t for t in complete if not t.user_attrs.get("baseline") and t.user_attrs.get("seed_of") is None]
+    searched = [t for t in complete if not t.user_attrs.get("baseline") and not is_repeat(t.user_attrs)]
     assert len(searched) == 2
+    # the confirmation rung ran too, in accuracy's direction: 2 promoted (+ the best baseline) x 2 seeds
+    rung = [t for t in complete if t.user_attrs.get("rung_of") is not None]
+    assert len(rung) in (4, 6) and all(t.user_attrs["steps"] == 4 * 4 for t in rung)
     for trial in complete:
         accuracy, state_mib = trial.values
         assert accuracy == trial.user_attrs["accuracy"] and 0.0 <= accuracy <= 1.0
@@ -151,7 +158,8 @@ def test_a_classification_study_maximises_accuracy_end_to_end(finished_study, tm
     assert objective.maximize and objective.name == "accuracy"
     table = trials_table(study)
     front = pareto_front(table, objective)
-    rows = [r for r in table.itertuples() if r.state == "COMPLETE" and math.isnan(r.seed_of) and not r.over_budget]
+    rows = [r for r in table.itertuples()
+            if r.state == "COMPLETE" and math.isnan(r.seed_of) and math.isnan(r.rung_of) and not r.over_budget]
     expected = {
         a.number for a in rows
         if not any(
@@ -163,6 +171,8 @@ def test_a_classification_study_maximises_accuracy_end_to_end(finished_study, tm
     assert set(front["number"]) == expected
     text = write_report(study, tmp_path / "report").read_text()
     assert "accuracy: higher is better" in text and "highest accuracy" in text
+    assert "were trained again 4x longer (16 steps), 2 seeds each" not in text  # no config given: steps unknown
+    assert "were trained again 4x longer, 2 seeds each" in text
     assert "lower is better" not in text
 
 

@@ -44,6 +44,8 @@ def study_file(folder: Path, *, name: str, storage: str) -> Path:
                 f'storage = "{storage}"',
                 "heartbeat_interval = 1",
                 "grace_period = 3",
+                "[search]",
+                "confirm_seeds = 0",
                 "[model]",
                 'source = "tiny-llama"',
                 "overrides = { num_hidden_layers = 2, hidden_size = 32, intermediate_size = 64, num_attention_heads = 2 }",

@@ -43,6 +43,7 @@ def study_text(
     space: str = "density = [0.05, 0.5]\nhead_role = ['stateful', 'state_free']",
     extra_study: str = "",
     front_seeds: int = 0,
+    search: str = "confirm_seeds = 0",
 ) -> str:
     lines = [
         "[study]",
@@ -58,6 +59,8 @@ def study_text(
         lines.append(f'memory_budget = "{budget}"')
     lines.append(extra_study)
     lines += [
+        "[search]",
+        search,
         "[model]",
         'source = "tiny-llama"',
         f"overrides = {MODEL_OVERRIDES}",
@@ -400,7 +403,7 @@ def test_successive_halving_stop_is_recorded_as_stopped_early(
 
     monkeypatch.setattr(fidelity, "make_early_stop", lambda trial, config, state_bytes=None: StopAtStep3())
     text = (
-        study_text(name="halving", trials=1, baselines="[]") + "[search]\nfidelity = 'successive-halving'\n"
+        study_text(name="halving", trials=1, baselines="[]", search="fidelity = 'successive-halving'\nconfirm_seeds = 0")
     )
     study = run_search(load_study_config(write_study(tmp_path, text)), progress=False)
     (trial,) = study.get_trials()

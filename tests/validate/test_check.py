@@ -11,7 +11,7 @@ import pytest
 from frugal_search.partition import Partition
 from frugal_search.proxy import ProxyBudget, run_proxy
 from frugal_search.proxy.models import ModelSpec
-from frugal_search.validate.check import FidelityCheck, run_fidelity_check, scale_budget, write_fidelity_report
+from frugal_search.validate.check import FidelityCheck, run_fidelity_check, write_fidelity_report
 
 from .conftest import MINI_STUDY_TOML, write_mini_study
 
@@ -44,9 +44,9 @@ def mini_study(tmp_path):
 
 def test_scale_budget_keeps_the_schedule_shape():
     budget = ProxyBudget(steps=100, warmup_steps=10, eval_every=25)
-    long_budget = scale_budget(budget, 4)
+    long_budget = budget.scaled(4)
     assert (long_budget.total_steps, long_budget.total_warmup_steps, long_budget.eval_every) == (400, 40, 100)
-    assert scale_budget(ProxyBudget(steps=100), 3).total_warmup_steps == 30  # default 10% scales too
+    assert ProxyBudget(steps=100).scaled(3).total_warmup_steps == 30  # default 10% scales too
 
 
 def test_fidelity_check_runs_resumes_and_reports(mini_study, tmp_path):

@@ -1,0 +1,109 @@
+"""The confirmation rung: where the search's answer is decided.
+
+A 150-step proxy cannot separate partitions whose losses differ by less than the seed spread, and
+its ranking shifts when training runs longer. So once the search trials, the baselines' lr grids
+and the proxy seeds are done, the most promising candidates are trained again at
+``[search] confirm_factor`` times the proxy steps (the lr schedule of that length), each
+``confirm_seeds`` times with different seeds; the report takes the recommendation there.
+
+Promotion: the pool is the proxy front of the searched trials within the memory budget and every
+baseline's best run of its lr grid (over the budget too, as a reference). Each member's proxy loss
+is its mean over the seeds that ran; members are ordered by non-dominated rank (loss against
+optimizer state), then by loss, and the first ``confirm_top`` are promoted. The best baseline within
+the budget is always promoted, so the answer is measured against what a user would otherwise pick.
+
+Every rung run is a reference trial (``rung_of``: the trial it re-runs; ``rung_factor``; ``seed``),
+enqueued once and run again only if its worker died, like the other references.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from frugal_search.search.pareto import non_dominated_ranks
+from frugal_search.search.study import ReferenceRun, first_objective_sign, front_and_best_baselines
+
+if TYPE_CHECKING:
+    import optuna
+
+    from frugal_search.search.config import StudyConfig
+
+
+@dataclass(frozen=True)
+class PromotionCandidate:
+    """A member of the pool the rung is filled from: a trial with its proxy figures."""
+
+    number: int
+    loss: float  # mean over its proxy seeds, lower is better (a maximised figure enters negated)
+    state_bytes: int
+    baseline: str | None
+    over_budget: bool
+
+
+def proxy_pool(study: optuna.Study) -> list[PromotionCandidate]:
+    """The searched front within the budget and each baseline's best run, with their proxy means."""
+    from optuna.trial import TrialState
+
+    sign = first_objective_sign(study)
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    by_number = {trial.number: trial for trial in trials}
+    repeats: dict[int, list[float]] = defaultdict(list)
+    for trial in trials:
+        if trial.user_attrs.get("seed_of") is not None:
+            repeats[int(trial.user_attrs["seed_of"])].append(_signed_figure(trial, sign))
+    pool = []
+    for number in front_and_best_baselines(study):
+        trial = by_number[number]
+        losses = [_signed_figure(trial, sign), *repeats.get(number, [])]
+        pool.append(
+            PromotionCandidate(
+                number=number,
+                loss=sum(losses) / len(losses),
+                state_bytes=int(trial.user_attrs.get("state_bytes") or 0),
+                baseline=trial.user_attrs.get("baseline"),
+                over_budget=bool(trial.user_attrs.get("over_budget")),
+            )
+        )
+    return pool
+
+
+def promoted_numbers(pool: list[PromotionCandidate], *, top: int) -> list[int]:
+    """The trials promoted from ``pool``: ``top`` by (non-dominated rank, loss), plus the best
+    baseline within the budget when it is not among them. In promotion order."""
+    ranks = non_dominated_ranks([(member.loss, member.state_bytes) for member in pool])
+    order = sorted(range(len(pool)), key=lambda i: (ranks[i], pool[i].loss, pool[i].state_bytes, pool[i].number))
+    chosen = [pool[i].number for i in order[:top]]
+    fitting = [member for member in pool if member.baseline and not member.over_budget and math.isfinite(member.loss)]
+    if fitting:
+        best = min(fitting, key=lambda member: (member.loss, member.state_bytes, member.number))
+        if best.number not in chosen:
+            chosen.append(best.number)
+    return chosen
+
+
+def planned_rung_runs(study: optuna.Study, config: StudyConfig) -> list[ReferenceRun]:
+    """The rung runs of the promoted candidates (``[search] confirm_seeds`` each), or none when the
+    study confirms nothing."""
+    search = config.search
+    if not search.confirms:
+        return []
+    numbers = promoted_numbers(proxy_pool(study), top=search.confirm_top)
+    seeds = [config.study.seed + offset for offset in range(search.confirm_seeds)]
+    return [
+        ReferenceRun({"rung_of": number, "rung_factor": search.confirm_factor, "seed": seed, "baseline": None})
+        for number in numbers
+        for seed in seeds
+    ]
+
+
+def _signed_figure(trial: optuna.trial.FrozenTrial, sign: float) -> float:
+    """The trial's first objective as a loss (lower is better); +inf when it has none (diverged)."""
+    if trial.values is None or not math.isfinite(trial.values[0]):
+        return math.inf
+    return sign * float(trial.values[0])
+
+
+__all__ = ["PromotionCandidate", "planned_rung_runs", "promoted_numbers", "proxy_pool"]

@@ -6,6 +6,9 @@ and front survival; ``write_fidelity_report`` writes ``fidelity.md`` and ``fidel
 and the baselines on another (larger) model, with and without the lr transfer rule, and confirms the
 top candidates with a short lr sweep, in the Optuna study ``<study>-transfer``;
 ``summarize_transfer`` and ``write_transfer_report`` give ``transfer.md`` and ``transfer.png``.
+``rebuild_study_from_table`` rebuilds a study from its report's ``trials.csv`` (the storage is not in
+git), and ``read_fed_runs`` / ``fed_runner`` / ``write_transfer_runs`` feed a transfer check the runs
+its report keeps, so the report regenerates without training.
 Successive halving for the search itself lives in ``frugal_search.search.fidelity``.
 """
 
@@ -41,6 +44,13 @@ _EXPORTS: dict[str, str] = {
     "transfer_study_name": "frugal_search.validate.transfer",
     "run_partition": "frugal_search.validate.transfer",
     "model_to_dict": "frugal_search.validate.transfer",
+    "rebuild_study_from_table": "frugal_search.validate.rebuild",
+    "search_partition": "frugal_search.validate.rebuild",
+    "table_settings": "frugal_search.validate.rebuild",
+    "read_fed_runs": "frugal_search.validate.rebuild",
+    "trained_fingerprint": "frugal_search.validate.rebuild",
+    "fed_runner": "frugal_search.validate.rebuild",
+    "write_transfer_runs": "frugal_search.validate.rebuild",
     "TransferSummary": "frugal_search.validate.transfer_report",
     "summarize_transfer": "frugal_search.validate.transfer_report",
     "format_transfer_markdown": "frugal_search.validate.transfer_report",

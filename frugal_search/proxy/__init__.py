@@ -13,8 +13,8 @@ starting point; a ``LoraSpec`` (through ``peft``) runs where a partition runs, a
 
 Models that need several devices: ``run_proxy_multiprocess(..., nproc=N)`` runs the same proxy
 under torchrun on N ranks with FSDP2 (``frugal_search.proxy.distributed``); a rank that dies raises
-``RankFailedError``. ``init_process_group`` and ``shard_model`` are its set-up, shared with the
-training recipe.
+``RankFailedError``. ``init_process_group``, ``close_process_group``, ``shard_model`` and
+``run_torchrun`` are its set-up, teardown and launch, shared with the training recipe.
 """
 
 from frugal_search.proxy.budget import DEFAULT_STEPS, ProxyBudget, lr_factor
@@ -22,9 +22,13 @@ from frugal_search.proxy.classification import classification_scores
 from frugal_search.proxy.data import DataSpec, TokenData, build_data, check_data, is_validation_file
 from frugal_search.proxy.distributed import (
     RankFailedError,
+    TorchrunExit,
+    close_process_group,
     init_process_group,
     run_proxy_multiprocess,
+    run_torchrun,
     shard_model,
+    torchrun_failure,
 )
 from frugal_search.proxy.labelled_data import (
     BUILTIN_TASK,
@@ -70,6 +74,7 @@ __all__ = [
     "RankFailedError",
     "TaskSpec",
     "TokenData",
+    "TorchrunExit",
     "build_data",
     "build_labelled_data",
     "build_model",
@@ -77,6 +82,7 @@ __all__ = [
     "causal_lm_loss",
     "check_data",
     "classification_scores",
+    "close_process_group",
     "has_weights",
     "init_process_group",
     "is_labelled_source",
@@ -89,6 +95,8 @@ __all__ = [
     "resolve_pretrained",
     "run_proxy",
     "run_proxy_multiprocess",
+    "run_torchrun",
     "shard_model",
+    "torchrun_failure",
     "training_memory",
 ]

@@ -8,6 +8,12 @@ Read it top to bottom: set up the process group, build and shard the model, buil
 the split, load the latest checkpoint if there is one, then train. Each rank trains on its slice of
 a global batch drawn from a generator seeded by the step, so a resumed run sees the batches the
 uninterrupted run would have seen and ends with the same weights, bit for bit.
+
+``train`` returns on every rank and leaves the process group joined; ``python -m frugal_search.train``
+then leaves it once, after the model, the optimizer and the DDP / FSDP2 wrappers are freed
+(``frugal_search.proxy.close_process_group``). From Python,
+``frugal_search.train.launch.launch_training(config, nproc=2, log_path=...)`` starts the recipe
+under torchrun and waits.
 """
 
 from __future__ import annotations

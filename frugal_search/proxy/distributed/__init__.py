@@ -7,18 +7,30 @@ the N ranks are N processes on gloo; on CUDA each rank owns one of N GPUs (NCCL)
 ``cuda:K`` .. ``cuda:K+N-1``. What each rank does is in ``__main__.py``: the loop of ``run_proxy``
 with the model sharded by FSDP2 and each rank on its slice of the same global batch.
 
-A rank that dies (a non-zero exit, no result) raises :class:`RankFailedError` naming the rank, its
-exit code and the last lines of its log; a CUDA out-of-memory error on a rank raises
-``torch.cuda.OutOfMemoryError`` as ``run_proxy`` does.
+A rank that dies before rank 0 wrote the result (a non-zero exit, no result) raises
+:class:`RankFailedError` naming the rank, its exit code and the last lines of its log; a rank that
+dies (or hangs) after the result was written leaves the result valid: it is returned and the crash
+is logged as a warning. A CUDA out-of-memory error on a rank raises ``torch.cuda.OutOfMemoryError``
+as ``run_proxy`` does.
 
-The process-group set-up and the sharding (``init_process_group``, ``shard_model``) are shared with
-the training recipe ``frugal_search.train``.
+Teardown: every rank releases its model, optimizer and FSDP2 wrappers (the run's frames are gone,
+``gc.collect()`` frees FSDP2's reference cycles), waits at a barrier and destroys the process group
+once (:func:`close_process_group`). A gloo group destroyed while a model, a DDP reducer or a
+pending collective still holds it is torn down later, during interpreter shutdown, where its worker
+threads can wait forever for the interpreter lock (a hang) or be ended by Python mid-destructor
+(``terminate called without an active exception``, SIGABRT).
+
+The process-group set-up, the teardown, the sharding and the launch (``init_process_group``,
+``close_process_group``, ``shard_model``, ``run_torchrun``) are shared with the training recipe
+``frugal_search.train``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
+import logging
 import os
 import re
 import signal
@@ -27,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -36,13 +49,18 @@ from frugal_search.proxy.data import DataSpec
 from frugal_search.proxy.models import ModelSpec
 from frugal_search.proxy.result import ProxyResult
 
+logger = logging.getLogger(__name__)
+
 INPUTS_FILE = "inputs.json"
 RESULT_FILE = "result.json"
 OOM_FILE = "oom.txt"
 LAUNCHER_LOG = "torchrun.log"
 _LOG_TAIL_LINES = 12
+_POLL_S = 0.2  # seconds between looks at a running launch
 # the test hook of a rank that dies mid-run (read by the rank entry only)
-KILL_RANK_ENV = "FRUGAL_SEARCH_TEST_KILL_RANK"  # "RANK" or "RANK:STEP" (step 2 by default)
+KILL_RANK_ENV = "FRUGAL_SEARCH_TEST_KILL_RANK"  # "RANK", "RANK:STEP" (step 2 by default) or "RANK:after-result"
+KILL_AFTER_RESULT = "after-result"  # the KILL_RANK_ENV step that aborts the rank once the result is written
+EXIT_GRACE_S = 60.0  # seconds the ranks get to exit once the result is written; then they are stopped
 KILL_MARKER_ENV = "FRUGAL_SEARCH_TEST_KILL_MARKER"  # a path: die only while it is missing, then create it
 
 
@@ -67,6 +85,27 @@ def init_process_group() -> tuple[int, int, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     return dist.get_rank(), dist.get_world_size(), device
+
+
+def close_process_group(*, barrier: bool = True) -> None:
+    """Leave torchrun's process group cleanly; a no-op when none is joined (so it runs once).
+
+    Call it after the run's model, optimizer and DDP / FSDP2 wrappers went out of scope (returned
+    from the function that built them, or ``del``): ``gc.collect()`` first frees what only reference
+    cycles still hold (FSDP2 modules keep themselves alive through their hooks and state), so the
+    last reference to the group is ``torch.distributed``'s own and the group's worker threads are
+    joined here, in the main thread, while the interpreter is whole. ``barrier`` (after a finished
+    run, on every rank) waits until every rank is done communicating; after a failure, pass False:
+    the other ranks may be dead or still inside a collective.
+    """
+    import torch.distributed as dist
+
+    gc.collect()
+    if not dist.is_initialized():
+        return
+    if barrier:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def shard_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -116,8 +155,9 @@ def run_proxy_multiprocess(
         largest rank's.
 
     Raises:
-        RankFailedError: a rank died or the run timed out (the message names the rank, the exit code
-            and the last lines of that rank's log).
+        RankFailedError: a rank died, or the run timed out, before the result was written (the
+            message names the rank, the exit code and the last lines of that rank's log). A rank
+            that dies or hangs after it was written is only logged: the result stands.
         torch.cuda.OutOfMemoryError: a rank ran out of CUDA memory.
         ValueError: ``nproc`` below 1, or a ``batch_size`` that does not split over the ranks.
     """
@@ -146,19 +186,85 @@ def run_proxy_multiprocess(
     with tempfile.TemporaryDirectory(prefix="frugal-proxy-") as folder:
         run_dir = Path(folder)
         (run_dir / INPUTS_FILE).write_text(json.dumps(inputs), encoding="utf-8")
-        returncode, timed_out = _launch(run_dir, nproc=nproc, device=device, threads=threads, timeout_s=timeout_s)
+        ended = _launch(run_dir, nproc=nproc, device=device, threads=threads, timeout_s=timeout_s)
         result_path = run_dir / RESULT_FILE
-        if returncode == 0 and result_path.exists():
+        if result_path.exists():  # written whole (renamed into place) after every rank's figures were gathered
+            if ended.returncode != 0:
+                logger.warning(
+                    "the %d-process proxy run wrote its result, then ended badly; the result is kept: %s",
+                    nproc,
+                    _failure_message(run_dir, nproc, ended, timeout_s).splitlines()[0],
+                )
             return ProxyResult.from_dict(json.loads(result_path.read_text(encoding="utf-8")))
         if (run_dir / OOM_FILE).exists():
             raise torch.cuda.OutOfMemoryError((run_dir / OOM_FILE).read_text(encoding="utf-8").strip())
-        raise RankFailedError(_failure_message(run_dir, nproc, returncode, timed_out, timeout_s))
+        raise RankFailedError(_failure_message(run_dir, nproc, ended, timeout_s))
 
 
-def _launch(
-    run_dir: Path, *, nproc: int, device: str, threads: int | None, timeout_s: float | None
-) -> tuple[int, bool]:
-    """Run torchrun on ``run_dir``; return its exit code and whether it was stopped for time."""
+@dataclasses.dataclass(frozen=True)
+class TorchrunExit:
+    """How a torchrun launch ended."""
+
+    returncode: int  # torchrun's exit status (negative: the signal that ended it)
+    timed_out: bool  # stopped after timeout_s
+    stalled: bool  # stopped: the ranks had not exited exit_grace_s after done() became true
+    wall_s: float
+
+
+def run_torchrun(
+    target: list[str],
+    *,
+    nproc: int,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout_s: float | None = None,
+    done: Callable[[], bool] | None = None,
+    exit_grace_s: float = EXIT_GRACE_S,
+) -> TorchrunExit:
+    """Run ``python -m torch.distributed.run --standalone --nproc_per_node nproc <target>`` and wait.
+
+    torchrun and its ranks run in their own session and are stopped together (SIGTERM, then
+    SIGKILL) when ``timeout_s`` passes, when the caller is interrupted, or when ``done()`` (polled
+    about every 0.2 s; e.g. "the result file exists") has been true for ``exit_grace_s`` seconds
+    and the ranks still have not exited: a run whose output is complete cannot hang its caller.
+    torchrun's own output goes to ``log_path``; ``env`` replaces the environment (None: this one).
+    """
+    if timeout_s is not None and timeout_s <= 0:
+        raise ValueError(f"timeout_s={timeout_s!r}: allowed a number of seconds > 0, or None to wait")
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+        "--max_restarts", "0", *target,
+    ]
+    started = time.monotonic()
+    done_at = None
+    with open(log_path, "w", encoding="utf-8") as log:
+        # its own session, so a timeout or Ctrl-C ends torchrun and every rank together
+        process = subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            while True:
+                try:
+                    code = process.wait(timeout=_POLL_S)
+                    return TorchrunExit(code, False, False, time.monotonic() - started)
+                except subprocess.TimeoutExpired:
+                    pass
+                now = time.monotonic()
+                if done_at is None and done is not None and done():
+                    done_at = now
+                stalled = done_at is not None and now - done_at > exit_grace_s
+                timed_out = timeout_s is not None and now - started > timeout_s
+                if stalled or timed_out:
+                    _stop(process)
+                    return TorchrunExit(process.returncode, timed_out and not stalled, stalled, now - started)
+        finally:
+            if process.poll() is None:  # interrupted (KeyboardInterrupt): leave no rank behind
+                _stop(process)
+
+
+def _launch(run_dir: Path, *, nproc: int, device: str, threads: int | None, timeout_s: float | None) -> TorchrunExit:
+    """Run the ranks on ``run_dir`` under torchrun and wait (see :func:`run_torchrun`)."""
     package_root = str(Path(__file__).resolve().parents[3])  # the ranks import this copy of frugal_search
     env = {
         **os.environ,
@@ -169,21 +275,14 @@ def _launch(
         env["CUDA_VISIBLE_DEVICES"] = ",".join(_cuda_devices(device, nproc))
     else:
         env["CUDA_VISIBLE_DEVICES"] = ""  # gloo on CPU ranks even on a machine with GPUs
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-        "--max_restarts", "0", "-m", "frugal_search.proxy.distributed", str(run_dir),
-    ]
-    with open(run_dir / LAUNCHER_LOG, "w", encoding="utf-8") as log:
-        # its own session, so a timeout or Ctrl-C ends torchrun and every rank together
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            return process.wait(timeout=timeout_s), False
-        except subprocess.TimeoutExpired:
-            _stop(process)
-            return process.returncode, True
-        finally:
-            if process.poll() is None:  # interrupted (KeyboardInterrupt): leave no rank behind
-                _stop(process)
+    return run_torchrun(
+        ["-m", "frugal_search.proxy.distributed", str(run_dir)],
+        nproc=nproc,
+        log_path=run_dir / LAUNCHER_LOG,
+        env=env,
+        timeout_s=timeout_s,
+        done=(run_dir / RESULT_FILE).exists,
+    )
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -214,15 +313,25 @@ def _cuda_devices(device: str, nproc: int) -> list[str]:
 _FAILURE = re.compile(r"rank\s*:\s*(\d+)\s*\(local_rank:\s*\d+\)\s*exitcode\s*:\s*(-?\d+)")
 
 
-def _failure_message(run_dir: Path, nproc: int, returncode: int, timed_out: bool, timeout_s: float | None) -> str:
-    launcher = (run_dir / LAUNCHER_LOG).read_text(encoding="utf-8", errors="replace")
-    root_cause = launcher.split("Root Cause", 1)[-1]
-    found = _FAILURE.search(root_cause) or _FAILURE.search(launcher)
-    if timed_out:
+def torchrun_failure(log: str) -> tuple[int, int] | None:
+    """``(rank, exit code)`` of the first rank that failed, from torchrun's summary in ``log`` (its
+    "Root Cause" entry when there is one; a negative code is the signal that ended the rank); None
+    when the log names no failed rank."""
+    found = _FAILURE.search(log.split("Root Cause", 1)[-1]) or _FAILURE.search(log)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def _failure_message(run_dir: Path, nproc: int, ended: TorchrunExit, timeout_s: float | None) -> str:
+    found = torchrun_failure((run_dir / LAUNCHER_LOG).read_text(encoding="utf-8", errors="replace"))
+    returncode = ended.returncode
+    if ended.timed_out:
         head = f"the {nproc}-process proxy run timed out after {timeout_s:g} s and was stopped"
         rank = None
+    elif ended.stalled:
+        head = f"the {nproc}-process proxy run's ranks had not exited {EXIT_GRACE_S:g} s after the result and were stopped"
+        rank = None
     elif found:
-        rank, code = int(found.group(1)), int(found.group(2))
+        rank, code = found
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         head = f"rank {rank} of {nproc} died ({how}; torchrun exit code {returncode})"
     else:
@@ -246,11 +355,17 @@ def _tail(path: Path) -> str:
 
 
 __all__ = [
+    "EXIT_GRACE_S",
+    "KILL_AFTER_RESULT",
     "KILL_MARKER_ENV",
     "KILL_RANK_ENV",
     "RankFailedError",
+    "TorchrunExit",
+    "close_process_group",
     "init_process_group",
     "rank_log_name",
     "run_proxy_multiprocess",
+    "run_torchrun",
     "shard_model",
+    "torchrun_failure",
 ]

@@ -22,6 +22,11 @@ ranks' peaks can fall on different steps, so the sum may exceed the largest tota
 and each rank's figures under ``details["per_rank"]``. Each rank's stdout and stderr go to
 ``<folder>/rank<N>.log``, which the launcher quotes when a rank dies. A CUDA out-of-memory error
 writes ``oom.txt`` and exits 1.
+
+Teardown: once ``_run_proxy`` has returned (its frames, the model, the optimizer and the FSDP2
+wrappers with them, are gone), every rank calls ``close_process_group``: ``gc.collect()``, a barrier
+after a finished run, and the one ``destroy_process_group``. After an error the rank prints the
+traceback to its log and leaves without the barrier.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import torch
@@ -38,10 +44,12 @@ from frugal_search.proxy.budget import ProxyBudget
 from frugal_search.proxy.data import DataSpec, TokenData
 from frugal_search.proxy.distributed import (
     INPUTS_FILE,
+    KILL_AFTER_RESULT,
     KILL_MARKER_ENV,
     KILL_RANK_ENV,
     OOM_FILE,
     RESULT_FILE,
+    close_process_group,
     init_process_group,
     rank_log_name,
     shard_model,
@@ -90,8 +98,9 @@ class _ShardedCausalLM(_CausalLM):
         return self.mean_over_ranks(total / len(self.eval_set)).item(), {}
 
 
-def _kill_step(rank: int) -> int | None:
-    """The step at which this rank dies (tests only: ``FRUGAL_SEARCH_TEST_KILL_RANK=RANK[:STEP]``)."""
+def _kill_step(rank: int) -> int | str | None:
+    """The step at which this rank dies, or ``KILL_AFTER_RESULT`` (tests only:
+    ``FRUGAL_SEARCH_TEST_KILL_RANK=RANK[:STEP|:after-result]``)."""
     value = os.environ.get(KILL_RANK_ENV)
     if not value:
         return None
@@ -101,13 +110,16 @@ def _kill_step(rank: int) -> int | None:
     marker = os.environ.get(KILL_MARKER_ENV)
     if marker and Path(marker).exists():
         return None  # died once already
-    return int(step or 2)
+    return KILL_AFTER_RESULT if step == KILL_AFTER_RESULT else int(step or 2)
 
 
-def _die(step: int) -> None:
+def _die(step: int | str) -> None:
     marker = os.environ.get(KILL_MARKER_ENV)
     if marker:
         Path(marker).touch()
+    if step == KILL_AFTER_RESULT:  # the reported failure: a rank aborted at exit after a finished run
+        print(f"test hook {KILL_RANK_ENV}: this rank aborts after the result was written", file=sys.stderr, flush=True)
+        os.abort()
     print(f"test hook {KILL_RANK_ENV}: this rank dies at step {step}", file=sys.stderr, flush=True)
     os._exit(_KILL_EXIT_CODE)
 
@@ -145,45 +157,58 @@ def _gathered(result, world: int) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    """One rank's run on the folder ``argv[0]``: 0 after a finished run, 1 after an error."""
     run_dir = Path(argv[0])
     rank = int(os.environ.get("RANK", 0))
     _redirect_output(run_dir, rank)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     inputs = json.loads((run_dir / INPUTS_FILE).read_text(encoding="utf-8"))
-    rank, world, device = init_process_group()
+    rank, _, device = init_process_group()
+    values = None
     try:
-        model = ModelSpec(inputs["model"]["source"], overrides=inputs["model"]["overrides"])
-        if "split" in inputs:
-            from frugal_search.partition import Partition
-
-            partition = Partition.from_dict(inputs["split"], source=str(run_dir / INPUTS_FILE))
-        else:
-            partition = inputs["baseline"]
-        try:
-            result = _run_proxy(
-                model,
-                DataSpec(**inputs["data"]),
-                partition,
-                ProxyBudget(**inputs["budget"]),
-                task="causal-lm",
-                device=device,
-                seed=inputs["seed"],
-                progress=False,
-                on_eval=None,
-                causal_lm=_ShardedCausalLM,
-            )
-        except torch.cuda.OutOfMemoryError as error:
-            (run_dir / OOM_FILE).write_text(f"rank {rank}: {error}", encoding="utf-8")
-            return 1
-        values = _gathered(result, world)
-        if rank == 0:
-            partial = run_dir / (RESULT_FILE + ".part")
-            partial.write_text(json.dumps(values), encoding="utf-8")
-            partial.replace(run_dir / RESULT_FILE)
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+        values = _run(inputs, run_dir, device)
+    except torch.cuda.OutOfMemoryError as error:
+        (run_dir / OOM_FILE).write_text(f"rank {rank}: {error}", encoding="utf-8")
+    except Exception:
+        traceback.print_exc()
+    # Out here an error's traceback, which held the run's frames (model, optimizer), is gone.
+    if values is None:
+        close_process_group(barrier=False)  # the other ranks may be dead or inside a collective
+        return 1
+    if rank == 0:
+        partial = run_dir / (RESULT_FILE + ".part")
+        partial.write_text(json.dumps(values), encoding="utf-8")
+        partial.replace(run_dir / RESULT_FILE)
+    close_process_group(barrier=True)
+    if _kill_step(rank) == KILL_AFTER_RESULT:
+        _die(KILL_AFTER_RESULT)
+    sys.stdout.flush()
+    sys.stderr.flush()
     return 0
+
+
+def _run(inputs: dict, run_dir: Path, device: torch.device) -> dict:
+    """The proxy run on this rank; rank 0's result with every rank's figures (on every rank)."""
+    model = ModelSpec(inputs["model"]["source"], overrides=inputs["model"]["overrides"])
+    if "split" in inputs:
+        from frugal_search.partition import Partition
+
+        partition = Partition.from_dict(inputs["split"], source=str(run_dir / INPUTS_FILE))
+    else:
+        partition = inputs["baseline"]
+    result = _run_proxy(
+        model,
+        DataSpec(**inputs["data"]),
+        partition,
+        ProxyBudget(**inputs["budget"]),
+        task="causal-lm",
+        device=device,
+        seed=inputs["seed"],
+        progress=False,
+        on_eval=None,
+        causal_lm=_ShardedCausalLM,
+    )
+    return _gathered(result, dist.get_world_size())
 
 
 if __name__ == "__main__":

@@ -11,6 +11,11 @@ Parquet file) and reports accuracy and macro-F1; ``pretrained_tiny_llama()`` giv
 starting point; a ``LoraSpec`` (through ``peft``) runs where a partition runs, and
 ``training_memory(method, model)`` gives the memory either holds.
 
+Competitor optimizers (APOLLO, APOLLO-Mini, Adam-mini, Muon, 8-bit AdamW; each package an
+optional extra): ``competitor_spec(name, lr=...)`` gives a ``CompetitorSpec`` that runs where a
+partition runs, with its state planned from shapes and measured exactly (``COMPETITORS``,
+``COMPETITOR_NAMES``, ``competitor_available``, ``competitor_state_bytes``).
+
 Models that need several devices: ``run_proxy_multiprocess(..., nproc=N)`` runs the same proxy
 under torchrun on N ranks with FSDP2 (``frugal_search.proxy.distributed``); a rank that dies raises
 ``RankFailedError``. ``init_process_group``, ``close_process_group``, ``shard_model`` and
@@ -19,6 +24,17 @@ under torchrun on N ranks with FSDP2 (``frugal_search.proxy.distributed``); a ra
 
 from frugal_search.proxy.budget import DEFAULT_STEPS, ProxyBudget, lr_factor
 from frugal_search.proxy.classification import classification_scores
+from frugal_search.proxy.competitors import (
+    COMPETITOR_NAMES,
+    COMPETITORS,
+    Competitor,
+    CompetitorSpec,
+    MuonWithAdamW,
+    competitor_available,
+    competitor_spec,
+    competitor_state_bytes,
+    find_competitor,
+)
 from frugal_search.proxy.data import DataSpec, TokenData, build_data, check_data, is_validation_file
 from frugal_search.proxy.distributed import (
     RankFailedError,
@@ -55,6 +71,8 @@ from frugal_search.proxy.tasks import CAUSAL_LM, METRIC_DIRECTIONS, SEQUENCE_CLA
 __all__ = [
     "BUILTIN_TASK",
     "CAUSAL_LM",
+    "COMPETITORS",
+    "COMPETITOR_NAMES",
     "DEFAULT_STEPS",
     "LORA_METHOD",
     "METRIC_DIRECTIONS",
@@ -62,12 +80,15 @@ __all__ = [
     "PRETRAINED_TINY_LLAMA",
     "SEQUENCE_CLASSIFICATION",
     "TASK_KINDS",
+    "Competitor",
+    "CompetitorSpec",
     "DataSpec",
     "LabelledData",
     "LabelledDataSpec",
     "LabelledRows",
     "LoraSpec",
     "ModelSpec",
+    "MuonWithAdamW",
     "PretrainRecipe",
     "ProxyBudget",
     "ProxyResult",
@@ -82,7 +103,11 @@ __all__ = [
     "causal_lm_loss",
     "check_data",
     "classification_scores",
+    "competitor_available",
+    "competitor_spec",
+    "competitor_state_bytes",
     "close_process_group",
+    "find_competitor",
     "has_weights",
     "init_process_group",
     "is_labelled_source",

@@ -86,7 +86,8 @@ def run_proxy(
             file) or a ``LabelledData`` from ``build_labelled_data``.
         partition: a ``Partition`` (anything with ``build_optimizer(model)``), a baseline name
             (``"adamw"``, ``"frugal"``, ...), a ``LoraSpec`` (anything with ``prepare_model`` and
-            ``build_optimizer``), or a callable ``model -> torch.optim.Optimizer``.
+            ``build_optimizer``), a ``CompetitorSpec`` (``competitor_spec("muon", lr=0.02)``: its
+            ``measure_state_bytes`` counts the state), or a callable ``model -> torch.optim.Optimizer``.
         budget: steps or tokens, batch shape, schedule and stopping rules (default ``ProxyBudget()``).
             For classification a micro-batch is ``batch_size`` rows cut to ``seq_len`` tokens, and
             an evaluation scores ``eval_batches * batch_size`` fixed validation rows (or all).
@@ -186,6 +187,9 @@ class _ProxyLoop:
             self.net = shard(self.net)
         self._mean_over_ranks = getattr(objective, "mean_over_ranks", None)
         self.optimizer = _build_optimizer(partition, self.net)
+        # a competitor optimizer (CompetitorSpec) counts its own state: storages inside tensor
+        # subclasses and helper objects, each once; every other method is counted the FRUGAL way
+        self.count_state_bytes = getattr(partition, "measure_state_bytes", None) or optimizer_state_bytes
         if budget.lr is not None:
             _override_lr(self.optimizer, budget.lr)
         self.total_steps = budget.total_steps
@@ -318,9 +322,9 @@ class _ProxyLoop:
 
     def _measure_state(self) -> None:
         # every step: in blocks mode the state changes size at each re-selection
-        self.state_bytes = max(self.state_bytes, optimizer_state_bytes(self.optimizer))
+        self.state_bytes = max(self.state_bytes, self.count_state_bytes(self.optimizer))
         if self.on_cuda:
-            self.state_device_bytes = max(self.state_device_bytes, optimizer_state_bytes(self.optimizer, device_type="cuda"))
+            self.state_device_bytes = max(self.state_device_bytes, self.count_state_bytes(self.optimizer, device_type="cuda"))
 
     def _elapsed_since(self, clock: float) -> float:
         if self.on_cuda:

@@ -82,7 +82,9 @@ def run_search(
     fail_stale_trials(study, grace_period=config.study.grace_period)
     done = count_finished_trials(study)
     enqueue_references(study, planned_baseline_runs(config, study))
-    if done >= target and not has_waiting_trials(study) and not enqueue_later_references(study, config):
+    # a seed or rung run whose copy failed in an earlier run comes back, even while others still wait
+    added_later = done >= target and enqueue_later_references(study, config)
+    if done >= target and not has_waiting_trials(study) and not added_later:
         logger.info(
             "study %r already holds %d finished trials (target %d), its baselines' lr grid, its seeds and its "
             "confirmation rung: nothing to do",

@@ -244,11 +244,17 @@ def _worker_main(config: StudyConfig, index: int, device: str, threads: int | No
 
 
 def enqueue_later_references(study: Any, config: StudyConfig, *, retry_failed: bool = True) -> bool:
-    """Once the search trials are done and nothing runs: enqueue the proxy seeds of the front and the
-    best baselines; once those are done too, the confirmation rung (``search.rungs``), whose
-    promotion reads the seeds' means. Return whether anything was enqueued."""
+    """Once the search trials are done: enqueue the proxy seeds of the front and the best baselines;
+    once no seed run waits or runs, the confirmation rung (``search.rungs``), whose promotion reads
+    the seeds' means. Return whether anything was enqueued. Safe to call again: what the study holds
+    is not enqueued twice (a run whose every copy failed is, with ``retry_failed``)."""
+    from optuna.trial import TrialState
+
     if enqueue_references(study, planned_seed_runs(study, config), retry_failed=retry_failed):
         return True
+    pending = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+    if any(trial.user_attrs.get("seed_of") is not None for trial in pending):
+        return False
     return bool(enqueue_references(study, planned_rung_runs(study, config), retry_failed=retry_failed))
 
 

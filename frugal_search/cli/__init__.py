@@ -20,6 +20,7 @@ _COMMANDS: dict[str, str] = {
     "memory": "frugal_search.cli.memory_cmd",
     "validate": "frugal_search.cli.validate_cmd",
     "transfer": "frugal_search.cli.transfer_cmd",
+    "cluster": "frugal_search.cli.cluster_cmd",
 }
 
 

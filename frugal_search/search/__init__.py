@@ -40,6 +40,11 @@ _EXPORTS: dict[str, str] = {
     "first_line": "frugal_search.search.setup",
     "WorkersFailedError": "frugal_search.search.workers",
     "run_search": "frugal_search.search.runner",
+    "launch_workers": "frugal_search.search.cluster",
+    "run_cluster_worker": "frugal_search.search.cluster",
+    "serve_storage": "frugal_search.search.cluster",
+    "wait_for_workers": "frugal_search.search.cluster",
+    "with_storage": "frugal_search.search.cluster",
 }
 
 __all__ = sorted(_EXPORTS)

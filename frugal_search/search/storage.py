@@ -10,9 +10,11 @@ Storages by URL:
   workers or many machines.
 - ``journal:///path.log`` (or a path ending in ``.log`` in the study file): Optuna's journal file
   storage, append-only and safe under concurrency on one machine; no database needed.
+- ``grpc://host:port``: Optuna's gRPC storage proxy (``optuna.storages.GrpcStorageProxy``) in front
+  of one of the above, for many workers on one database (``frugal_search.search.cluster``).
 
 Dead workers: RDB storages use Optuna's heartbeat (each running trial is stamped every
-``heartbeat_interval`` seconds). Journal storages have no heartbeat in Optuna, so
+``heartbeat_interval`` seconds). Journal storages and the gRPC proxy have no heartbeat in Optuna, so
 :func:`journal_heartbeat` stamps a trial system attribute instead. On both, a trial not stamped for
 ``grace_period`` seconds is marked FAIL by :func:`fail_stale_trials`, run by the next worker that
 looks.
@@ -44,6 +46,23 @@ WORKER_LOST_REASON = "the worker stopped before the trial finished (killed, cras
 def journal_path(url: str) -> Path | None:
     """The journal file of a ``journal://`` URL, else None."""
     return Path(url[len("journal://") :]) if url.startswith("journal://") else None
+
+
+def grpc_address(url: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``grpc://host:port`` URL (Optuna's gRPC storage proxy), else None."""
+    if not url.startswith("grpc://"):
+        return None
+    host, _, port = url[len("grpc://") :].rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"storage {url!r}: write a gRPC storage proxy as grpc://HOST:PORT, e.g. grpc://127.0.0.1:13000")
+    return host, int(port)
+
+
+def _attr_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
+    """Whether trials on ``storage`` are stamped by :func:`journal_heartbeat` (no Optuna heartbeat)."""
+    import optuna
+
+    return isinstance(storage, (optuna.storages.JournalStorage, optuna.storages.GrpcStorageProxy))
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -86,6 +105,10 @@ def check_storage(url: str) -> None:
     (a missing database, a refused connection and bad credentials are told apart).
     """
     shown = printable_storage(url)
+    address = grpc_address(url)
+    if address is not None:
+        _check_grpc_proxy(*address)
+        return
     path = journal_path(url) or sqlite_path(url)
     if path is not None:
         _check_storage_file(path, shown)
@@ -106,6 +129,21 @@ def check_storage(url: str) -> None:
         ) from None
     finally:
         engine.dispose()
+
+
+def _check_grpc_proxy(host: str, port: int) -> None:
+    import grpc
+
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=_CONNECT_TIMEOUT_S)
+    except grpc.FutureTimeoutError:
+        raise ValueError(
+            f"cannot reach the gRPC storage proxy at grpc://{host}:{port} within {_CONNECT_TIMEOUT_S} s; "
+            "start it first (frugal-search cluster serve STUDY.toml --port PORT) or fix the host and port"
+        ) from None
+    finally:
+        channel.close()
 
 
 def _storage_remedy(cause: list[str]) -> str:
@@ -141,6 +179,11 @@ def open_storage(url: str, *, heartbeat_interval: int, grace_period: int) -> opt
     """
     import optuna
 
+    address = grpc_address(url)
+    if address is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.GrpcStorageProxy(host=address[0], port=address[1])
     path = journal_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,10 +242,9 @@ def _use_write_ahead_log(database: Path) -> None:
 
 @contextlib.contextmanager
 def journal_heartbeat(trial: optuna.Trial, *, interval: float) -> Iterator[None]:
-    """Stamp ``trial`` as alive every ``interval`` seconds while the block runs (journal storages)."""
-    import optuna
-
-    if not isinstance(trial.storage, optuna.storages.JournalStorage):
+    """Stamp ``trial`` as alive every ``interval`` seconds while the block runs (journal storages and
+    the gRPC proxy)."""
+    if not _attr_heartbeat(trial.storage):
         yield
         return
     stop = threading.Event()
@@ -241,7 +283,7 @@ def fail_stale_trials(study: optuna.Study, *, grace_period: float) -> list[int]:
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if not running:
         return []
-    if isinstance(storage, optuna.storages.JournalStorage):
+    if _attr_heartbeat(storage):
         now = time.time()
         beats = {
             trial._trial_id: now - float(trial.system_attrs[HEARTBEAT_ATTR])

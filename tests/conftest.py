@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# Nothing downloads at run time: a package that asks the Hugging Face hub on import (bitsandbytes, for a
+# CPU kernel, when `kernels` is installed) is told the hub is offline, in the test processes and their children.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # Tests are small; more threads than cores only adds contention on a 2-core CI machine.
 torch.set_num_threads(min(2, torch.get_num_threads()))

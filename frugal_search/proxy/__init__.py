@@ -57,6 +57,7 @@ from frugal_search.proxy.labelled_data import (
 from frugal_search.proxy.loop import resolve_device, run_proxy
 from frugal_search.proxy.lora import LORA_METHOD, LoraSpec, peft_available
 from frugal_search.proxy.memory import training_memory
+from frugal_search.proxy.methods import LORA_RANK, METHOD_NAMES, METHODS, Method, method_of, method_spec, spec_from_stored
 from frugal_search.proxy.models import PRESETS, ModelSpec, build_model, causal_lm_loss, has_weights, model_vocab_size
 from frugal_search.proxy.pretrained import (
     PRETRAINED_TINY_LLAMA,
@@ -75,6 +76,13 @@ __all__ = [
     "COMPETITOR_NAMES",
     "DEFAULT_STEPS",
     "LORA_METHOD",
+    "LORA_RANK",
+    "METHODS",
+    "METHOD_NAMES",
+    "Method",
+    "method_of",
+    "method_spec",
+    "spec_from_stored",
     "METRIC_DIRECTIONS",
     "PRESETS",
     "PRETRAINED_TINY_LLAMA",
@@ -103,10 +111,10 @@ __all__ = [
     "causal_lm_loss",
     "check_data",
     "classification_scores",
+    "close_process_group",
     "competitor_available",
     "competitor_spec",
     "competitor_state_bytes",
-    "close_process_group",
     "find_competitor",
     "has_weights",
     "init_process_group",

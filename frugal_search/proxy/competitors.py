@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -135,6 +136,10 @@ class Competitor:
 
     def import_module(self) -> types.ModuleType:
         """Its module, or a ``ValueError`` naming the extra that installs it."""
+        # bitsandbytes' import asks the Hugging Face hub for a CPU kernel when the `kernels` package is
+        # installed; nothing here downloads at run time, so the hub is told to stay offline (the
+        # package then uses its own kernels).
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
             return importlib.import_module(self.module)
         except ImportError as error:

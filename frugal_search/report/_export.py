@@ -12,7 +12,7 @@ from frugal_search.report._objective import study_objective
 from frugal_search.report._seeds import best_baseline_runs
 from frugal_search.report._table import feasible_rows, trials_table
 from frugal_search.report._write import storage_url_of
-from frugal_search.search import LORA_BASELINE
+from frugal_search.proxy import method_of
 from frugal_search.units import MIB, format_bytes, parse_bytes
 
 if TYPE_CHECKING:
@@ -100,10 +100,12 @@ def select_trial(
             f"(state {chosen.state.name}, reason: {chosen.user_attrs.get('reason') or 'none recorded'}); "
             "export another trial"
         )
-    if chosen.user_attrs["split"].get("method") == LORA_BASELINE:
+    method = method_of(chosen.user_attrs["split"])
+    if method is not None:
+        what = "a LoRA trial" if method == "lora" else f"a {method} trial (an optimizer of its own package)"
         raise ValueError(
-            f"trial {chosen.number} of study {study.study_name!r} is a LoRA trial ({chosen.user_attrs.get('summary')}), "
-            "not a split: it has no partition to export; use LoRA (peft) itself, or export a FRUGAL trial"
+            f"trial {chosen.number} of study {study.study_name!r} is {what} ({chosen.user_attrs.get('summary')}), "
+            f"not a split: it has no partition to export; use {method} itself, or export a FRUGAL trial"
         )
     return chosen
 

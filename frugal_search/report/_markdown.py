@@ -13,7 +13,7 @@ import pandas as pd
 from frugal_search.report._analysis import ObjectiveImportance
 from frugal_search.report._decision import Recommendation, baseline_verdicts, memory_win
 from frugal_search.report._objective import LOSS_OBJECTIVE, Objective
-from frugal_search.search import LORA_BASELINE
+from frugal_search.proxy import METHODS
 from frugal_search.units import format_bytes
 
 # outcomes that end a trial without a loss, and how the report says so
@@ -269,14 +269,14 @@ def _best_section(content: ReportContent) -> list[str]:
         )
         lines += ["", *verdict_sentences(number, comparison), "", "The lr grid each baseline ran on:", ""]
         lines += [f"- {row.baseline}: {row.grid}" for row in comparison.itertuples(index=False)]
-    if best["baseline"] == LORA_BASELINE:
+    if best["baseline"] in METHODS:
         lines += [
             "",
             "## Take it away",
             "",
-            f"Trial #{number} is a LoRA trial (adapters through peft), not a split: there is no partition to "
-            "export; train with LoRA itself, or export a FRUGAL trial of the front by its number "
-            f"(`{content.export_command_prefix} --trial N -o split.json`).",
+            f"Trial #{number} is a {best['baseline']} trial ({METHODS[best['baseline']].words}), not a split: there is "
+            f"no partition to export; train with {best['baseline']} itself, or export a FRUGAL trial of the front by "
+            f"its number (`{content.export_command_prefix} --trial N -o split.json`).",
         ]
         return lines
     lines += [

@@ -16,7 +16,6 @@ _EXPORTS: dict[str, str] = {
     "SearchSection": "frugal_search.search.config",
     "TransferSection": "frugal_search.search.config",
     "TaskSection": "frugal_search.search.config",
-    "LORA_BASELINE": "frugal_search.search.config",
     "OBJECTIVE_DIRECTIONS": "frugal_search.search.config",
     "load_study_config": "frugal_search.search.config",
     "SearchSpace": "frugal_search.search.space",

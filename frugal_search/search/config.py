@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from frugal_search.optimizer import check_known_keys
 from frugal_search.partition import accepted_baseline_names
-from frugal_search.proxy import LORA_METHOD
+from frugal_search.proxy import METHOD_NAMES
 from frugal_search.search.space import SearchSpace, SpaceError, parse_space
 from frugal_search.units import parse_bytes
 
@@ -39,11 +39,10 @@ OBJECTIVE_DIRECTIONS: dict[str, str] = {
     "training_mib": "minimize",
 }
 DEFAULT_OBJECTIVES = ("eval_loss", "state_mib")
-LORA_BASELINE = LORA_METHOD
-"""The LoRA baseline (rank 8 through peft): not a partition, so not among the partition stage's names."""
 FIDELITIES = ("none", "successive-halving")
-BASELINE_NAMES = (*accepted_baseline_names(), LORA_BASELINE)
-"""Names ``[study] baselines`` accepts: the partition stage's baselines and their aliases, and ``lora``."""
+BASELINE_NAMES = (*accepted_baseline_names(), *METHOD_NAMES)
+"""Names ``[study] baselines`` accepts: the partition stage's baselines and their aliases, and the
+proxy stage's method baselines (``lora`` and the competitors: ``frugal_search.proxy.METHODS``)."""
 
 
 class StudyConfigError(ValueError):

@@ -26,7 +26,6 @@ import math
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from frugal_search.search.config import LORA_BASELINE
 from frugal_search.search.storage import WORKER_LOST_REASON
 from frugal_search.search.study import counts_towards_target, describe_reference, reference_key
 from frugal_search.units import MIB, format_bytes
@@ -123,7 +122,7 @@ class TrialObjective:
             _check_not_surplus(trial, self.config.study.trials)
         else:
             _check_not_duplicate_reference(trial, reference)
-        # a Partition, or a LoraSpec for the lora baseline: both give to_dict, summary, training_memory
+        # a Partition, or a method's spec (LoRA, a competitor): each gives to_dict, summary, training_memory
         partition = self._partition(trial)
         trial.set_user_attr("split", partition.to_dict())
         trial.set_user_attr("summary", partition.summary())
@@ -203,25 +202,24 @@ class TrialObjective:
 
     def _partition(self, trial: optuna.Trial) -> Any:
         from frugal_search.partition import Partition, baseline_partition
+        from frugal_search.proxy import METHODS, method_spec, spec_from_stored
         from frugal_search.search.space import sample_partition, sample_settings
 
         study_name = self.config.study.name
         provenance = {"source": {"study": study_name, "trial": trial.number}}
         repeated = trial.user_attrs.get("seed_of", trial.user_attrs.get("rung_of"))
-        if repeated is not None:  # another seed, or a rung run, of a finished trial: the same split (or LoRA adapter)
-            split = trial.study.trials[int(repeated)].user_attrs["split"]
-            if split.get("method") == LORA_BASELINE:
-                return _lora_spec(split)
-            partition = Partition.from_dict(split)
+        if repeated is not None:  # another seed, or a rung run, of a finished trial: the same split (or method)
+            partition = spec_from_stored(trial.study.trials[int(repeated)].user_attrs["split"])
+            if not isinstance(partition, Partition):
+                return partition
             factor = trial.user_attrs.get("rung_factor")
             if factor is not None and partition.settings.density_end is not None:
                 # a rho schedule spans the proxy's steps: at the rung it spans the rung's
                 partition = partition.replace(density_steps=partition.settings.density_steps * int(factor))
             return partition
         baseline = trial.user_attrs.get("baseline")
-        if baseline == LORA_BASELINE:
-            lr = trial.user_attrs.get("baseline_lr")
-            return _lora_spec({} if lr is None else {"lr": lr})
+        if baseline in METHODS:
+            return method_spec(baseline, lr=trial.user_attrs.get("baseline_lr"))
         if baseline:
             lr = trial.user_attrs.get("baseline_lr")
             if trial.user_attrs.get("space_point"):
@@ -239,16 +237,6 @@ class TrialObjective:
             num_layers=self.num_layers,
             schedule_steps=self.config.proxy.steps,
         )
-
-
-LORA_RANK = 8  # the lora baseline's rank (the issue's "LoRA rank 8", GaLore-like's rank-8 analogue)
-
-
-def _lora_spec(settings: dict[str, Any]) -> Any:
-    """The lora baseline's ``LoraSpec`` (rank 8 on peft's default modules), with stored ``settings``."""
-    from frugal_search.proxy import LoraSpec
-
-    return LoraSpec.from_dict({"rank": LORA_RANK, **settings})
 
 
 def _resolved_model_spec(config: StudyConfig) -> Any:

@@ -34,8 +34,7 @@ def check_setup(config: StudyConfig) -> nn.Module:
     reached without writing to it, in that order. Returns the model built for the check (on
     ``meta`` where possible), for callers that need its size.
     """
-    from frugal_search.proxy import build_labelled_data, check_data, model_vocab_size, peft_available, resolve_device
-    from frugal_search.search.config import LORA_BASELINE
+    from frugal_search.proxy import METHODS, build_labelled_data, check_data, model_vocab_size, resolve_device
 
     try:
         device = resolve_device(config.proxy.device)  # e.g. cuda asked for on a machine without it
@@ -51,8 +50,10 @@ def check_setup(config: StudyConfig) -> nn.Module:
                 f"this machine has {gpus}; lower nproc or use device 'cpu' ({nproc} CPU processes)"
             )
     source = config.model_spec().source
-    if LORA_BASELINE in config.study.baselines and not peft_available():
-        raise SetupError("[study] baselines: 'lora' needs the peft package: pip install peft (or drop 'lora')")
+    for name in config.study.baselines:  # a method baseline whose package is missing: one line naming the extra
+        missing = METHODS[name].missing() if name in METHODS else None
+        if missing:
+            raise SetupError(f"[study] baselines: {missing} (or drop {name!r})")
     if config.is_classification:
         try:  # the labels are read first: the classifier's head needs their number
             build_labelled_data(config.data_spec())

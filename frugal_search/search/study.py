@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from frugal_search.search.config import LORA_BASELINE
+from frugal_search.proxy import METHODS
 
 if TYPE_CHECKING:
     import optuna
@@ -223,7 +223,7 @@ def planned_baseline_runs(config: StudyConfig, study: optuna.Study | None = None
         lrs = grid if study is None or grid == (None,) else extend_past_edge_best(grid, baseline_grid_losses(study, name))
         for lr in lrs:
             lr = config.proxy.lr if lr is None and config.proxy.lr is not None else lr
-            point = {} if name == LORA_BASELINE else baseline_point(name, lr=lr)  # LoRA is no partition
+            point = {} if name in METHODS else baseline_point(name, lr=lr)  # LoRA, a competitor: no partition
             held = bool(point) and all(config.space[key].holds(value) for key, value in point.items())
             attrs = {"baseline": name, "baseline_lr": lr, "space_point": held}
             runs.append(ReferenceRun(attrs, point if held else {}))

@@ -83,7 +83,7 @@ def search_partition(
     """The partition the search built for a row that is not a repeat, name and provenance included:
     a baseline's at its ``baseline_lr``, or the row's point of ``space`` replayed through
     ``sample_partition`` (the dimensions the space fixes take their fixed values, as when sampled).
-    None for a lora baseline (an adapter, not a split) and for a row without a ``summary`` (the
+    None for a method baseline (LoRA, a competitor: not a split) and for a row without a ``summary`` (the
     search records it with the split: such a trial ended before it had one).
 
     Raises ``ValueError`` when the row lacks a value the space samples (a table of another space).
@@ -91,12 +91,13 @@ def search_partition(
     import optuna
 
     from frugal_search.partition import baseline_partition
-    from frugal_search.search import LORA_BASELINE, sample_partition
+    from frugal_search.proxy import METHODS
+    from frugal_search.search import sample_partition
 
     number = int(row["number"])
     provenance = {"source": {"study": study_name, "trial": number}}
     baseline = _cell(row, "baseline")
-    if baseline == LORA_BASELINE or _cell(row, "summary") is None:
+    if baseline in METHODS or _cell(row, "summary") is None:
         return None
     if baseline:
         lr = _cell(row, "baseline_lr")

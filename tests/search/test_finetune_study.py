@@ -17,7 +17,7 @@ from frugal_search.proxy import LoraSpec, ModelSpec, build_model, peft_available
 from frugal_search.report import pareto_front, select_trial, study_objective, trials_table, write_report
 from frugal_search.search import is_repeat, open_study, run_search
 from frugal_search.search.config import StudyConfigError, load_study_config
-from frugal_search.search.objective import LORA_RANK
+from frugal_search.proxy import LORA_RANK
 from frugal_search.search.storage import open_storage
 
 NEEDS_PEFT = pytest.mark.skipif(not peft_available(), reason="the lora baseline needs peft: pip install peft")

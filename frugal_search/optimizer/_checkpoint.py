@@ -21,6 +21,7 @@ import torch
 
 from frugal_search.optimizer._settings import MOMENT_KEYS, blocks_count
 from frugal_search.optimizer._sharding import Shard0, chunk_bounds, is_dtensor, local_part
+from frugal_search.optimizer._storage import MomentStorage, state_layout, stored_dtype, storage_of, zero_moments
 from frugal_search.optimizer._subspace import SubspacePlan, group_plan
 from frugal_search.optimizer.memory import blocks_peak
 
@@ -46,6 +47,10 @@ def pack_state_dict(optimizer: FRUGAL, packed: dict[str, Any]) -> dict[str, Any]
             math.nan if optimizer._last_loss is None else optimizer._last_loss, dtype=torch.float64
         ),
     }
+    if any(not storage_of(group).full_precision for group in optimizer.param_groups):
+        # the random rounding's streams follow the seed (``_storage.rounding_seed``); saved only
+        # then, so that the layout of full-precision state, and DCP templates of it, stay as they were
+        optimizer_wide["rounding_seed"] = torch.tensor(optimizer._seed, dtype=torch.int64)
     state: dict[int, dict[str, torch.Tensor]] = {}
     ids = chain.from_iterable(g["params"] for g in packed["param_groups"])
     for index, (group, packed_group) in enumerate(zip(optimizer.param_groups, packed["param_groups"], strict=True)):
@@ -68,9 +73,12 @@ def _packed_param_state(optimizer: FRUGAL, group: dict[str, Any], param: torch.T
     shard = optimizer._shards.get(param)
     sharded = shard is not None and shard.sharded
     keys = MOMENT_KEYS[group["stateful_rule"]]
+    storage = storage_of(group)
     if role == "stateful":
         local = local_part(param)
-        packed = {key: state.get(key, torch.zeros_like(local)) for key in keys}
+        packed = dict(zero_moments(storage, local)) if "step" not in state else {
+            key: state[key] for key in state_layout(storage, tuple(local.shape), local.dtype)
+        }
         packed["step"] = state.get("step", torch.zeros((), dtype=torch.float32, device=local.device))
         if sharded:
             for key in keys:
@@ -82,11 +90,12 @@ def _packed_param_state(optimizer: FRUGAL, group: dict[str, Any], param: torch.T
     if plan.kind == "none":
         return {}
     if "selection" not in state:
-        return _zero_split_state(plan, param, keys, shard)
+        return _zero_split_state(plan, param, storage, shard)
     packed = {"step": state["step"], "period": state["period"]}
-    selection, values = state["selection"], [state[key] for key in keys]
     if not sharded:
-        return {**packed, "selection": selection, **dict(zip(keys, values, strict=True))}
+        layout = state_layout(storage, tuple(state[keys[0]].shape), param.dtype)
+        return {**packed, "selection": state["selection"], **{key: state[key] for key in layout}}
+    selection, values = state["selection"], [state[key] for key in keys]
     if plan.kind == "left":  # A by rows, moments (r, n) by columns
         packed["selection"] = shard.to_dtensor(selection, plan.basis_shape)
         moments = [shard.to_dtensor(m, plan.moment_shape, dim=1) for m in values]
@@ -104,9 +113,10 @@ def _packed_param_state(optimizer: FRUGAL, group: dict[str, Any], param: torch.T
 
 
 def _zero_split_state(
-    plan: SubspacePlan, param: torch.Tensor, keys: tuple[str, ...], shard: Shard0 | None
+    plan: SubspacePlan, param: torch.Tensor, storage: MomentStorage, shard: Shard0 | None
 ) -> dict[str, torch.Tensor]:
     """The packed layout of a tensor not selected yet: zeros, ``period`` -1."""
+    keys = storage.moment_keys
     local = local_part(param)
     sharded = shard is not None and shard.sharded
     basis = plan.basis_shape
@@ -124,7 +134,7 @@ def _zero_split_state(
         "step": torch.zeros((), dtype=torch.float32, device=local.device),
         "period": torch.tensor(-1, dtype=torch.int64),
         "selection": selection,
-        **{key: local.new_zeros(moment_shape) for key in keys},
+        **zero_moments(storage, local, tuple(moment_shape)),
     }
     if sharded:
         if plan.kind == "left":
@@ -160,30 +170,54 @@ def _rows_on(param: torch.Tensor, shard: Shard0 | None, rank: int) -> int:
     return stop - start
 
 
+def _blocks_buffers(optimizer: FRUGAL, group: dict[str, Any]) -> tuple[dict[str, tuple[int, torch.dtype]], Shard0 | None]:
+    """Each state key of a blocks group's flat buffers with its capacity (elements: the peak
+    window's) and dtype, and a sharded layout of the group, if any. Full-precision moments all
+    have the parameters' shapes; other storage sizes each key by the tensors' own layouts."""
+    params = group["params"]
+    storage = storage_of(group)
+    if storage.full_precision:
+        capacity, shard = _blocks_capacity(optimizer, group)
+        dtype = local_part(params[0]).dtype
+        return {key: (capacity, dtype) for key in storage.moment_keys}, shard
+    layouts = [state_layout(storage, tuple(p.shape), p.dtype) for p in params]
+    buffers: dict[str, tuple[int, torch.dtype]] = {}
+    for key in dict.fromkeys(key for layout in layouts for key in layout):  # every key, in order
+        sizes = [math.prod(layout[key][0]) if key in layout else 0 for layout in layouts]
+        dtype = next(layout[key][1] for layout in layouts if key in layout)
+        buffers[key] = (blocks_peak(group, sizes), dtype)
+    return buffers, None
+
+
+def _param_layout(storage: MomentStorage, local: torch.Tensor) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """The state tensors of one whole tensor of a blocks group (its local rows, when sharded)."""
+    return state_layout(storage, tuple(local.shape), local.dtype)
+
+
 def _packed_blocks(optimizer: FRUGAL, index: int, group: dict[str, Any]) -> dict[str, torch.Tensor]:
     """A blocks group's window, Adam steps and moments, the moments as flat buffers."""
     params = group["params"]
     k = blocks_count(group, group["density"])  # the most a decaying schedule holds
-    capacity, shard = _blocks_capacity(optimizer, group)
-    keys = MOMENT_KEYS[group["stateful_rule"]]
+    layout, shard = _blocks_buffers(optimizer, group)
+    storage = storage_of(group)
     first = local_part(params[0])
     active = torch.full((k,), -1, dtype=torch.int64)
     steps = torch.zeros(k, dtype=torch.float32, device=first.device)
-    buffers = [torch.zeros(capacity, dtype=first.dtype, device=first.device) for _ in keys]
-    offset = 0
+    buffers = {key: torch.zeros(capacity, dtype=dtype, device=first.device) for key, (capacity, dtype) in layout.items()}
+    offsets = dict.fromkeys(buffers, 0)
     for slot, i in enumerate(optimizer._active_blocks[index]):
         state = optimizer.state[params[i]]
-        size = state[keys[0]].numel()
-        for key, buffer in zip(keys, buffers, strict=True):
-            buffer[offset : offset + size].copy_(state[key].reshape(-1))
+        for key in _param_layout(storage, local_part(params[i])):
+            size = state[key].numel()
+            buffers[key][offsets[key] : offsets[key] + size].copy_(state[key].reshape(-1))
+            offsets[key] += size
         steps[slot], active[slot] = state["step"], i
-        offset += size
     if shard is not None:
-        buffers = [shard.to_dtensor(t, (shard.world * capacity,)) for t in buffers]
+        buffers = {key: shard.to_dtensor(t, (shard.world * layout[key][0],)) for key, t in buffers.items()}
     return {
         "active_blocks": active,
         "block_steps": steps,
-        **{f"block_{key}": buffer for key, buffer in zip(keys, buffers, strict=True)},
+        **{f"block_{key}": buffer for key, buffer in buffers.items()},
     }
 
 
@@ -233,6 +267,8 @@ def restore_state(optimizer: FRUGAL, saved: SavedState) -> None:
         )
         return
     optimizer._global_step = int(wide["global_step"])
+    if "rounding_seed" in wide:
+        optimizer._seed = int(wide["rounding_seed"])
     optimizer._generator.set_state(wide["generator_state"].to(device="cpu", dtype=torch.uint8))
     last_loss = float(wide["last_loss"]) if "last_loss" in wide else math.nan
     optimizer._last_loss = None if math.isnan(last_loss) else last_loss
@@ -263,7 +299,11 @@ def _unpacked_param_state(
     shard = optimizer._shards.get(param)
     if shard is None or not shard.sharded or not saved:
         local = local_part(param)
-        return {key: _restore_state_value(key, local_part(value), local) for key, value in saved.items()}
+        storage = storage_of(group)
+        return {
+            key: _restore_state_value(key, local_part(value), local, stored_dtype(storage, key, local.dtype))
+            for key, value in saved.items()
+        }
     local = local_part(param)
     pieces = dict(saved)
     keys = MOMENT_KEYS[group["stateful_rule"]]
@@ -286,28 +326,30 @@ def _unpacked_param_state(
 
 def _load_blocks(optimizer: FRUGAL, index: int, group: dict[str, Any], extra: dict[str, Any]) -> None:
     params = group["params"]
-    keys = MOMENT_KEYS[group["stateful_rule"]]
+    storage = storage_of(group)
     window = [int(i) for i in extra["active_blocks"].tolist() if int(i) >= 0]
-    buffers = [local_part(extra[f"block_{key}"]) for key in keys]
-    offset = 0
+    offsets: dict[str, int] = {}
     for slot, i in enumerate(window):
         local = local_part(params[i])
-        size = local.numel()
-        restored = {
-            key: _restore_state_value(key, buffer[offset : offset + size].view(local.shape), local)
-            for key, buffer in zip(keys, buffers, strict=True)
-        }
+        restored = {}
+        for key, (shape, dtype) in _param_layout(storage, local).items():
+            start, size = offsets.get(key, 0), math.prod(shape)
+            piece = local_part(extra[f"block_{key}"])[start : start + size].view(shape)
+            restored[key] = _restore_state_value(key, piece, local, dtype)
+            offsets[key] = start + size
         restored["step"] = _restore_state_value("step", extra["block_steps"][slot], local)
         optimizer.state[params[i]] = restored
-        offset += size
     optimizer._active_blocks[index] = window
 
 
-def _restore_state_value(key: str, value: Any, param: torch.Tensor) -> Any:
-    """A saved value copied onto ``param``'s device: floating state in its dtype, ``step`` float32,
-    ``period`` int64 on the CPU, index tensors as they are; non-tensors unchanged."""
+def _restore_state_value(key: str, value: Any, param: torch.Tensor, dtype: torch.dtype | None = None) -> Any:
+    """A saved value copied onto ``param``'s device: in ``dtype`` when given (a moment's stored
+    dtype), else floating state in the parameter's dtype, ``step`` float32, ``period`` int64 on
+    the CPU, index tensors as they are; non-tensors unchanged."""
     if not isinstance(value, torch.Tensor):
         return value
+    if dtype is not None:
+        return value.to(device=param.device, dtype=dtype, copy=True)
     if key == "step":
         return value.to(device=param.device, dtype=torch.float32, copy=True)
     if key == "period":

@@ -14,6 +14,7 @@ import torch
 
 from frugal_search.optimizer._settings import ALL_MOMENT_KEYS, MOMENT_KEYS, blocks_count, scheduled_density
 from frugal_search.optimizer._sharding import Shard0, local_part
+from frugal_search.optimizer._storage import storage_of, zero_moments
 from frugal_search.optimizer._subspace import SubspacePlan, block_window, draw_subspace, group_plan
 
 
@@ -121,10 +122,7 @@ def _reselect_sharded(
 def fresh_moments(
     group: dict[str, Any], local: torch.Tensor, shape: tuple[int, ...] | None = None
 ) -> dict[str, torch.Tensor]:
-    """Zero moments of the group's state-full rule (``shape``: a low-rank one; None: like ``local``)
-    and a zero step counter: what a selection or a reset starts from."""
-    if shape is None:
-        moments = {key: torch.zeros_like(local, memory_format=torch.preserve_format) for key in MOMENT_KEYS[group["stateful_rule"]]}
-    else:
-        moments = {key: local.new_zeros(shape) for key in MOMENT_KEYS[group["stateful_rule"]]}
+    """Zero moments of the group's state-full rule in its storage (``shape``: a low-rank one;
+    None: like ``local``) and a zero step counter: what a selection or a reset starts from."""
+    moments = zero_moments(storage_of(group), local, shape)
     return {**moments, "step": torch.zeros((), dtype=torch.float32, device=local.device)}

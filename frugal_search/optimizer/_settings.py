@@ -27,6 +27,9 @@ ROLES: tuple[str, ...] = ("stateful", "frugal", "state_free", "frozen")
 BLOCK_ORDERS: tuple[str, ...] = ("random", "ascending", "descending", "mirror")
 STATE_FREE_RULES: tuple[str, ...] = ("signsgd", "sgd", "none")
 STATEFUL_RULES: tuple[str, ...] = ("adamw", "lion", "sgdm")
+# How the state-full moments are stored (see ``_storage``): "fp32" is full precision, the
+# parameter's own dtype as torch.optim.AdamW keeps it; "bf16" stores fewer bits and updates in fp32.
+STATE_DTYPES: tuple[str, ...] = ("fp32", "bf16")
 
 # The moments each state-full rule keeps per state-full coordinate, by state key: AdamW two, Lion
 # and SGD with momentum one (torch's names). The memory model counts len() of these.
@@ -155,6 +158,13 @@ SETTINGS: dict[str, Setting] = {
         Setting("state_free_lr_scale", "float", 1.0, low=0.0, help="lr multiplier of the state-free part"),
         Setting("split_lr_scale", "float", 1.0, low=0.0, help="lr multiplier of the split parameters"),
         Setting("reset_state", "bool", True, help="zero moments at re-selection"),
+        Setting(
+            "state_dtype",
+            "choice",
+            "fp32",
+            choices=STATE_DTYPES,
+            help="storage of the state-full moments: full precision (the parameter's dtype) or bf16",
+        ),
         Setting("seed", "int", 0, low=0, help="seed of the optimizer's own generator"),
     )
 }
@@ -179,9 +189,13 @@ FRUGAL_SETTINGS: tuple[str, ...] = (
 # search samples the end of the rho schedule as a share of the density (search/space.py), since a
 # sampled density_end above a sampled density would be no schedule at all.
 SCHEDULE_SETTINGS: tuple[str, ...] = ("density_end", "density_steps", "update_gap_growth", "update_gap_max", "loss_plateau")
+# How the moments are stored: partition-wide or per param group (not per rule), like the schedules;
+# the search samples them as dimensions of their own (search/space.py).
+STORAGE_SETTINGS: tuple[str, ...] = ("state_dtype",)
 # Settings a param group may override; `seed` is optimizer-wide (one generator).
 GROUP_SETTINGS: tuple[str, ...] = (
-    "lr", "betas", "eps", "weight_decay", "momentum", "nesterov", *SCHEDULE_SETTINGS, *FRUGAL_SETTINGS
+    "lr", "betas", "eps", "weight_decay", "momentum", "nesterov", *SCHEDULE_SETTINGS, *FRUGAL_SETTINGS,
+    *STORAGE_SETTINGS,
 )
 # `initial_lr` is written by torch LR schedulers and must survive a round trip.
 GROUP_KEYS: tuple[str, ...] = ("params", "role", "names", "initial_lr", *GROUP_SETTINGS)

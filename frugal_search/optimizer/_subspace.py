@@ -56,15 +56,20 @@ class SubspacePlan:
         return None
 
     def state_bytes(self, itemsize: int, moments: int = 2) -> int:
-        """Bytes this tensor's state holds: ``moments`` moments (AdamW 2, Lion and SGD-momentum 1)
-        plus the basis or the int64 indices."""
+        """Bytes this tensor's state holds: ``moments`` full-precision moments (AdamW 2, Lion and
+        SGD-momentum 1) plus the basis or the int64 indices."""
         if self.kind == "none":
             return 0
-        moments = moments * math.prod(self.moment_shape) * itemsize
+        return moments * math.prod(self.moment_shape) * itemsize + self.selection_bytes(itemsize)
+
+    def selection_bytes(self, itemsize: int) -> int:
+        """Bytes of the subspace itself: the dense basis (in the parameter's dtype) or the int64 indices."""
+        if self.kind == "none":
+            return 0
         basis = self.basis_shape
         if basis is not None:
-            return moments + math.prod(basis) * itemsize
-        return moments + self.count * INDEX_BYTES
+            return math.prod(basis) * itemsize
+        return self.count * INDEX_BYTES
 
 
 def matrix_shape(shape: torch.Size | tuple[int, ...]) -> tuple[int, int]:

@@ -23,6 +23,7 @@ from frugal_search.optimizer._settings import (
     validate_group,
 )
 from frugal_search.optimizer._sharding import Shard0, local_part, shard_of
+from frugal_search.optimizer._storage import rounding_seed, storage_of, store_moments_, working_moments
 from frugal_search.optimizer._subspace import group_plan
 from frugal_search.optimizer.memory import planned_peak_state_bytes
 
@@ -84,7 +85,15 @@ class FRUGAL(Optimizer):
     flat int64 indices: 8 bytes per entry). ``rank`` overrides density for svd, random, randperm,
     columns and rows.
 
-    State: moments in the parameter's dtype (like ``torch.optim.AdamW``), a float32 scalar
+    Storage of the moments (``state_dtype``, for every tensor with state: stateful ones, active
+    blocks, low-rank moments; see ``_storage``): ``fp32`` keeps them in the parameter's dtype and
+    updates them in place (today's FRUGAL, bit for bit); ``bf16`` keeps each moment in bfloat16 and
+    each step reads it into fp32, runs the rule above there and writes it back with stochastic
+    rounding (unbiased; rounding to nearest would freeze AdamW's second moment, whose 0.1% steps are
+    under bf16's resolution), the random bits drawn from the seed, the global step and the tensor's
+    place, so runs and resumes are deterministic. Under FSDP2 only ``fp32`` runs.
+
+    State: moments in the parameter's dtype (like ``torch.optim.AdamW``) or their storage, a float32 scalar
     ``step`` per stateful tensor, the basis or indices of the current subspace, and a CPU int64
     scalar ``period`` (which period the subspace belongs to). All randomness comes from a CPU
     ``torch.Generator`` seeded by ``seed``; its state, the global step and the active blocks are
@@ -161,6 +170,7 @@ class FRUGAL(Optimizer):
         state_free_lr_scale: float = DEFAULTS["state_free_lr_scale"],
         split_lr_scale: float = DEFAULTS["split_lr_scale"],
         reset_state: bool = DEFAULTS["reset_state"],
+        state_dtype: str = DEFAULTS["state_dtype"],
         seed: int = DEFAULTS["seed"],
         *,
         foreach: bool | None = None,
@@ -191,6 +201,7 @@ class FRUGAL(Optimizer):
             "state_free_lr_scale": state_free_lr_scale,
             "split_lr_scale": split_lr_scale,
             "reset_state": reset_state,
+            "state_dtype": state_dtype,
         }
         self._foreach = True if foreach is None else bool(foreach)
         self._fused = fused
@@ -231,10 +242,18 @@ class FRUGAL(Optimizer):
 
     def _check_sharding(self, group: dict[str, Any]) -> None:
         """Record the shard layout of DTensor params; ValueError for one a mode cannot run on."""
+        keeps_state = group["role"] in ("stateful", "frugal")
         for position, param in enumerate(group["params"]):
             shard = shard_of(param)
             if shard is None:
                 continue
+            if shard.sharded and keeps_state and not storage_of(group).full_precision:
+                name = group["names"][position] if "names" in group else f"#{position}"
+                raise ValueError(
+                    f"FRUGAL state_dtype={group['state_dtype']!r} cannot run on parameter {name}, sharded by "
+                    "FSDP2: only state_dtype='fp32' is sharded in this version. Use state_dtype='fp32' under "
+                    "fully_shard, or train on one process or under DDP."
+                )
             if (
                 shard.sharded
                 and param.dim() < 2
@@ -432,10 +451,13 @@ class FRUGAL(Optimizer):
         """Reference path: one tensor at a time, the formulas as written."""
         lr, lr_sf, lr_free = self._rates(group)
         weight_decay, rule = group["weight_decay"], group["state_free"]
-        for _, param, grad, state, split, whole in self._routed(group, index):
+        in_place_adamw = group["stateful_rule"] == "adamw" and storage_of(group).full_precision
+        first_slot = self._first_slot(index)
+        for i, param, grad, state, split, whole in self._routed(group, index):
+            slot = first_slot + i
             if weight_decay:
                 param.mul_(1 - lr * weight_decay)
-            if whole and group["stateful_rule"] == "adamw":
+            if whole and in_place_adamw:
                 beta1, beta2 = resolved_betas(group)
                 _math.adamw_single(
                     param, grad, state["exp_avg"], state["exp_avg_sq"], state["step"],
@@ -443,7 +465,7 @@ class FRUGAL(Optimizer):
                 )
                 continue
             if whole:
-                param.add_(self._stateful_delta(group, grad, state, lr_sf, single=True))
+                param.add_(self._stateful_delta(group, grad, state, lr_sf, single=True, slot=slot))
                 continue
             if split is None:
                 _math.apply_state_free_single(param, grad, rule, lr_free)
@@ -451,30 +473,53 @@ class FRUGAL(Optimizer):
             plan, param_matrix, grad_matrix, selection, reduce = split
             low = _math.project_down(plan, grad_matrix, selection)
             moment_input = low if reduce is None else _columns_of(reduce.all_reduce(low), reduce)
-            delta_low = self._stateful_delta(group, moment_input, state, lr_sf, single=True)
+            delta_low = self._stateful_delta(group, moment_input, state, lr_sf, single=True, slot=slot)
             if reduce is not None:
                 delta_low = reduce.gather(delta_low, tuple(low.shape), dim=1)
             param_matrix.add_(_math.lift_up(plan, delta_low, selection))
             residual = grad_matrix - _math.lift_up(plan, low, selection)
             _math.apply_state_free_single(param_matrix, residual, rule, lr_free)
 
+    def _first_slot(self, index: int) -> int:
+        """Place of group ``index``'s first tensor among every group's tensors (a stable name for
+        each tensor's rounding stream, see ``_storage.rounding_seed``)."""
+        return sum(len(group["params"]) for group in self.param_groups[:index])
+
     def _stateful_delta(
-        self, group: dict[str, Any], grad: torch.Tensor, state: dict[str, torch.Tensor], lr: float, *, single: bool
+        self, group: dict[str, Any], grad: torch.Tensor, state: dict[str, torch.Tensor], lr: float, *, single: bool,
+        slot: int,
     ) -> torch.Tensor:
         """Advance one tensor's moments under the group's state-full rule; return its step.
+
+        Moments stored at full precision are updated in place; others are read into fp32 (or the
+        gradient's dtype if wider), updated there and stored back (``_storage``), with the
+        rounding stream of tensor ``slot`` at this global step."""
+        storage = storage_of(group)
+        if storage.full_precision:
+            return self._moment_delta(group, grad, state, state["step"], lr, single=single)
+        work_dtype = torch.promote_types(grad.dtype, torch.float32)
+        moments = working_moments(storage, state, work_dtype)
+        delta = self._moment_delta(group, grad.to(work_dtype), moments, state["step"], lr, single=single)
+        store_moments_(storage, state, moments, rounding_seed(self._seed, self._global_step, slot))
+        return delta.to(grad.dtype)
+
+    def _moment_delta(
+        self, group: dict[str, Any], grad: torch.Tensor, moments: dict[str, torch.Tensor], step: torch.Tensor,
+        lr: float, *, single: bool,
+    ) -> torch.Tensor:
+        """The state-full rule's step from ``moments`` (advanced in place, with the counter ``step``).
 
         ``single``: the reference formulas (AdamW as torch's for-loop); else torch's fused
         AdamW kernel on zeros. Lion and SGD-momentum take the same ops on either path."""
         beta1, beta2 = resolved_betas(group)
-        step = state["step"]
         if group["stateful_rule"] != "adamw":
-            moment = state[MOMENT_KEYS[group["stateful_rule"]][0]]
+            moment = moments[MOMENT_KEYS[group["stateful_rule"]][0]]
             return _math.one_moment_delta(
                 group["stateful_rule"], grad, moment, step, lr=lr, beta1=beta1, beta2=beta2,
                 momentum=group["momentum"], nesterov=group["nesterov"],
             )
         adam = {"beta1": beta1, "beta2": beta2, "eps": group["eps"], "lr": lr}
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        exp_avg, exp_avg_sq = moments["exp_avg"], moments["exp_avg_sq"]
         if not single:
             return _math.adam_delta(grad, exp_avg, exp_avg_sq, step, fused=self._fused, **adam)
         denominator, step_size = _math.adam_moments_single(grad, exp_avg, exp_avg_sq, step, **adam)
@@ -489,15 +534,20 @@ class FRUGAL(Optimizer):
         eps, weight_decay, rule = group["eps"], group["weight_decay"], group["state_free"]
         stateful_rule = group["stateful_rule"]
         keys = MOMENT_KEYS[stateful_rule]
+        full_precision = storage_of(group).full_precision
+        first_slot = self._first_slot(index)
         adam = {"beta1": beta1, "beta2": beta2, "eps": eps, "fused": self._fused}
         decay = 1 - lr * weight_decay
         whole_tensors: tuple[list[torch.Tensor], ...] = tuple([] for _ in range(3 + len(keys)))  # p, g, moments, steps
         predecay: list[torch.Tensor] = []  # whole-Adam tensors the fused kernel cannot decay
         free_params: list[torch.Tensor] = []  # whole tensors taking the state-free rule
         free_grads: list[torch.Tensor] = []
-        split_tensors: list[tuple[dict[str, torch.Tensor], tuple[Any, ...]]] = []
-        for _, param, grad, state, split, whole in self._routed(group, index):
-            if whole:
+        stored_whole: list[tuple[int, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]] = []  # not in place
+        split_tensors: list[tuple[int, dict[str, torch.Tensor], tuple[Any, ...]]] = []
+        for i, param, grad, state, split, whole in self._routed(group, index):
+            if whole and not full_precision:
+                stored_whole.append((first_slot + i, param, grad, state))
+            elif whole:
                 for bucket, tensor in zip(
                     whole_tensors, (param, grad, *(state[key] for key in keys), state["step"]), strict=True
                 ):
@@ -508,7 +558,7 @@ class FRUGAL(Optimizer):
                 free_params.append(param)
                 free_grads.append(grad)
             else:
-                split_tensors.append((state, split))
+                split_tensors.append((first_slot + i, state, split))
 
         # the fused kernel decays with its own lr, which is right only when that is the group's lr
         if weight_decay and predecay:
@@ -520,13 +570,17 @@ class FRUGAL(Optimizer):
                 stateful_rule, *whole_tensors, lr=lr_sf, beta1=beta1, beta2=beta2,
                 momentum=group["momentum"], nesterov=group["nesterov"],
             )
+        for slot, param, grad, state in stored_whole:
+            if weight_decay:
+                param.mul_(decay)
+            param.add_(self._stateful_delta(group, grad, state, lr_sf, single=False, slot=slot))
         _math.state_free_update_(free_params, free_grads, rule=rule, lr_free=lr_free, decay=decay)
         # One tensor at a time, so that its gradient and parameter are still in cache when the
         # state-free pass and the lift read them right after the projection.
-        for state, (plan, param_matrix, grad_matrix, selection, reduce) in split_tensors:
+        for slot, state, (plan, param_matrix, grad_matrix, selection, reduce) in split_tensors:
             low = _math.project_down(plan, grad_matrix, selection)
             moment_input = low if reduce is None else _columns_of(reduce.all_reduce(low), reduce)
-            delta = self._stateful_delta(group, moment_input, state, lr_sf, single=False)
+            delta = self._stateful_delta(group, moment_input, state, lr_sf, single=False, slot=slot)
             if reduce is not None:
                 delta = reduce.gather(delta, tuple(low.shape), dim=1)
             _math.split_update_(

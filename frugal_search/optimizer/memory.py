@@ -10,6 +10,7 @@ import torch
 
 from frugal_search.optimizer._settings import blocks_count, moment_count
 from frugal_search.optimizer._sharding import Shard0, chunk_bounds, local_part
+from frugal_search.optimizer._storage import layout_bytes, state_layout, storage_of
 from frugal_search.optimizer._subspace import (
     INDEX_BYTES,
     blocks_peak_bytes,
@@ -54,6 +55,12 @@ def planned_peak_state_bytes(
         return _peak_state_bytes(param_groups, shards, by_group)
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size={world_size!r}: allowed an int >= 1 (the number of ranks sharding the model).")
+    stored = [g for g in param_groups if g["role"] in ("stateful", "frugal") and not storage_of(g).full_precision]
+    if world_size > 1 and stored:
+        raise ValueError(
+            f"world_size={world_size}: state_dtype={stored[0]['state_dtype']!r} is not sharded by FSDP2 in this "
+            "version (only 'fp32' is); plan it with world_size=1, or use state_dtype='fp32'."
+        )
     planned = {
         param: shards.get(param) or _sharded_on(group, param, world_size)
         for group in param_groups
@@ -79,11 +86,10 @@ def _peak_state_bytes(
     for group in param_groups:
         role = group["role"]
         params = group["params"]
-        moments = moment_count(group["stateful_rule"])
         if role == "stateful":
-            total = sum(moments * _local_numel(p, shards) * p.element_size() for p in params)
+            total = sum(_whole_moment_bytes(group, p, shards) for p in params)
         elif role == "frugal" and group["mode"] == "blocks":
-            sizes = [moments * _local_numel(p, shards) * p.element_size() for p in params]
+            sizes = [_whole_moment_bytes(group, p, shards) for p in params]
             total = blocks_peak(group, sizes)
             if group["block_order"] != "random" and _fixed_schedule(group):
                 schedules.append(
@@ -102,24 +108,31 @@ def _peak_state_bytes(
     return sum(per_group) - sum(max(window_bytes) for _, window_bytes in schedules) + joint
 
 
-def _local_numel(param: torch.Tensor, shards: Mapping[torch.Tensor, Shard0]) -> int:
-    """Elements of this rank's shard of ``param`` (all of them when it is not sharded)."""
+def _local_shape(param: torch.Tensor, shards: Mapping[torch.Tensor, Shard0]) -> tuple[int, ...]:
+    """Shape of this rank's shard of ``param`` (the whole shape when it is not sharded)."""
     shard = shards.get(param)
     if shard is None or not shard.sharded:
-        return param.numel()
-    return (shard.stop - shard.start) * (param.numel() // param.shape[0])
+        return tuple(param.shape)
+    return (shard.stop - shard.start, *param.shape[1:])
+
+
+def _whole_moment_bytes(group: dict[str, Any], param: torch.Tensor, shards: Mapping[torch.Tensor, Shard0]) -> int:
+    """Bytes of the moments of ``param`` taken whole (stateful, a blocks window) on this rank."""
+    return layout_bytes(state_layout(storage_of(group), _local_shape(param, shards), param.dtype))
 
 
 def _local_plan_bytes(group: dict[str, Any], param: torch.Tensor, shard: Shard0 | None) -> int:
     """Bytes of one per-tensor-mode tensor's state on this rank (see ``_sharding``): moments
-    of the local rows; a right basis and the indices whole; a left basis by rows and its
-    moments by columns; rows/randk the chosen ones among the local rows, counted as an even
-    share of the count (what a uniform draw gives on average)."""
+    of the local rows, in the group's storage; a right basis and the indices whole; a left basis
+    by rows and its moments by columns; rows/randk the chosen ones among the local rows, counted
+    as an even share of the count (what a uniform draw gives on average)."""
     plan = group_plan(group, param)
     itemsize = param.element_size()
     moments = moment_count(group["stateful_rule"])
-    if shard is None or not shard.sharded or plan.kind == "none":
-        return plan.state_bytes(itemsize, moments)
+    if plan.kind == "none":
+        return 0
+    if shard is None or not shard.sharded:
+        return layout_bytes(state_layout(storage_of(group), plan.moment_shape, param.dtype)) + plan.selection_bytes(itemsize)
     rows = shard.stop - shard.start
     if plan.kind == "right":
         return (moments * rows * plan.count + plan.count * plan.cols) * itemsize

@@ -50,6 +50,8 @@ class FrugalSettings:
     state_free_lr_scale: float = DEFAULTS["state_free_lr_scale"]
     split_lr_scale: float = DEFAULTS["split_lr_scale"]
     reset_state: bool = DEFAULTS["reset_state"]
+    state_dtype: str = DEFAULTS["state_dtype"]
+    """Storage of the state-full moments: fp32 (full precision, the parameter's dtype) or bf16."""
     seed: int = DEFAULTS["seed"]
     """Seed of the optimizer's own generator (random subspaces)."""
 

@@ -14,7 +14,9 @@ Format ``frugal-split/1``::
       "lr_transfer": {"rule": "width", "base_widths": {"model.layers.*.mlp.down_proj.weight": 344, ...}}
     }
 
-``settings`` holds every FRUGAL setting (missing ones take their defaults when read); ``rules``
+``settings`` holds every FRUGAL setting (missing ones take their defaults when read), except that
+the storage settings (``state_dtype``, ...) are written only when not their defaults, so that a split
+written before they existed reads, writes and fingerprints as it did; ``rules``
 are in the order they are tried; ``provenance`` is free-form (``source`` and ``metrics`` by
 convention); ``lr_transfer`` (optional, written only when set) holds the learning-rate transfer
 rule and the proxy's fan-ins (:mod:`frugal_search.partition.lr_transfer`): a file without it
@@ -29,7 +31,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from frugal_search.optimizer import check_known_keys
+from frugal_search.optimizer import DEFAULTS, STORAGE_SETTINGS, check_known_keys
 from frugal_search.partition.lr_transfer import check_base_widths, check_lr_transfer
 from frugal_search.partition.rules import Rule
 from frugal_search.partition.settings import SETTING_NAMES, FrugalSettings
@@ -57,6 +59,9 @@ def split_to_dict(content: SplitContent) -> dict[str, Any]:
     settings = content.settings.to_kwargs()
     if settings["betas"] is not None:
         settings["betas"] = list(settings["betas"])
+    for name in STORAGE_SETTINGS:  # see the module docstring
+        if settings[name] == DEFAULTS[name]:
+            del settings[name]
     out: dict[str, Any] = {
         "format": SPLIT_FORMAT,
         "name": content.name,

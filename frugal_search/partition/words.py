@@ -80,8 +80,17 @@ def selection_words(rules: Sequence[Rule], index: int) -> str:
     return rules[index].selection_words() or ("all" if index == 0 else "rest")
 
 
+def storage_words(settings: FrugalSettings) -> str:
+    """How the moments are stored, in words (``"state bf16"``); "" for full precision."""
+    return "" if settings.state_dtype == "fp32" else f"state {settings.state_dtype}"
+
+
 def summarize(rules: Sequence[Rule], settings: FrugalSettings) -> str:
-    """Return a partition's ``rules`` and ``settings`` in one line: each rule's selection and role, then the lr."""
+    """Return a partition's ``rules`` and ``settings`` in one line: each rule's selection and role,
+    the moments' storage unless full precision, then the lr."""
     parts = [f"{selection_words(rules, index)} {rule_settings_words(rule, settings)}" for index, rule in enumerate(rules)]
+    storage = storage_words(settings)
+    if storage:
+        parts.append(storage)
     parts.append(f"lr {_number(settings.lr)}")
     return "; ".join(parts)

@@ -1,0 +1,239 @@
+"""The moments' storage (``state_dtype``): checked at construction, the math against float64
+references computed here, the planned bytes against the measured ones, and resume (torch.save and
+torch.distributed.checkpoint) bit-identical for every option."""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+
+import pytest
+import torch
+
+from frugal_search.optimizer import FRUGAL, optimizer_state_bytes, paper_param_groups
+from frugal_search.partition import Partition
+
+# Every storage option other than today's FRUGAL (fp32, which the parity tests cover).
+OPTIONS = [
+    {"state_dtype": "bf16"},
+]
+OPTION_IDS = ["-".join(option.values()) for option in OPTIONS]
+LR, BETAS, EPS, WD = 1e-2, (0.9, 0.999), 1e-8, 0.1
+
+
+# ----------------------------------------------------------------------------- construction
+
+
+@pytest.mark.parametrize(("setting", "value"), [("state_dtype", "fp16"), ("state_dtype", 8), ("state_dtype", None)])
+def test_a_bad_storage_setting_names_the_value_and_the_allowed_ones(setting, value, tmp_path):
+    allowed = "'fp32', 'bf16'"
+    param = [torch.nn.Parameter(torch.zeros(3, 3))]
+    for build in (
+        lambda: FRUGAL(param, **{setting: value}),
+        lambda: FRUGAL([{"params": param, "role": "stateful", setting: value}]),
+        lambda: Partition.paper(**{setting: value}),
+        lambda: Partition.from_dict({"format": "frugal-split/1", "settings": {setting: value}, "rules": [{"role": "frugal"}]}),
+    ):
+        with pytest.raises(ValueError) as error:
+            build()
+        assert f"{setting}={value!r}" in str(error.value) and allowed in str(error.value)
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=OPTION_IDS)
+def test_a_split_file_carries_the_storage_and_a_default_one_does_not_name_it(option):
+    partition = Partition.paper(0.25, **option)
+    written = partition.to_dict()
+    assert all(written["settings"][name] == value for name, value in option.items())
+    assert Partition.from_dict(written) == partition
+    assert not set(option) & set(Partition.paper(0.25).to_dict()["settings"])  # old files' text and fingerprint kept
+    assert "state " in partition.summary() and "state " not in Partition.paper(0.25).summary()
+
+
+def test_storage_other_than_fp32_is_not_planned_as_sharded():
+    optimizer = FRUGAL([torch.nn.Parameter(torch.zeros(4, 4))], state_dtype="bf16")
+    assert optimizer.peak_state_bytes(world_size=1) == optimizer.peak_state_bytes()
+    with pytest.raises(ValueError, match="state_dtype='bf16' is not sharded by FSDP2"):
+        optimizer.peak_state_bytes(world_size=2)
+
+
+# ----------------------------------------------------------------------------- the math
+
+
+def _bf16_gap(value: torch.Tensor) -> torch.Tensor:
+    """The distance between the bf16 neighbours around each value (8 significant bits)."""
+    exponent = torch.floor(torch.log2(value.abs().clamp_min(1e-30)))
+    return torch.pow(2.0, exponent - 7)
+
+
+def _adamw_float64(param, grad, exp_avg, exp_avg_sq, step: int):
+    """One AdamW step (Hugging Face form, decoupled decay) in float64 from the given moments."""
+    b1, b2 = BETAS
+    param = param * (1 - LR * WD)
+    exp_avg = b1 * exp_avg + (1 - b1) * grad
+    exp_avg_sq = b2 * exp_avg_sq + (1 - b2) * grad * grad
+    denominator = exp_avg_sq.sqrt() / math.sqrt(1 - b2**step) + EPS
+    return param - LR / (1 - b1**step) * exp_avg / denominator, exp_avg, exp_avg_sq
+
+
+def _run_steps(optimizer: FRUGAL, params: list[torch.nn.Parameter], grads: list[list[torch.Tensor]]) -> None:
+    for step_grads in grads:
+        for param, grad in zip(params, step_grads, strict=True):
+            param.grad = grad.clone()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("foreach", [True, False])
+def test_bf16_moments_are_the_float64_step_rounded_to_a_bf16_neighbour(foreach):
+    generator = torch.Generator().manual_seed(0)
+    param = torch.nn.Parameter(torch.randn(24, 40, generator=generator))
+    grads = [[torch.randn(24, 40, generator=generator)] for _ in range(4)]
+    optimizer = FRUGAL(
+        [{"params": [param], "role": "stateful"}], lr=LR, betas=BETAS, eps=EPS, weight_decay=WD,
+        state_dtype="bf16", foreach=foreach,
+    )
+    _run_steps(optimizer, [param], grads[:3])
+    state = optimizer.state[param]
+    assert state["exp_avg"].dtype == state["exp_avg_sq"].dtype == torch.bfloat16
+    before = [t.detach().double() for t in (param, state["exp_avg"], state["exp_avg_sq"])]
+    _run_steps(optimizer, [param], grads[3:])
+    expected_param, expected_avg, expected_sq = _adamw_float64(*before[:1], grads[3][0].double(), *before[1:], step=4)
+    # the parameter moves by the fp32 moments, before they are rounded to bf16
+    assert torch.allclose(param.detach().double(), expected_param, rtol=0, atol=1e-6)
+    for stored, expected in ((state["exp_avg"], expected_avg), (state["exp_avg_sq"], expected_sq)):
+        error = (stored.double() - expected).abs()
+        assert (error < _bf16_gap(expected) * (1 + 1e-6)).all()  # one of the two bf16 neighbours
+        assert (error > 0).any()  # rounded, not kept in fp32
+
+
+@pytest.mark.parametrize("foreach", [True, False])
+def test_bf16_second_moment_decays_as_its_ema_where_rounding_to_nearest_would_freeze_it(foreach):
+    # After the gradient stops, v decays by beta2 = 0.999 a step: 0.1%, under bf16's resolution
+    # (a relative 2^-9..2^-8 to the nearest value), so rounding to nearest would never move it.
+    param = torch.nn.Parameter(torch.zeros(4096))
+    optimizer = FRUGAL([{"params": [param], "role": "stateful"}], lr=0.0, state_dtype="bf16", foreach=foreach)
+    _run_steps(optimizer, [param], [[torch.randn(4096, generator=torch.Generator().manual_seed(1))]])
+    start = optimizer.state[param]["exp_avg_sq"].double()
+    nearest = start.clone().float()
+    for _ in range(200):
+        nearest = (nearest * 0.999).to(torch.bfloat16).float()
+    assert torch.equal(nearest.double(), start)  # the premise: rounding to nearest freezes v
+    _run_steps(optimizer, [param], [[torch.zeros(4096)]] * 200)
+    ratio = optimizer.state[param]["exp_avg_sq"].double().sum() / (start.sum() * 0.999**200)
+    assert abs(ratio - 1) < 0.01  # 0.999^200 = 0.82: the EMA, unbiased
+
+
+# ----------------------------------------------------------------------------- memory
+
+MODES = [
+    {"mode": "blocks", "block_order": "descending"},
+    {"mode": "blocks", "block_order": "random"},
+    {"mode": "svd"},
+    {"mode": "random"},
+    {"mode": "randperm"},
+    {"mode": "columns"},
+    {"mode": "rows", "rank": 3},
+    {"mode": "randk"},
+]
+MODE_IDS = ["-".join(str(v) for v in mode.values()) for mode in MODES]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
+@pytest.mark.parametrize("option", OPTIONS, ids=OPTION_IDS)
+def test_planned_state_bytes_equal_the_measured_ones(option, mode, llama_factory):
+    settings = {"density": 0.25, "update_gap": 1, **mode, **option}
+    model = llama_factory()
+    optimizer = FRUGAL(paper_param_groups(model), **settings)
+    measured = []
+    for _ in range(len(optimizer.param_groups[1]["params"])):  # n periods cover every window
+        for p in model.parameters():
+            p.grad = torch.randn(p.shape)
+        optimizer.step()
+        measured.append(optimizer_state_bytes(optimizer))
+    planned = optimizer.peak_state_bytes()
+    if mode.get("block_order") == "random":  # planned: the worst draw, which a run need not meet
+        assert max(measured) <= planned
+    else:
+        assert max(measured) == planned
+    with torch.device("meta"):
+        meta_model = llama_factory()
+    assert FRUGAL(paper_param_groups(meta_model), **settings).peak_state_bytes() == planned
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=OPTION_IDS)
+@pytest.mark.parametrize("mode", ["blocks", "columns"])
+def test_the_partitions_state_bytes_are_what_its_optimizer_holds(option, mode, llama_factory, trainer):
+    model = llama_factory()
+    partition = Partition.paper(0.25, mode=mode, update_gap=1, **option)
+    optimizer = partition.build_optimizer(model)
+    peak = 0
+    for step in range(14):  # 14 split tensors: every window of k = 4 (mode blocks)
+        trainer(model, optimizer, range(step, step + 1))
+        peak = max(peak, optimizer_state_bytes(optimizer))
+    assert partition.state_bytes(model) == peak < Partition.paper(0.25, mode=mode).state_bytes(model)
+
+
+# ----------------------------------------------------------------------------- resume
+
+RESUME_MODES = ["blocks", "svd", "columns", "rows", "randk"]
+
+
+def _optimizer(model, option: dict, mode: str, seed: int = 0) -> FRUGAL:
+    return FRUGAL(
+        paper_param_groups(model), lr=1e-3, density=0.25, update_gap=4, mode=mode, seed=seed,
+        block_order="descending", **option,
+    )
+
+
+@pytest.mark.parametrize("mode", RESUME_MODES)
+@pytest.mark.parametrize("option", OPTIONS, ids=OPTION_IDS)
+def test_resume_from_torch_save_is_bit_identical(option, mode, llama_factory, trainer):
+    total, save_after = 10, 6  # re-selection at 1, 5, 9
+    straight_model = llama_factory()
+    trainer(straight_model, _optimizer(straight_model, option, mode), range(total))
+
+    model = llama_factory()
+    optimizer = _optimizer(model, option, mode)
+    trainer(model, optimizer, range(save_after))
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
+    buffer.seek(0)
+    checkpoint = torch.load(buffer, weights_only=True)
+    resumed_model = llama_factory(seed=123)
+    resumed_model.load_state_dict(checkpoint["model"])
+    resumed = _optimizer(resumed_model, option, mode, seed=123)
+    resumed.load_state_dict(checkpoint["optimizer"])
+    assert {(k, v.dtype) for s in resumed.state.values() for k, v in s.items()} == {
+        (k, v.dtype) for s in optimizer.state.values() for k, v in s.items()
+    }
+    trainer(resumed_model, resumed, range(save_after, total))
+    for (name, expected), actual in zip(straight_model.named_parameters(), resumed_model.parameters(), strict=True):
+        assert torch.equal(actual, expected), name
+
+
+@pytest.mark.parametrize("mode", ["blocks", "random", "rows"])
+@pytest.mark.parametrize("option", OPTIONS, ids=OPTION_IDS)
+def test_resume_through_distributed_checkpoint_is_bit_identical(option, mode, llama_factory, trainer, tmp_path):
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    total, save_after = 8, 3
+    straight_model = llama_factory()
+    trainer(straight_model, _optimizer(straight_model, option, mode), range(total))
+
+    model = llama_factory()
+    optimizer = _optimizer(model, option, mode)
+    trainer(model, optimizer, range(save_after))
+    with warnings.catch_warnings():  # "torch.distributed is disabled ...: assuming a single process"
+        warnings.simplefilter("ignore", UserWarning)
+        model_state, optimizer_state = get_state_dict(model, optimizer)
+        dcp.save({"model": model_state, "optim": optimizer_state}, checkpoint_id=str(tmp_path))
+        resumed_model = llama_factory(seed=123)
+        resumed = _optimizer(resumed_model, option, mode, seed=123)
+        model_state, optimizer_state = get_state_dict(resumed_model, resumed)  # the template
+        loaded = {"model": model_state, "optim": optimizer_state}
+        dcp.load(loaded, checkpoint_id=str(tmp_path))
+        set_state_dict(resumed_model, resumed, model_state_dict=loaded["model"], optim_state_dict=loaded["optim"])
+    trainer(resumed_model, resumed, range(save_after, total))
+    for (name, expected), actual in zip(straight_model.named_parameters(), resumed_model.parameters(), strict=True):
+        assert torch.equal(actual, expected), name

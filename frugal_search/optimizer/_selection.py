@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from frugal_search.optimizer._settings import ALL_MOMENT_KEYS, MOMENT_KEYS, blocks_count, scheduled_density
+from frugal_search.optimizer._settings import MOMENT_KEYS, blocks_count, scheduled_density
 from frugal_search.optimizer._sharding import Shard0, local_part
 from frugal_search.optimizer._storage import storage_of, zero_moments
 from frugal_search.optimizer._subspace import SubspacePlan, block_window, draw_subspace, group_plan
@@ -69,9 +69,9 @@ def reselect_subspaces(
             continue
         plan = group_plan(group, param, density)
         param_state["period"] = torch.tensor(period, dtype=torch.int64)
-        if plan.kind == "none":
-            for key in (*ALL_MOMENT_KEYS, "step", "selection"):
-                param_state.pop(key, None)
+        if plan.kind == "none":  # no state this period: every moment (in any storage), the step, the subspace
+            for key in [key for key in param_state if key != "period"]:
+                del param_state[key]
             continue
         shard = shards.get(param)
         if shard is not None and shard.sharded:

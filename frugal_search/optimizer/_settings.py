@@ -28,8 +28,9 @@ BLOCK_ORDERS: tuple[str, ...] = ("random", "ascending", "descending", "mirror")
 STATE_FREE_RULES: tuple[str, ...] = ("signsgd", "sgd", "none")
 STATEFUL_RULES: tuple[str, ...] = ("adamw", "lion", "sgdm")
 # How the state-full moments are stored (see ``_storage``): "fp32" is full precision, the
-# parameter's own dtype as torch.optim.AdamW keeps it; "bf16" stores fewer bits and updates in fp32.
-STATE_DTYPES: tuple[str, ...] = ("fp32", "bf16")
+# parameter's own dtype as torch.optim.AdamW keeps it; "bf16" and block-wise quantized "int8" store
+# fewer bits and update in fp32.
+STATE_DTYPES: tuple[str, ...] = ("fp32", "bf16", "int8")
 
 # The moments each state-full rule keeps per state-full coordinate, by state key: AdamW two, Lion
 # and SGD with momentum one (torch's names). The memory model counts len() of these.
@@ -38,8 +39,6 @@ MOMENT_KEYS: dict[str, tuple[str, ...]] = {
     "lion": ("exp_avg",),
     "sgdm": ("momentum_buffer",),
 }
-# Every moment key of any rule (what a re-selection clears).
-ALL_MOMENT_KEYS: tuple[str, ...] = ("exp_avg", "exp_avg_sq", "momentum_buffer")
 # betas when a group gives None: each rule's own (Lion's paper and lion-pytorch use (0.9, 0.99)).
 RULE_BETAS: dict[str, tuple[float, float]] = {"adamw": (0.9, 0.999), "lion": (0.9, 0.99), "sgdm": (0.9, 0.999)}
 
@@ -163,7 +162,7 @@ SETTINGS: dict[str, Setting] = {
             "choice",
             "fp32",
             choices=STATE_DTYPES,
-            help="storage of the state-full moments: full precision (the parameter's dtype) or bf16",
+            help="storage of the state-full moments: full precision (the parameter's dtype), bf16, or block-wise int8",
         ),
         Setting("seed", "int", 0, low=0, help="seed of the optimizer's own generator"),
     )

@@ -23,7 +23,13 @@ from frugal_search.optimizer._settings import (
     validate_group,
 )
 from frugal_search.optimizer._sharding import Shard0, local_part, shard_of
-from frugal_search.optimizer._storage import rounding_seed, storage_of, store_moments_, working_moments
+from frugal_search.optimizer._storage import (
+    keep_adam_bound_,
+    rounding_seed,
+    storage_of,
+    store_moments_,
+    working_moments,
+)
 from frugal_search.optimizer._subspace import group_plan
 from frugal_search.optimizer.memory import planned_peak_state_bytes
 
@@ -86,12 +92,23 @@ class FRUGAL(Optimizer):
     columns and rows.
 
     Storage of the moments (``state_dtype``, for every tensor with state: stateful ones, active
-    blocks, low-rank moments; see ``_storage``): ``fp32`` keeps them in the parameter's dtype and
-    updates them in place (today's FRUGAL, bit for bit); ``bf16`` keeps each moment in bfloat16 and
-    each step reads it into fp32, runs the rule above there and writes it back with stochastic
-    rounding (unbiased; rounding to nearest would freeze AdamW's second moment, whose 0.1% steps are
-    under bf16's resolution), the random bits drawn from the seed, the global step and the tensor's
-    place, so runs and resumes are deterministic. Under FSDP2 only ``fp32`` runs.
+    blocks, low-rank moments; every state-full rule; see ``_storage``): ``fp32`` keeps them in the
+    parameter's dtype and updates them in place (today's FRUGAL, bit for bit). ``bf16`` and
+    ``int8`` read each moment into fp32, run the rule above there (the step uses these fp32
+    moments) and store it back rounded at random, unbiased:
+
+    - ``bf16``: each moment in bfloat16 (rounding to nearest would freeze AdamW's second moment,
+      whose 0.1% steps are under bf16's resolution).
+    - ``int8``: blocks of 256 values of the flattened moment, one fp32 scale per block (its
+      largest magnitude, exact) and one byte per value: ``m = scale sign(q) (|q|/127)^4`` (int8),
+      ``v = scale (q/255)^8`` (uint8: ``sqrt(v)`` on the same fourth-power map), a map relative
+      over decades; a positive ``v`` never reads back as 0, and before AdamW's update ``v`` is
+      raised to ``m^2 / C^2`` where quantization broke the bound ``m^2 <= C^2 v`` of true moments
+      (``C^2 = (1-b1)^2 / ((1-b2)(1 - b1^2/b2))``), so an int8 step is never larger than the
+      largest fp32 step; ``v`` rounds at random in its logarithm, the others in value.
+
+    The random bits are drawn from the seed, the global step and the tensor's place, so runs and
+    resumes are deterministic. Under FSDP2 only ``fp32`` runs.
 
     State: moments in the parameter's dtype (like ``torch.optim.AdamW``) or their storage, a float32 scalar
     ``step`` per stateful tensor, the basis or indices of the current subspace, and a CPU int64
@@ -499,6 +516,8 @@ class FRUGAL(Optimizer):
             return self._moment_delta(group, grad, state, state["step"], lr, single=single)
         work_dtype = torch.promote_types(grad.dtype, torch.float32)
         moments = working_moments(storage, state, work_dtype)
+        if storage.state_dtype == "int8" and group["stateful_rule"] == "adamw":
+            keep_adam_bound_(moments, *resolved_betas(group))
         delta = self._moment_delta(group, grad.to(work_dtype), moments, state["step"], lr, single=single)
         store_moments_(storage, state, moments, rounding_seed(self._seed, self._global_step, slot))
         return delta.to(grad.dtype)

@@ -51,7 +51,7 @@ class FrugalSettings:
     split_lr_scale: float = DEFAULTS["split_lr_scale"]
     reset_state: bool = DEFAULTS["reset_state"]
     state_dtype: str = DEFAULTS["state_dtype"]
-    """Storage of the state-full moments: fp32 (full precision, the parameter's dtype) or bf16."""
+    """Storage of the state-full moments: fp32 (full precision, the parameter's dtype), bf16 or int8."""
     seed: int = DEFAULTS["seed"]
     """Seed of the optimizer's own generator (random subspaces)."""
 

@@ -17,6 +17,7 @@ from frugal_search.partition import Partition
 # Every storage option other than today's FRUGAL (fp32, which the parity tests cover).
 OPTIONS = [
     {"state_dtype": "bf16"},
+    {"state_dtype": "int8"},
 ]
 OPTION_IDS = ["-".join(option.values()) for option in OPTIONS]
 LR, BETAS, EPS, WD = 1e-2, (0.9, 0.999), 1e-8, 0.1
@@ -27,7 +28,7 @@ LR, BETAS, EPS, WD = 1e-2, (0.9, 0.999), 1e-8, 0.1
 
 @pytest.mark.parametrize(("setting", "value"), [("state_dtype", "fp16"), ("state_dtype", 8), ("state_dtype", None)])
 def test_a_bad_storage_setting_names_the_value_and_the_allowed_ones(setting, value, tmp_path):
-    allowed = "'fp32', 'bf16'"
+    allowed = "'fp32', 'bf16', 'int8'"
     param = [torch.nn.Parameter(torch.zeros(3, 3))]
     for build in (
         lambda: FRUGAL(param, **{setting: value}),
@@ -123,6 +124,102 @@ def test_bf16_second_moment_decays_as_its_ema_where_rounding_to_nearest_would_fr
     assert abs(ratio - 1) < 0.01  # 0.999^200 = 0.82: the EMA, unbiased
 
 
+def _decode_int8_float64(codes: torch.Tensor, scales: torch.Tensor, *, signed: bool) -> torch.Tensor:
+    """The int8 maps written out: code q of block b is scale_b sign(q) (|q|/127)^4, or scale_b (q/255)^8."""
+    q = codes.reshape(-1).double()
+    block_scale = scales.double()[torch.arange(q.numel()) // 256]
+    value = block_scale * (q.abs() / 127) ** 4 * q.sign() if signed else block_scale * (q / 255) ** 8
+    return value.view(codes.shape)
+
+
+def _codes_around_float64(value: torch.Tensor, *, signed: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per value: its block's scale (largest magnitude) and the magnitudes of the two codes around it."""
+    levels, power = (127, 4) if signed else (255, 8)
+    flat = value.reshape(-1).abs()
+    padded = torch.cat([flat, flat.new_zeros(-flat.numel() % 256)]).view(-1, 256)
+    block_scale = padded.amax(dim=1)
+    scale = block_scale[torch.arange(flat.numel()) // 256]
+    share = flat / scale
+    lower = torch.floor(share ** (1 / power) * levels).clamp(max=levels - 1)
+    return block_scale, scale * (lower / levels) ** power, scale * ((lower + 1) / levels) ** power
+
+
+@pytest.mark.parametrize("foreach", [True, False])
+def test_int8_moments_are_the_float64_step_quantized_to_a_code_around_it(foreach):
+    generator = torch.Generator().manual_seed(0)
+    shape = (24, 40)  # 960 values: three whole blocks of 256 and a partial one
+    param = torch.nn.Parameter(torch.randn(shape, generator=generator))
+    # magnitudes over four decades within each block, as gradients of a layer have them
+    spread = torch.logspace(-4, 0, 40).expand(shape)
+    grads = [[torch.randn(shape, generator=generator) * spread] for _ in range(4)]
+    optimizer = FRUGAL(
+        [{"params": [param], "role": "stateful"}], lr=LR, betas=BETAS, eps=EPS, weight_decay=WD,
+        state_dtype="int8", foreach=foreach,
+    )
+    _run_steps(optimizer, [param], grads[:3])
+    state = optimizer.state[param]
+    assert (state["exp_avg"].dtype, state["exp_avg_sq"].dtype) == (torch.int8, torch.uint8)
+    assert state["exp_avg_scale"].shape == state["exp_avg_sq_scale"].shape == (4,)
+    exp_avg = _decode_int8_float64(state["exp_avg"], state["exp_avg_scale"], signed=True)
+    exp_avg_sq = _decode_int8_float64(state["exp_avg_sq"], state["exp_avg_sq_scale"], signed=False)
+    # the bound every true pair of moments keeps, m^2 <= C^2 v (Cauchy-Schwarz over the EMAs' weights)
+    b1, b2 = BETAS
+    bound = (1 - b1) ** 2 / ((1 - b2) * (1 - b1**2 / b2))
+    exp_avg_sq = torch.maximum(exp_avg_sq, exp_avg**2 / bound)
+    start = param.detach().double()
+    _run_steps(optimizer, [param], grads[3:])
+    expected_param, expected_avg, expected_sq = _adamw_float64(start, grads[3][0].double(), exp_avg, exp_avg_sq, step=4)
+    # the parameter moves by the dequantized moments updated in fp32, before they are quantized again
+    assert torch.allclose(param.detach().double(), expected_param, rtol=0, atol=1e-6)
+    for key, expected, signed in (("exp_avg", expected_avg, True), ("exp_avg_sq", expected_sq, False)):
+        block_scale, low, high = _codes_around_float64(expected, signed=signed)
+        assert torch.allclose(state[key + "_scale"].double(), block_scale, rtol=1e-6, atol=0)
+        stored = _decode_int8_float64(state[key], state[key + "_scale"], signed=signed).reshape(-1)
+        slack = 1e-5 * block_scale.max()
+        assert ((stored.abs() >= low - slack) & (stored.abs() <= high + slack)).all()  # one of the two codes
+        if signed:
+            assert (stored.sign() * expected.reshape(-1).sign() >= 0).all()
+        else:
+            assert (stored[expected.reshape(-1) > 0] > 0).all()  # a positive v never reads back as 0
+        largest = expected.reshape(-1).abs().argmax()
+        assert torch.isclose(stored[largest].abs(), expected.reshape(-1)[largest].abs(), rtol=1e-6)  # exact
+
+
+@pytest.mark.parametrize("state_dtype", ["bf16", "int8"])
+def test_moments_decay_as_their_ema_once_the_gradient_stops(state_dtype):
+    param = torch.nn.Parameter(torch.zeros(64, 64))
+    optimizer = FRUGAL([{"params": [param], "role": "stateful"}], lr=0.0, state_dtype=state_dtype)
+    _run_steps(optimizer, [param], [[torch.randn(64, 64, generator=torch.Generator().manual_seed(1))]])
+    read = lambda key: optimizer.state[param][key].double() if state_dtype == "bf16" else _decode_int8_float64(  # noqa: E731
+        optimizer.state[param][key], optimizer.state[param][key + "_scale"], signed=key == "exp_avg"
+    )
+    first, second = read("exp_avg"), read("exp_avg_sq")
+    _run_steps(optimizer, [param], [[torch.zeros(64, 64)]] * 30)
+    decayed_first = (read("exp_avg") * first.sign()).sum() / (first.abs().sum() * 0.9**30)
+    decayed_second = read("exp_avg_sq").sum() / (second.sum() * 0.999**30)
+    assert abs(decayed_first - 1) < 0.02 and abs(decayed_second - 1) < 0.01
+
+
+@pytest.mark.parametrize("foreach", [True, False])
+def test_an_int8_step_is_never_larger_than_the_largest_fp32_adamw_step(foreach):
+    # Blocks whose gradients span nine decades, then all but the largest stop (an embedding row
+    # not in the batch): on a linear map their v reads back as 0 while m does not, a step of m / eps.
+    # fp32 AdamW's step is at most lr C sqrt(1 - b2^t) / (1 - b1^t), C^2 = (1-b1)^2 / ((1-b2)(1 - b1^2/b2)).
+    param = torch.nn.Parameter(torch.zeros(512))
+    grad = torch.randn(512, generator=torch.Generator().manual_seed(2)) * 1e-3
+    grad[::256] = 1e3
+    quiet = torch.where(torch.arange(512) % 256 == 0, grad, 0.0)
+    optimizer = FRUGAL([{"params": [param], "role": "stateful"}], lr=LR, state_dtype="int8", foreach=foreach)
+    b1, b2 = 0.9, 0.999
+    bound = math.sqrt((1 - b1) ** 2 / ((1 - b2) * (1 - b1**2 / b2)))
+    for step in range(1, 31):
+        before = param.detach().clone()
+        param.grad = (grad if step <= 5 else quiet).clone()
+        optimizer.step()
+        largest = LR * bound * math.sqrt(1 - b2**step) / (1 - b1**step)
+        assert (param.detach() - before).abs().max() <= largest * (1 + 1e-5)
+
+
 # ----------------------------------------------------------------------------- memory
 
 MODES = [
@@ -185,6 +282,19 @@ def _optimizer(model, option: dict, mode: str, seed: int = 0) -> FRUGAL:
     )
 
 
+def _resumed_through_torch_save(model, optimizer, llama_factory, build):
+    """A fresh model (other weights) and optimizer (other seed) loaded from torch.save of these."""
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
+    buffer.seek(0)
+    checkpoint = torch.load(buffer, weights_only=True)
+    resumed_model = llama_factory(seed=123)
+    resumed_model.load_state_dict(checkpoint["model"])
+    resumed = build(resumed_model, seed=123)
+    resumed.load_state_dict(checkpoint["optimizer"])
+    return resumed_model, resumed
+
+
 @pytest.mark.parametrize("mode", RESUME_MODES)
 @pytest.mark.parametrize("option", OPTIONS, ids=OPTION_IDS)
 def test_resume_from_torch_save_is_bit_identical(option, mode, llama_factory, trainer):
@@ -195,14 +305,9 @@ def test_resume_from_torch_save_is_bit_identical(option, mode, llama_factory, tr
     model = llama_factory()
     optimizer = _optimizer(model, option, mode)
     trainer(model, optimizer, range(save_after))
-    buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
-    buffer.seek(0)
-    checkpoint = torch.load(buffer, weights_only=True)
-    resumed_model = llama_factory(seed=123)
-    resumed_model.load_state_dict(checkpoint["model"])
-    resumed = _optimizer(resumed_model, option, mode, seed=123)
-    resumed.load_state_dict(checkpoint["optimizer"])
+    resumed_model, resumed = _resumed_through_torch_save(
+        model, optimizer, llama_factory, lambda m, seed: _optimizer(m, option, mode, seed=seed)
+    )
     assert {(k, v.dtype) for s in resumed.state.values() for k, v in s.items()} == {
         (k, v.dtype) for s in optimizer.state.values() for k, v in s.items()
     }
@@ -237,3 +342,33 @@ def test_resume_through_distributed_checkpoint_is_bit_identical(option, mode, ll
     trainer(resumed_model, resumed, range(save_after, total))
     for (name, expected), actual in zip(straight_model.named_parameters(), resumed_model.parameters(), strict=True):
         assert torch.equal(actual, expected), name
+
+
+@pytest.mark.parametrize("mode", ["blocks", "svd"])
+@pytest.mark.parametrize("rule", ["lion", "sgdm"])
+@pytest.mark.parametrize("option", OPTIONS, ids=OPTION_IDS)
+def test_one_moment_rules_store_their_moment_plan_it_and_resume(option, rule, mode, llama_factory, trainer):
+    def build(model, seed=0):
+        return FRUGAL(
+            paper_param_groups(model), lr=1e-3, density=0.25, update_gap=2, mode=mode, seed=seed,
+            stateful_rule=rule, **option,
+        )
+
+    straight_model = llama_factory()
+    straight = build(straight_model)
+    measured = []
+    for step in range(6):
+        trainer(straight_model, straight, range(step, step + 1))
+        measured.append(optimizer_state_bytes(straight))
+    key = "exp_avg" if rule == "lion" else "momentum_buffer"
+    stored = {state[key].dtype for state in straight.state.values() if key in state}
+    assert stored == {torch.bfloat16 if option["state_dtype"] == "bf16" else torch.int8}
+    assert max(measured) == straight.peak_state_bytes()
+
+    model = llama_factory()
+    optimizer = build(model)
+    trainer(model, optimizer, range(3))
+    resumed_model, resumed = _resumed_through_torch_save(model, optimizer, llama_factory, build)
+    trainer(resumed_model, resumed, range(3, 6))
+    for expected, actual in zip(straight_model.parameters(), resumed_model.parameters(), strict=True):
+        assert torch.equal(actual, expected)

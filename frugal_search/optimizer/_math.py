@@ -196,6 +196,52 @@ def one_moment_delta(
     return direction.mul_(-lr)
 
 
+def adam_inverse_bound(beta1: float, beta2: float) -> float | None:
+    """``1 / C^2`` of the bound ``m^2 <= C^2 v`` that AdamW's true moments always keep,
+    ``C^2 = (1-b1)^2 / ((1-b2)(1 - b1^2/b2))`` (Cauchy-Schwarz over the EMAs' weights; a step
+    keeps it, and it bounds the step by ``lr C sqrt(1-b2^t) / (1-b1^t)``); None when ``b1^2 >= b2``
+    (no such bound)."""
+    if beta1 * beta1 >= beta2:
+        return None
+    return (1 - beta2) * (1 - beta1 * beta1 / beta2) / (1 - beta1) ** 2
+
+
+def factored_adam_delta(
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    row: torch.Tensor,
+    col: torch.Tensor,
+    step: torch.Tensor,
+    *,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    lr: float,
+) -> torch.Tensor:
+    """AdamW's step with the second moment factored as Adafactor keeps it (Shazeer and Stern 2018).
+
+    For the gradient as an (m, n) matrix: ``r = b2 r + (1-b2) (g^2 1_n)`` (m,), ``c = b2 c + (1-b2)
+    (1_m^T g^2)`` (n,) and ``v = r c^T / sum(r)``, exact when ``g^2`` has rank one; then the step of
+    :func:`adam_moments_single` from ``m`` and that ``v``, raised to ``m^2 / C^2`` where the
+    factorization puts it below the bound every true second moment keeps (``_storage.keep_adam_bound_``:
+    no step larger than fp32 AdamW's largest). ``r`` and ``c`` are fp32; ``m`` advances in place in
+    its own dtype. One arithmetic for both paths. Returns the step in fp32, in ``grad``'s shape.
+    """
+    step.add_(1)
+    t = float(step.item())
+    exp_avg.lerp_(grad, 1 - beta1)
+    square = grad.to(row.dtype).reshape(row.numel(), col.numel()).square()  # (m, n)
+    row.mul_(beta2).add_(square.sum(dim=1), alpha=1 - beta2)  # (m,)
+    col.mul_(beta2).add_(square.sum(dim=0), alpha=1 - beta2)  # (n,)
+    first = exp_avg.to(row.dtype).reshape(square.shape)
+    second = torch.outer(row, col).div_(row.sum().clamp_min(torch.finfo(row.dtype).tiny))  # (m, n)
+    inverse_bound = adam_inverse_bound(beta1, beta2)
+    if inverse_bound is not None:
+        torch.maximum(second, first.square().mul_(inverse_bound), out=second)
+    denominator = second.sqrt_().div_(math.sqrt(1 - beta2**t)).add_(eps)
+    return first.div(denominator).mul_(-lr / (1 - beta1**t)).view(grad.shape)
+
+
 # ---------------------------------------------------------------------------------------------
 # multi-tensor path
 

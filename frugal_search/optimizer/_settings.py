@@ -31,6 +31,8 @@ STATEFUL_RULES: tuple[str, ...] = ("adamw", "lion", "sgdm")
 # parameter's own dtype as torch.optim.AdamW keeps it; "bf16" and block-wise quantized "int8" store
 # fewer bits and update in fp32.
 STATE_DTYPES: tuple[str, ...] = ("fp32", "bf16", "int8")
+# AdamW's second moment of a matrix: "full", or "factored" into row and column statistics (Adafactor).
+SECOND_MOMENTS: tuple[str, ...] = ("full", "factored")
 
 # The moments each state-full rule keeps per state-full coordinate, by state key: AdamW two, Lion
 # and SGD with momentum one (torch's names). The memory model counts len() of these.
@@ -164,6 +166,13 @@ SETTINGS: dict[str, Setting] = {
             choices=STATE_DTYPES,
             help="storage of the state-full moments: full precision (the parameter's dtype), bf16, or block-wise int8",
         ),
+        Setting(
+            "second_moment",
+            "choice",
+            "full",
+            choices=SECOND_MOMENTS,
+            help="AdamW's second moment of a matrix: full, or factored into row and column statistics (Adafactor)",
+        ),
         Setting("seed", "int", 0, low=0, help="seed of the optimizer's own generator"),
     )
 }
@@ -190,7 +199,7 @@ FRUGAL_SETTINGS: tuple[str, ...] = (
 SCHEDULE_SETTINGS: tuple[str, ...] = ("density_end", "density_steps", "update_gap_growth", "update_gap_max", "loss_plateau")
 # How the moments are stored: partition-wide or per param group (not per rule), like the schedules;
 # the search samples them as dimensions of their own (search/space.py).
-STORAGE_SETTINGS: tuple[str, ...] = ("state_dtype",)
+STORAGE_SETTINGS: tuple[str, ...] = ("state_dtype", "second_moment")
 # Settings a param group may override; `seed` is optimizer-wide (one generator).
 GROUP_SETTINGS: tuple[str, ...] = (
     "lr", "betas", "eps", "weight_decay", "momentum", "nesterov", *SCHEDULE_SETTINGS, *FRUGAL_SETTINGS,
@@ -244,7 +253,8 @@ def check_rank_applies(role: str, mode: str, rank: int | None) -> None:
 def check_combination(role: str, settings: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` for settings that are each allowed but not together (for a group of
     ``role`` with every setting resolved): a rank in a mode without one, a rho schedule that does
-    not decay or meets a fixed rank, Nesterov without momentum."""
+    not decay or meets a fixed rank, Nesterov without momentum, a factored second moment for a
+    rule that keeps none."""
     check_rank_applies(role, settings["mode"], settings["rank"])
     end = settings["density_end"]
     if end is not None and end > settings["density"]:
@@ -256,6 +266,12 @@ def check_combination(role: str, settings: Mapping[str, Any]) -> None:
         _fail("density_end", end, "None with a rank", "Use density instead of rank to schedule it.")
     if settings["stateful_rule"] == "sgdm" and settings["nesterov"] and settings["momentum"] == 0:
         _fail("nesterov", True, "False when momentum is 0", "Give momentum > 0 or nesterov=False.")
+    rule = settings["stateful_rule"]
+    if settings["second_moment"] == "factored" and "exp_avg_sq" not in MOMENT_KEYS[rule]:
+        _fail(
+            "second_moment", "factored", f"'full' with stateful_rule={rule!r} (only AdamW keeps a second moment)",
+            "Use stateful_rule='adamw' or second_moment='full'.",
+        )
 
 
 def check_group_keys(group: Mapping[str, Any]) -> None:

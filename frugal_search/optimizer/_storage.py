@@ -51,7 +51,9 @@ from typing import Any
 
 import torch
 
+from frugal_search.optimizer._math import adam_inverse_bound
 from frugal_search.optimizer._settings import MOMENT_KEYS
+from frugal_search.optimizer._subspace import matrix_shape
 
 # bf16 is the upper half of an fp32: rounding drops the low 16 bits of its bit pattern.
 BF16_DROPPED_BITS = 16
@@ -63,6 +65,8 @@ SIGNED_LEVELS, SIGNED_POWER = 127, 4
 UNSIGNED_LEVELS, UNSIGNED_POWER = 255, 8
 UNSIGNED_MOMENTS: tuple[str, ...] = ("exp_avg_sq",)
 SCALE_SUFFIX = "_scale"  # state key of a moment's block scales: "exp_avg_scale"
+# state keys of a factored second moment's row and column statistics: "exp_avg_sq_row", "exp_avg_sq_col"
+ROW_SUFFIX, COLUMN_SUFFIX = "_row", "_col"
 
 Layout = dict[str, tuple[tuple[int, ...], torch.dtype]]
 
@@ -72,21 +76,27 @@ class MomentStorage:
     """How one param group stores the moments of its state-full rule.
 
     ``moment_keys``: the rule's moments (``exp_avg``, ``exp_avg_sq`` for AdamW; one for Lion and
-    SGD-momentum); ``state_dtype``: ``"fp32"``, ``"bf16"`` or ``"int8"`` (see the module docstring).
+    SGD-momentum); ``state_dtype``: ``"fp32"``, ``"bf16"`` or ``"int8"``; ``second_moment``:
+    ``"full"`` or ``"factored"`` (AdamW only; see the module docstring).
     """
 
     moment_keys: tuple[str, ...]
     state_dtype: str
+    second_moment: str = "full"
 
     @property
-    def full_precision(self) -> bool:
-        """Whether the moments are today's FRUGAL's: tensors in the parameter's dtype, updated in place."""
-        return self.state_dtype == "fp32"
+    def plain(self) -> bool:
+        """Whether the moments are today's FRUGAL's: full tensors in the parameter's dtype, updated in place."""
+        return self.state_dtype == "fp32" and self.second_moment == "full"
+
+    def factors(self, key: str, shape: tuple[int, ...]) -> bool:
+        """Whether moment ``key`` of a ``shape`` moment is kept as row and column statistics."""
+        return self.second_moment == "factored" and key == "exp_avg_sq" and len(shape) >= 2
 
 
 def storage_of(group: Mapping[str, Any]) -> MomentStorage:
     """The moment storage of a resolved param group."""
-    return MomentStorage(MOMENT_KEYS[group["stateful_rule"]], group["state_dtype"])
+    return MomentStorage(MOMENT_KEYS[group["stateful_rule"]], group["state_dtype"], group["second_moment"])
 
 
 def state_layout(storage: MomentStorage, shape: tuple[int, ...], dtype: torch.dtype) -> Layout:
@@ -94,13 +104,17 @@ def state_layout(storage: MomentStorage, shape: tuple[int, ...], dtype: torch.dt
     parameters of ``dtype`` (the step counter aside). The one description that the zeros, the
     memory plan and the checkpoint template are built from."""
     shape = tuple(shape)
-    if storage.state_dtype != "int8":
-        stored = dtype if storage.full_precision else torch.bfloat16
-        return {key: (shape, stored) for key in storage.moment_keys}
     layout: Layout = {}
     for key in storage.moment_keys:
-        layout[key] = (shape, torch.uint8 if key in UNSIGNED_MOMENTS else torch.int8)
-        layout[key + SCALE_SUFFIX] = ((block_count(math.prod(shape)),), torch.float32)
+        if storage.factors(key, shape):
+            rows, cols = matrix_shape(shape)
+            layout[key + ROW_SUFFIX] = ((rows,), torch.float32)
+            layout[key + COLUMN_SUFFIX] = ((cols,), torch.float32)
+        elif storage.state_dtype == "int8":
+            layout[key] = (shape, torch.uint8 if key in UNSIGNED_MOMENTS else torch.int8)
+            layout[key + SCALE_SUFFIX] = ((block_count(math.prod(shape)),), torch.float32)
+        else:
+            layout[key] = (shape, dtype if storage.state_dtype == "fp32" else torch.bfloat16)
     return layout
 
 
@@ -116,7 +130,7 @@ def layout_bytes(layout: Layout) -> int:
 
 def zero_moments(storage: MomentStorage, like: torch.Tensor, shape: tuple[int, ...] | None = None) -> dict[str, torch.Tensor]:
     """Zero moments on ``like``'s device: of ``shape`` (a low-rank one), or like ``like`` (None)."""
-    if shape is None and storage.full_precision:
+    if shape is None and storage.plain:
         return {key: torch.zeros_like(like, memory_format=torch.preserve_format) for key in storage.moment_keys}
     layout = state_layout(storage, tuple(like.shape) if shape is None else shape, like.dtype)
     return {key: torch.zeros(size, dtype=dtype, device=like.device) for key, (size, dtype) in layout.items()}
@@ -125,30 +139,33 @@ def zero_moments(storage: MomentStorage, like: torch.Tensor, shape: tuple[int, .
 def working_moments(
     storage: MomentStorage, state: Mapping[str, torch.Tensor], dtype: torch.dtype
 ) -> dict[str, torch.Tensor]:
-    """The moments a step updates in place: the stored tensors themselves at full precision,
-    else copies in ``dtype`` (fp32 or wider), to be written back by :func:`store_moments_`."""
-    if storage.full_precision:
-        return {key: state[key] for key in storage.moment_keys}
-    if storage.state_dtype == "bf16":
-        return {key: state[key].to(dtype) for key in storage.moment_keys}
-    return {
-        key: dequantize(state[key], state[key + SCALE_SUFFIX], signed=key not in UNSIGNED_MOMENTS).to(dtype)
-        for key in storage.moment_keys
-    }
+    """The moments a step updates in place: the stored tensors themselves in full precision (and
+    a factored moment's fp32 row and column statistics), else copies in ``dtype`` (fp32 or wider),
+    to be written back by :func:`store_moments_`."""
+    working = {}
+    for key in storage.moment_keys:
+        if key + ROW_SUFFIX in state:
+            working[key + ROW_SUFFIX], working[key + COLUMN_SUFFIX] = state[key + ROW_SUFFIX], state[key + COLUMN_SUFFIX]
+        elif storage.state_dtype == "fp32":
+            working[key] = state[key]
+        elif storage.state_dtype == "bf16":
+            working[key] = state[key].to(dtype)
+        else:
+            working[key] = dequantize(state[key], state[key + SCALE_SUFFIX], signed=key not in UNSIGNED_MOMENTS).to(dtype)
+    return working
 
 
 def keep_adam_bound_(moments: Mapping[str, torch.Tensor], beta1: float, beta2: float) -> None:
     """Raise AdamW's dequantized ``exp_avg_sq`` to ``exp_avg^2 / C^2`` where it is below.
 
-    The true moments always satisfy ``m^2 <= C^2 v`` with ``C^2 = (1-b1)^2 / ((1-b2)(1 - b1^2/b2))``
-    (Cauchy-Schwarz over the EMAs' weights), and a step keeps it; it is what bounds Adam's step.
-    Quantization can break it for a coordinate far below its block's largest (its ``m`` read up,
+    The true moments always satisfy ``m^2 <= C^2 v`` (``_math.adam_inverse_bound``), and a step
+    keeps it; it is what bounds Adam's step. Quantization can break it for a coordinate far below its block's largest (its ``m`` read up,
     its ``v`` read down), so it is restored here: an int8 step is then never larger than the
     largest step fp32 AdamW can take. Nothing to do when ``b1^2 >= b2`` (no such bound).
     """
-    if beta1 * beta1 >= beta2:
+    inverse_bound = adam_inverse_bound(beta1, beta2)
+    if inverse_bound is None:
         return
-    inverse_bound = (1 - beta2) * (1 - beta1 * beta1 / beta2) / (1 - beta1) ** 2  # 1 / C^2
     exp_avg, exp_avg_sq = moments["exp_avg"], moments["exp_avg_sq"]
     torch.maximum(exp_avg_sq, exp_avg.square().mul_(inverse_bound), out=exp_avg_sq)
 
@@ -157,10 +174,13 @@ def store_moments_(
     storage: MomentStorage, state: MutableMapping[str, torch.Tensor], working: Mapping[str, torch.Tensor], seed: int
 ) -> None:
     """Write the updated ``working`` moments back into ``state``'s storage; ``seed`` (from
-    :func:`rounding_seed`) seeds the random rounding, one stream per moment."""
-    if storage.full_precision:
+    :func:`rounding_seed`) seeds the random rounding, one stream per moment. Full-precision
+    moments and factored statistics were updated in place: nothing to write."""
+    if storage.state_dtype == "fp32":
         return
     for index, key in enumerate(storage.moment_keys):
+        if key not in working:  # factored
+            continue
         generator = rounding_generator(rounding_seed(seed, index), working[key].device)
         if storage.state_dtype == "bf16":
             stochastic_round_bf16_(working[key], state[key], generator)

@@ -108,7 +108,15 @@ class FRUGAL(Optimizer):
       largest fp32 step; ``v`` rounds at random in its logarithm, the others in value.
 
     The random bits are drawn from the seed, the global step and the tensor's place, so runs and
-    resumes are deterministic. Under FSDP2 only ``fp32`` runs.
+    resumes are deterministic.
+
+    ``second_moment="factored"`` (AdamW only; a ValueError for Lion and SGD-momentum) keeps the
+    second moment of every 2-D moment (a matrix's whole-tensor or low-rank moments; tensors of more
+    dimensions as their (m, n) view) as Adafactor's row and column statistics in fp32 (Shazeer and
+    Stern 2018): ``r = b2 r + (1-b2) rowsum(g^2)``, ``c = b2 c + (1-b2) colsum(g^2)``, ``v = r c^T /
+    sum(r)`` (raised to ``m^2 / C^2`` where below), then the AdamW step above: m + n values instead
+    of m n. 1-D moments (norms, biases, randk's) keep the full ``v``; ``exp_avg`` takes
+    ``state_dtype``. Under FSDP2 only ``fp32`` with ``full`` runs.
 
     State: moments in the parameter's dtype (like ``torch.optim.AdamW``) or their storage, a float32 scalar
     ``step`` per stateful tensor, the basis or indices of the current subspace, and a CPU int64
@@ -188,6 +196,7 @@ class FRUGAL(Optimizer):
         split_lr_scale: float = DEFAULTS["split_lr_scale"],
         reset_state: bool = DEFAULTS["reset_state"],
         state_dtype: str = DEFAULTS["state_dtype"],
+        second_moment: str = DEFAULTS["second_moment"],
         seed: int = DEFAULTS["seed"],
         *,
         foreach: bool | None = None,
@@ -219,6 +228,7 @@ class FRUGAL(Optimizer):
             "split_lr_scale": split_lr_scale,
             "reset_state": reset_state,
             "state_dtype": state_dtype,
+            "second_moment": second_moment,
         }
         self._foreach = True if foreach is None else bool(foreach)
         self._fused = fused
@@ -264,12 +274,12 @@ class FRUGAL(Optimizer):
             shard = shard_of(param)
             if shard is None:
                 continue
-            if shard.sharded and keeps_state and not storage_of(group).full_precision:
+            if shard.sharded and keeps_state and not storage_of(group).plain:
                 name = group["names"][position] if "names" in group else f"#{position}"
                 raise ValueError(
-                    f"FRUGAL state_dtype={group['state_dtype']!r} cannot run on parameter {name}, sharded by "
-                    "FSDP2: only state_dtype='fp32' is sharded in this version. Use state_dtype='fp32' under "
-                    "fully_shard, or train on one process or under DDP."
+                    f"FRUGAL state_dtype={group['state_dtype']!r}, second_moment={group['second_moment']!r} cannot "
+                    f"run on parameter {name}, sharded by FSDP2: only state_dtype='fp32' with second_moment='full' "
+                    "is sharded in this version. Use those under fully_shard, or train on one process or under DDP."
                 )
             if (
                 shard.sharded
@@ -468,7 +478,7 @@ class FRUGAL(Optimizer):
         """Reference path: one tensor at a time, the formulas as written."""
         lr, lr_sf, lr_free = self._rates(group)
         weight_decay, rule = group["weight_decay"], group["state_free"]
-        in_place_adamw = group["stateful_rule"] == "adamw" and storage_of(group).full_precision
+        in_place_adamw = group["stateful_rule"] == "adamw" and storage_of(group).plain
         first_slot = self._first_slot(index)
         for i, param, grad, state, split, whole in self._routed(group, index):
             slot = first_slot + i
@@ -508,15 +518,16 @@ class FRUGAL(Optimizer):
     ) -> torch.Tensor:
         """Advance one tensor's moments under the group's state-full rule; return its step.
 
-        Moments stored at full precision are updated in place; others are read into fp32 (or the
-        gradient's dtype if wider), updated there and stored back (``_storage``), with the
-        rounding stream of tensor ``slot`` at this global step."""
+        Moments stored at full precision (and factored statistics) are updated in place; others are
+        read into fp32 (or the gradient's dtype if wider), updated there and stored back
+        (``_storage``), with the rounding stream of tensor ``slot`` at this global step."""
         storage = storage_of(group)
-        if storage.full_precision:
+        if storage.plain:
             return self._moment_delta(group, grad, state, state["step"], lr, single=single)
-        work_dtype = torch.promote_types(grad.dtype, torch.float32)
+        # full precision keeps today's arithmetic in the parameter's dtype; lower precision updates in fp32
+        work_dtype = grad.dtype if storage.state_dtype == "fp32" else torch.promote_types(grad.dtype, torch.float32)
         moments = working_moments(storage, state, work_dtype)
-        if storage.state_dtype == "int8" and group["stateful_rule"] == "adamw":
+        if storage.state_dtype == "int8" and "exp_avg_sq" in moments:
             keep_adam_bound_(moments, *resolved_betas(group))
         delta = self._moment_delta(group, grad.to(work_dtype), moments, state["step"], lr, single=single)
         store_moments_(storage, state, moments, rounding_seed(self._seed, self._global_step, slot))
@@ -538,6 +549,10 @@ class FRUGAL(Optimizer):
                 momentum=group["momentum"], nesterov=group["nesterov"],
             )
         adam = {"beta1": beta1, "beta2": beta2, "eps": group["eps"], "lr": lr}
+        if "exp_avg_sq_row" in moments:  # factored: the same arithmetic on either path
+            return _math.factored_adam_delta(
+                grad, moments["exp_avg"], moments["exp_avg_sq_row"], moments["exp_avg_sq_col"], step, **adam
+            )
         exp_avg, exp_avg_sq = moments["exp_avg"], moments["exp_avg_sq"]
         if not single:
             return _math.adam_delta(grad, exp_avg, exp_avg_sq, step, fused=self._fused, **adam)
@@ -553,7 +568,7 @@ class FRUGAL(Optimizer):
         eps, weight_decay, rule = group["eps"], group["weight_decay"], group["state_free"]
         stateful_rule = group["stateful_rule"]
         keys = MOMENT_KEYS[stateful_rule]
-        full_precision = storage_of(group).full_precision
+        plain = storage_of(group).plain
         first_slot = self._first_slot(index)
         adam = {"beta1": beta1, "beta2": beta2, "eps": eps, "fused": self._fused}
         decay = 1 - lr * weight_decay
@@ -564,7 +579,7 @@ class FRUGAL(Optimizer):
         stored_whole: list[tuple[int, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]] = []  # not in place
         split_tensors: list[tuple[int, dict[str, torch.Tensor], tuple[Any, ...]]] = []
         for i, param, grad, state, split, whole in self._routed(group, index):
-            if whole and not full_precision:
+            if whole and not plain:
                 stored_whole.append((first_slot + i, param, grad, state))
             elif whole:
                 for bucket, tensor in zip(

@@ -55,11 +55,12 @@ def planned_peak_state_bytes(
         return _peak_state_bytes(param_groups, shards, by_group)
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size={world_size!r}: allowed an int >= 1 (the number of ranks sharding the model).")
-    stored = [g for g in param_groups if g["role"] in ("stateful", "frugal") and not storage_of(g).full_precision]
+    stored = [g for g in param_groups if g["role"] in ("stateful", "frugal") and not storage_of(g).plain]
     if world_size > 1 and stored:
         raise ValueError(
-            f"world_size={world_size}: state_dtype={stored[0]['state_dtype']!r} is not sharded by FSDP2 in this "
-            "version (only 'fp32' is); plan it with world_size=1, or use state_dtype='fp32'."
+            f"world_size={world_size}: state_dtype={stored[0]['state_dtype']!r}, second_moment="
+            f"{stored[0]['second_moment']!r} is not sharded by FSDP2 in this version (only 'fp32' with 'full' "
+            "is); plan it with world_size=1, or use state_dtype='fp32' and second_moment='full'."
         )
     planned = {
         param: shards.get(param) or _sharded_on(group, param, world_size)

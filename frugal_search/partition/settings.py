@@ -52,6 +52,8 @@ class FrugalSettings:
     reset_state: bool = DEFAULTS["reset_state"]
     state_dtype: str = DEFAULTS["state_dtype"]
     """Storage of the state-full moments: fp32 (full precision, the parameter's dtype), bf16 or int8."""
+    second_moment: str = DEFAULTS["second_moment"]
+    """AdamW's second moment of a matrix: full, or factored (row and column statistics, Adafactor's)."""
     seed: int = DEFAULTS["seed"]
     """Seed of the optimizer's own generator (random subspaces)."""
 

@@ -81,8 +81,12 @@ def selection_words(rules: Sequence[Rule], index: int) -> str:
 
 
 def storage_words(settings: FrugalSettings) -> str:
-    """How the moments are stored, in words (``"state bf16"``); "" for full precision."""
-    return "" if settings.state_dtype == "fp32" else f"state {settings.state_dtype}"
+    """How the moments are stored, in words (``"state int8, factored second moment"``); "" for
+    today's full-precision moments."""
+    words = [] if settings.state_dtype == "fp32" else [f"state {settings.state_dtype}"]
+    if settings.second_moment == "factored":
+        words.append("factored second moment")
+    return ", ".join(words)
 
 
 def summarize(rules: Sequence[Rule], settings: FrugalSettings) -> str:

@@ -47,7 +47,7 @@ def pack_state_dict(optimizer: FRUGAL, packed: dict[str, Any]) -> dict[str, Any]
             math.nan if optimizer._last_loss is None else optimizer._last_loss, dtype=torch.float64
         ),
     }
-    if any(not storage_of(group).full_precision for group in optimizer.param_groups):
+    if any(not storage_of(group).plain for group in optimizer.param_groups):
         # the random rounding's streams follow the seed (``_storage.rounding_seed``); saved only
         # then, so that the layout of full-precision state, and DCP templates of it, stay as they were
         optimizer_wide["rounding_seed"] = torch.tensor(optimizer._seed, dtype=torch.int64)
@@ -176,7 +176,7 @@ def _blocks_buffers(optimizer: FRUGAL, group: dict[str, Any]) -> tuple[dict[str,
     have the parameters' shapes; other storage sizes each key by the tensors' own layouts."""
     params = group["params"]
     storage = storage_of(group)
-    if storage.full_precision:
+    if storage.plain:
         capacity, shard = _blocks_capacity(optimizer, group)
         dtype = local_part(params[0]).dtype
         return {key: (capacity, dtype) for key in storage.moment_keys}, shard

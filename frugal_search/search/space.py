@@ -27,12 +27,14 @@ name                             type         allowed                           
 ``state_free_lr_scale``          float, log   >= 0 (not for ``none``)           ``1.0``
 ``split_lr_scale``               float, log   >= 0                              ``1.0``
 ``reset_state``                  choice       true|false                        ``true``
+``state_dtype``                  choice       fp32|bf16|int8                    ``fp32``
+``second_moment``                choice       full|factored (AdamW only)        ``full``
 ``density_end_share``            float        0..1 (of ``density``)             ``1.0``
 ``update_gap_growth``            float        >= 1                              ``1.0``
 ``loss_plateau``                 float        >= 0                              ``0.005``
 ===============================  ===========  ================================  ==============
 
-The FRUGAL settings' dimensions (``stateful_rule`` to ``reset_state``, and ``lr``) allow exactly what the
+The FRUGAL settings' dimensions (``stateful_rule`` to ``second_moment``, and ``lr``) allow exactly what the
 optimizer's schema allows (:data:`frugal_search.optimizer.SETTINGS`: finite numbers, no bools as
 numbers, 0 valid for lr and the scales); a range sampled on a log scale is stricter, it needs
 ``low > 0`` (write ``log = false`` to start a range at 0).
@@ -49,10 +51,18 @@ How a dimension is written in ``[space]``:
 Conditional dimensions are sampled only where they apply, so Optuna never sees a value that does
 nothing: ``mode``, ``density``, ``rank``, ``update_gap``, ``block_order`` (blocks only) and
 ``reset_state`` only when some kind has the ``frugal`` role; ``stateful_rule`` (partition-wide:
-the always-stateful tensors take it too) when some kind is ``frugal`` or ``stateful``; ``state_free`` and
+the always-stateful tensors take it too) when some kind is ``frugal`` or ``stateful``; so does
+``state_dtype``, and ``second_moment`` when the state-full rule is also AdamW; ``state_free`` and
 ``split_lr_scale`` when some kind is ``frugal`` or ``state_free``; ``state_free_lr_scale`` unless
 the state-free rule is ``none``; the stateful layer fractions only when attention or MLP is not
 already ``stateful``.
+
+How the moments are stored is a pair of dimensions, off unless ``[space]`` lists them (fixed at
+today's full-precision moments): ``state_dtype`` (bf16, or int8 block-wise quantized) and
+``second_moment`` (factored: Adafactor's row and column statistics for matrices), partition-wide,
+for every tensor with state. They combine with the split: the memory objective and the budget
+count each option's bytes (codes and scales, row and column vectors), so a low-precision split can
+fit a budget its fp32 twin misses, and wins a place on the front by its loss at that memory.
 
 The schedules (AdaFRUGAL's, see :class:`~frugal_search.optimizer.FRUGAL`) are dimensions too, off
 unless ``[space]`` lists them: ``density_end_share`` (where ``density`` applies) decays rho linearly
@@ -84,7 +94,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import optuna
 
-from frugal_search.optimizer import DEFAULTS, FRUGAL_SETTINGS, PROJECTION_MODES, ROLES, SETTINGS, Setting, check_known_keys
+from frugal_search.optimizer import (
+    DEFAULTS,
+    FRUGAL_SETTINGS,
+    PROJECTION_MODES,
+    ROLES,
+    SETTINGS,
+    STORAGE_SETTINGS,
+    Setting,
+    check_known_keys,
+)
 from frugal_search.partition import LR_SCALE, Partition, Rule, find_baseline
 
 ROLE_KINDS = ("head", "embedding", "norm", "attention", "mlp")
@@ -164,6 +183,7 @@ DIMENSIONS: dict[str, DimensionKind] = {
         _share("stateful_last_layers", "fraction of the last layers whose blocks stay stateful")
     ),
     **{name: DimensionKind(SETTINGS[name], log=name in _LOG_SCALE) for name in FRUGAL_SETTINGS},
+    **{name: DimensionKind(SETTINGS[name]) for name in STORAGE_SETTINGS},
     "density_end_share": DimensionKind(
         Setting(
             "density_end_share", "float", 1.0, low=0.0, high=1.0,
@@ -378,6 +398,9 @@ def choose_settings(value_of: Callable[[str], Any]) -> dict[str, Any]:
         values["stateful_last_layers"] = value_of("stateful_last_layers")
     if roles & {"frugal", "stateful"}:
         values["stateful_rule"] = value_of("stateful_rule")
+        values["state_dtype"] = value_of("state_dtype")
+        if values["stateful_rule"] == "adamw":  # only AdamW keeps a second moment
+            values["second_moment"] = value_of("second_moment")
     if "frugal" in roles:
         values["mode"] = mode = value_of("mode")
         rank = value_of("rank") if mode in PROJECTION_MODES else None
@@ -460,7 +483,7 @@ def partition_from_settings(
         rules.append(Rule(values["attention_role"], kinds=("attention",)))
         rules.append(Rule(values["mlp_role"], kinds=("mlp",)))
     rules.append(Rule("stateful"))  # biases and anything else
-    settings = {key: values[key] for key in FRUGAL_SETTINGS if key in values}
+    settings = {key: values[key] for key in (*FRUGAL_SETTINGS, *STORAGE_SETTINGS) if key in values}
     settings.update(_schedule_settings(values, schedule_steps))
     return Partition(rules, lr=values["lr"], **settings, name=name, provenance=provenance)
 

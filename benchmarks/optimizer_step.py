@@ -6,9 +6,12 @@ optimizer gets its own copy of the model and runs 200 steps (from step 1, so the
 computed once per T = 200 steps, as in training), in interleaved chunks so that load from other
 processes spreads over all of them. Prints the mean step time (wall and CPU) and the ratios to fused AdamW.
 The last two rows are no optimizer: the three GEMMs per tensor that an exact svd step cannot avoid,
-alone, and with the elementwise work it cannot avoid either (see ``SvdStepFloor``).
+alone, and with the elementwise work it cannot avoid either (see ``SvdStepFloor``). The rows of the
+moments' storage (``state_dtype`` bf16 / int8, ``second_moment`` factored) run the same split as
+"FRUGAL blocks rho .25", and their ratios to it are printed at the end.
 
     python benchmarks/optimizer_step.py [--steps 200] [--chunk 25] [--threads N] [--only blocks svd ...]
+    python benchmarks/optimizer_step.py --threads 1 --only "blocks rho .25" "blocks .25 state"   # storage only
 """
 
 from __future__ import annotations
@@ -24,6 +27,15 @@ import torch
 TARGETS = {"FRUGAL blocks rho .25": 0.9, "FRUGAL blocks rho 0": 0.8, "FRUGAL svd rho .25": 2.5, "FRUGAL columns rho .25": 2.5}
 # issue 13: an svd step at most this multiple of the three GEMMs it cannot avoid
 SVD_FLOOR_TARGET = 1.1
+# the split the storage rows share, and the storage settings of each of those rows
+STORAGE_SPLIT = "FRUGAL blocks rho .25"
+STORAGE_ROWS = {
+    "FRUGAL blocks .25 state bf16": {"state_dtype": "bf16"},
+    "FRUGAL blocks .25 state int8": {"state_dtype": "int8"},
+    "FRUGAL blocks .25 state factored": {"second_moment": "factored"},
+    "FRUGAL blocks .25 state int8 factored": {"state_dtype": "int8", "second_moment": "factored"},
+    "FRUGAL svd .25 state int8": {"state_dtype": "int8"},
+}
 
 
 def build_model() -> torch.nn.Module:
@@ -144,6 +156,10 @@ def optimizers() -> dict[str, Callable[[torch.nn.Module], torch.optim.Optimizer]
         "FRUGAL blocks .25 Lion": frugal(mode="blocks", density=0.25, stateful_rule="lion"),
         "FRUGAL blocks .25 SGDm": frugal(mode="blocks", density=0.25, stateful_rule="sgdm"),
         "FRUGAL svd rho .25 Lion": frugal(mode="svd", density=0.25, stateful_rule="lion"),
+        **{
+            name: frugal(mode="svd" if " svd " in name else "blocks", density=0.25, **storage)
+            for name, storage in STORAGE_ROWS.items()
+        },
         "(svd .25: 3 GEMMs alone)": lambda model: SvdGemmFloor(model, density=0.25),
         "(svd .25: GEMMs + elementwise)": lambda model: SvdStepFloor(model, density=0.25),
     }
@@ -192,6 +208,7 @@ def main() -> None:
         ms, cpu_ms = seconds / args.steps * 1e3, cpu[name] / args.steps * 1e3
         target = f"<= {TARGETS[name]}" if name in TARGETS else ""
         print(f"{name:<{width}}{ms:>10.3f}{ms / fused_ms:>10.2f}{cpu_ms:>10.3f}{cpu_ms / fused_cpu_ms:>10.2f}{target:>10}")
+    print_storage_ratios(elapsed, cpu)
     name, floor, step_floor = "FRUGAL svd rho .25", "(svd .25: 3 GEMMs alone)", "(svd .25: GEMMs + elementwise)"
     if name in elapsed and floor in elapsed:
         print(f"{name} / its GEMM floor: {elapsed[name] / elapsed[floor]:.2f} wall, "
@@ -201,6 +218,15 @@ def main() -> None:
               "(the least any exact svd step built of torch ops takes)")
         if name in elapsed:
             print(f"{name} / GEMMs + elementwise: {elapsed[name] / elapsed[step_floor]:.2f} wall (FRUGAL's own overhead)")
+
+
+def print_storage_ratios(elapsed: dict[str, float], cpu: dict[str, float]) -> None:
+    """Each storage row's time over fp32's on the same split (wall and CPU), measured in this run."""
+    for name in STORAGE_ROWS:
+        reference = "FRUGAL svd rho .25" if " svd " in name else STORAGE_SPLIT
+        if name in elapsed and reference in elapsed:
+            print(f"{name} / {reference} (fp32): {elapsed[name] / elapsed[reference]:.2f} wall, "
+                  f"{cpu[name] / cpu[reference]:.2f} cpu")
 
 
 if __name__ == "__main__":

@@ -329,9 +329,11 @@ class FRUGAL(Optimizer):
         (``get_optimizer_state_dict`` / ``dcp.load`` / ``set_optimizer_state_dict``) loads into:
         every parameter has an entry (empty when it keeps no state); a per-tensor mode's state is
         there before the first selection (zeros, ``period`` -1); a blocks group's moments are in its
-        ``param_groups`` entry under ``GROUP_STATE_KEY`` as two flat buffers of the group's peak
-        window (with the window and the Adam steps); the global step and the generator state are
-        in every group's entry. State of a sharded (DTensor) parameter is a DTensor sharded like
+        ``param_groups`` entry under ``GROUP_STATE_KEY`` as one flat buffer per state tensor of the
+        storage (two for AdamW's full-precision moments; codes, scales, row and column statistics
+        otherwise) of the group's peak window (with the window and the Adam steps); the global step
+        and the generator state (and, for storage other than fp32 with full, the seed of the random
+        rounding) are in every group's entry. State of a sharded (DTensor) parameter is a DTensor sharded like
         it: the moments by rows (a left projection's by columns; rows/randk re-chunked evenly),
         bases and indices whole. Blocks buffers are per rank, so resume on the same world size.
         """
@@ -341,8 +343,10 @@ class FRUGAL(Optimizer):
         """Load a state_dict from ``state_dict()`` (also after torch.load(weights_only=True), and
         what ``set_optimizer_state_dict`` passes after ``dcp.load``; earlier versions' too).
 
-        Tensors are copied; floating state takes the parameter's dtype and device, index tensors
-        keep int64, ``step`` is float32 on the parameter's device and ``period`` stays on the CPU.
+        Tensors are copied onto the parameter's device; the moments take their storage's dtype
+        (the parameter's at fp32, bf16, int8 / uint8 codes, fp32 scales and statistics), other
+        floating state the parameter's, index tensors keep int64, ``step`` is float32 and
+        ``period`` stays on the CPU.
         """
         saved = split_state_dict(state_dict)
         super().load_state_dict(saved.torch_part)  # torch checks and restores the groups

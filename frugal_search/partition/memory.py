@@ -113,7 +113,8 @@ def training_memory(
     """Weights, gradients and peak state of training ``model`` with a partition's ``groups`` and ``settings``.
 
     ``param_dtype`` (default: each parameter's dtype) is the dtype of weights, gradients and
-    moments alike: pure fp32 or pure bf16 training. Activations, temporary buffers and
+    moments alike (pure fp32 or pure bf16 training), except that moments stored as the settings'
+    ``state_dtype`` bf16 or int8, or factored by ``second_moment``, count that storage's bytes. Activations, temporary buffers and
     mixed-precision master copies are not included. ``world_size=N`` gives one GPU's share under
     FSDP2 on N ranks (rank 0, the largest shard; ``FRUGAL.peak_state_bytes(world_size=N)``).
     """

@@ -9,8 +9,12 @@ and the proxy seeds are done, the most promising candidates are trained again at
 Promotion: the pool is the proxy front of the searched trials within the memory budget and every
 baseline's best run of its lr grid (over the budget too, as a reference). Each member's proxy loss
 is its mean over the seeds that ran; members are ordered by non-dominated rank (loss against
-optimizer state), then by loss, and the first ``confirm_top`` are promoted. The best baseline within
-the budget is always promoted, so the answer is measured against what a user would otherwise pick.
+optimizer state) and, within a rank, by crowding distance (NSGA-II's: the two ends of the rank
+first, then the members farthest from their neighbours), and the first ``confirm_top`` are promoted.
+Within a rank the order spreads the rung over memory rather than taking the lowest proxy losses:
+the answer is the least state that ties with the best at the rung, and a small split that trails
+at 150 steps can catch up when trained longer. The best baseline within the budget is always
+promoted, so the answer is measured against what a user would otherwise pick.
 
 Every rung run is a reference trial (``rung_of``: the trial it re-runs; ``rung_factor``; ``seed``),
 enqueued once and run again only if its worker died, like the other references.
@@ -71,10 +75,13 @@ def proxy_pool(study: optuna.Study) -> list[PromotionCandidate]:
 
 
 def promoted_numbers(pool: list[PromotionCandidate], *, top: int) -> list[int]:
-    """The trials promoted from ``pool``: ``top`` by (non-dominated rank, loss), plus the best
+    """The trials promoted from ``pool``: ``top`` by non-dominated rank and, within a rank, by
+    crowding distance (:func:`crowding_distances`; ties by loss, then trial number), plus the best
     baseline within the budget when it is not among them. In promotion order."""
-    ranks = non_dominated_ranks([(member.loss, member.state_bytes) for member in pool])
-    order = sorted(range(len(pool)), key=lambda i: (ranks[i], pool[i].loss, pool[i].state_bytes, pool[i].number))
+    points = [(member.loss, member.state_bytes) for member in pool]
+    ranks = non_dominated_ranks(points)
+    crowding = crowding_distances(points, ranks)
+    order = sorted(range(len(pool)), key=lambda i: (ranks[i], -crowding[i], pool[i].loss, pool[i].number))
     chosen = [pool[i].number for i in order[:top]]
     fitting = [member for member in pool if member.baseline and not member.over_budget and math.isfinite(member.loss)]
     if fitting:
@@ -82,6 +89,26 @@ def promoted_numbers(pool: list[PromotionCandidate], *, top: int) -> list[int]:
         if best.number not in chosen:
             chosen.append(best.number)
     return chosen
+
+
+def crowding_distances(points: list[tuple[float, float]], ranks: list[int]) -> list[float]:
+    """NSGA-II's crowding distance of each point within its rank: the ends of a rank (lowest and
+    highest in either coordinate) get infinity, the others the sum over both coordinates of the gap
+    between their two neighbours, divided by the rank's range in that coordinate (0 where the range
+    is 0). Non-finite coordinates count as the rank's worst end."""
+    distances = [0.0] * len(points)
+    for rank in set(ranks):
+        members = [i for i, r in enumerate(ranks) if r == rank]
+        for axis in (0, 1):
+            values = {i: points[i][axis] if math.isfinite(points[i][axis]) else math.inf for i in members}
+            ordered = sorted(members, key=lambda i: (values[i], i))
+            distances[ordered[0]] = distances[ordered[-1]] = math.inf
+            finite = [values[i] for i in ordered if math.isfinite(values[i])]
+            span = (finite[-1] - finite[0]) if len(finite) > 1 else 0.0
+            for before, here, after in zip(ordered, ordered[1:], ordered[2:]):
+                if span > 0 and math.isfinite(values[after]):
+                    distances[here] += (values[after] - values[before]) / span
+    return distances
 
 
 def planned_rung_runs(study: optuna.Study, config: StudyConfig) -> list[ReferenceRun]:
@@ -106,4 +133,4 @@ def _signed_figure(trial: optuna.trial.FrozenTrial, sign: float) -> float:
     return sign * float(trial.values[0])
 
 
-__all__ = ["PromotionCandidate", "planned_rung_runs", "promoted_numbers", "proxy_pool"]
+__all__ = ["PromotionCandidate", "crowding_distances", "planned_rung_runs", "promoted_numbers", "proxy_pool"]

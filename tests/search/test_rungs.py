@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from optuna.trial import TrialState
 from frugal_search.search import load_study_config, run_search
 from frugal_search.search.config import StudyConfigError
 from frugal_search.search.objective import TrialObjective
-from frugal_search.search.rungs import PromotionCandidate, promoted_numbers
+from frugal_search.search.rungs import PromotionCandidate, crowding_distances, promoted_numbers
 from frugal_search.search.study import reference_key
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -60,19 +61,33 @@ def member(number: int, loss: float, mib: float, baseline: str | None = None, ov
     return PromotionCandidate(number=number, loss=loss, state_bytes=int(mib * 2**20), baseline=baseline, over_budget=over)
 
 
-def test_promotion_goes_by_non_dominated_rank_then_loss() -> None:
+def test_promotion_goes_by_non_dominated_rank_then_crowding() -> None:
     pool = [
         member(0, 2.30, 8.0, "adamw", over=True),  # rank 2: dominated by #1 and #3
-        member(1, 1.90, 2.0),  # rank 0
-        member(2, 1.95, 0.5),  # rank 0
+        member(1, 1.90, 2.0),  # rank 0, its lowest loss: an end
+        member(2, 1.95, 0.5),  # rank 0, between the two ends
         member(3, 1.92, 2.5, "galore"),  # rank 1: dominated by #1
-        member(4, 2.10, 0.4),  # rank 0 (least state)
+        member(4, 2.10, 0.4),  # rank 0, its least state: an end
         member(5, 2.00, 1.0),  # rank 1: dominated by #2
     ]
-    # rank 0 by loss: #1, #2, #4; then rank 1 by loss: #3, #5; then #0
-    assert promoted_numbers(pool, top=3) == [1, 2, 4, 3]  # galore, the best baseline within the budget, joins
-    assert promoted_numbers(pool, top=4) == [1, 2, 4, 3]
-    assert promoted_numbers(pool, top=6) == [1, 2, 4, 3, 5, 0]
+    # rank 0: both ends first (by loss), then the middle; galore, the best baseline within the
+    # budget, joins whatever the cut
+    assert promoted_numbers(pool, top=2) == [1, 4, 3]
+    assert promoted_numbers(pool, top=3) == [1, 4, 2, 3]
+    assert promoted_numbers(pool, top=6) == [1, 4, 2, 3, 5, 0]
+
+
+def test_crowding_spreads_a_rank_over_memory() -> None:
+    # one rank of five: the ends, then the member with the widest gap around it
+    points = [(1.90, 4.0), (1.92, 3.0), (1.95, 2.9), (2.00, 1.0), (2.10, 0.5)]
+    distances = crowding_distances(points, [0] * 5)
+    assert distances[0] == distances[4] == math.inf
+    # loss gaps over a range of 0.2, memory gaps over a range of 3.5
+    assert distances[1] == pytest.approx((1.95 - 1.90) / 0.2 + (4.0 - 2.9) / 3.5)
+    assert distances[2] == pytest.approx((2.00 - 1.92) / 0.2 + (3.0 - 1.0) / 3.5)
+    assert distances[3] == pytest.approx((2.10 - 1.95) / 0.2 + (2.9 - 0.5) / 3.5)
+    pool = [member(i, loss, mib) for i, (loss, mib) in enumerate(points)]
+    assert promoted_numbers(pool, top=3) == [0, 4, 3]  # not the three lowest losses (0, 1, 2)
 
 
 def test_the_best_baseline_within_the_budget_always_joins() -> None:

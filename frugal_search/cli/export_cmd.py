@@ -32,11 +32,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Export the split; print where it went. Returns 2 on bad input."""
-    from frugal_search.report import export_split, model_on_meta, open_study
+    from frugal_search.report import export_split, model_on_meta
+    from frugal_search.search import open_existing_study
 
     try:
         ensure_output_file(args.output)
-        opened = open_study(args.study_file, storage=args.storage, name=args.name)
+        opened = open_existing_study(args.study_file, storage=args.storage, name=args.name)
         path = export_split(
             opened.study,
             trial=args.trial,

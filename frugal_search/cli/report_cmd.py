@@ -33,12 +33,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Write the report; print where it went. Returns 2 on bad input."""
-    from frugal_search.report import open_study, write_report
+    from frugal_search.report import write_report
+    from frugal_search.search import open_existing_study
 
     try:
         if args.output:
             ensure_output_dir(args.output)
-        opened = open_study(args.study_file, storage=args.storage, name=args.name)
+        opened = open_existing_study(args.study_file, storage=args.storage, name=args.name)
         out_dir = ensure_output_dir(args.output or Path("reports") / opened.study.study_name)
         report_path = write_report(
             opened.study,

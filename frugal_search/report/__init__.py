@@ -24,7 +24,8 @@ from frugal_search.report._front import (
     hypervolume_reference_point,
     pareto_front,
 )
-from frugal_search.report._load import OpenedStudy, open_study
+from frugal_search.search import OpenedStudy
+from frugal_search.search import open_existing_study as open_study  # the reader's name of the search stage's opener
 from frugal_search.report._objective import LOSS_OBJECTIVE, Objective, study_objective
 from frugal_search.report._seeds import best_baseline_runs, verdict
 from frugal_search.report._plots import draw_curves, draw_hypervolume, draw_importance, draw_pareto

@@ -17,12 +17,11 @@ from typing import TYPE_CHECKING
 
 from frugal_search.search.progress import StudyProgressBar
 from frugal_search.search.setup import check_setup
-from frugal_search.search.storage import fail_stale_trials, printable_storage
+from frugal_search.search.storage import fail_stale_trials, open_study, printable_storage
 from frugal_search.search.study import (
     count_finished_trials,
     enqueue_references,
     has_waiting_trials,
-    open_study,
     planned_baseline_runs,
 )
 from frugal_search.search.workers import (

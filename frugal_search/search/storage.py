@@ -1,4 +1,14 @@
-"""Opening an Optuna storage for a study, and detecting trials whose worker died.
+"""The one place studies are opened, created and named; storages by URL; trials whose worker died.
+
+Studies (every stage opens its studies here: the search, the report and export, the fidelity check,
+the transfer check, a rebuild):
+
+- :func:`open_study`: the search's study of a ``StudyConfig``, created if new (directions and metric
+  names of ``[study] objectives``, the study attributes); a study of other objectives is refused.
+- :func:`open_existing_study`: a study that must exist already (report, export, checks), from a
+  study file or config, or from a storage URL and a name; nothing is created.
+- :func:`transfer_study_name` / :func:`open_transfer_study`: the transfer study ``<study>-transfer``
+  in the study's own storage (``frugal_search.validate.transfer``).
 
 Storages by URL:
 
@@ -30,11 +40,14 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import optuna
+
+    from frugal_search.search.config import StudyConfig
 
 logger = logging.getLogger(__name__)
 
@@ -341,3 +354,143 @@ def _fail_lost_trial(storage: optuna.storages.BaseStorage, trial: optuna.trial.F
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
     return True
+
+
+# --- studies ------------------------------------------------------------------------------------
+
+TRANSFER_SUFFIX = "-transfer"
+"""The transfer study of study ``S`` is named ``S-transfer`` and lives in the same storage."""
+TRANSFER_DIRECTIONS = ("minimize", "minimize")  # a transfer run's values: target eval_loss, state_mib
+# Heartbeat settings handed to the storage when no study file gives them; a reader runs no trial,
+# so they only have to be valid.
+_READER_HEARTBEAT_INTERVAL = 10
+_READER_GRACE_PERIOD = 60
+
+
+def transfer_study_name(study_name: str) -> str:
+    """Return the name of the transfer study of ``study_name`` (``<study_name>-transfer``)."""
+    return study_name + TRANSFER_SUFFIX
+
+
+def _create_or_load(
+    storage: optuna.storages.BaseStorage,
+    name: str,
+    directions: list[str] | tuple[str, ...],
+    *,
+    sampler: optuna.samplers.BaseSampler | None = None,
+) -> optuna.Study:
+    """The package's one ``optuna.create_study`` call: open study ``name``, creating it if new."""
+    import optuna
+
+    return optuna.create_study(
+        storage=storage, study_name=name, directions=list(directions), load_if_exists=True, sampler=sampler
+    )
+
+
+def _config_storage(config: StudyConfig) -> optuna.storages.BaseStorage:
+    return open_storage(
+        config.study.storage,
+        heartbeat_interval=config.study.heartbeat_interval,
+        grace_period=config.study.grace_period,
+    )
+
+
+def open_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """Open the config's study, creating it (directions, metric names, study attributes) if new.
+
+    Raises ``ValueError`` when the stored study holds other objectives than ``[study] objectives``.
+    """
+    import optuna
+
+    directions, names = config.directions, config.metric_names
+    study = _create_or_load(_config_storage(config), config.study.name, directions, sampler=sampler)
+    held = [direction.name.lower() for direction in study.directions]
+    stored_names = study.metric_names
+    if held != directions or (stored_names is not None and stored_names != names):
+        what = f"objectives {stored_names}" if stored_names is not None else "no objective names"
+        raise ValueError(
+            f"study {config.study.name!r} in {config.study.storage} holds {what} with directions {held}, "
+            f"not {names} with {directions} as [study] objectives asks; its trials cannot be compared: "
+            f"pick another [study] name (or --name), or set objectives back to {stored_names or held}"
+        )
+    if stored_names is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
+    if "space" not in study.user_attrs:
+        study.set_user_attr("space", config.space.to_dict())
+        study.set_user_attr("memory_budget", config.study.memory_budget)
+        study.set_user_attr("study_file", str(config.path) if config.path else None)
+    return study
+
+
+def open_transfer_study(config: StudyConfig) -> optuna.Study:
+    """Open the transfer study of ``config``'s study (:func:`transfer_study_name`, in the same
+    storage), creating it if new; its values are a target run's eval loss and state MiB."""
+    return _create_or_load(_config_storage(config), transfer_study_name(config.study.name), TRANSFER_DIRECTIONS)
+
+
+@dataclass(frozen=True)
+class OpenedStudy:
+    """A loaded study with what was used to find it."""
+
+    study: optuna.Study
+    storage_url: str
+    config: Any = None  # the StudyConfig when opened from a study file or config
+    study_file: Path | None = None
+
+
+def open_existing_study(
+    study_file: str | Path | StudyConfig | None = None,
+    *,
+    storage: str | None = None,
+    name: str | None = None,
+) -> OpenedStudy:
+    """Load an existing study from ``study_file`` (a study TOML, or its loaded ``StudyConfig``) or from
+    ``storage`` + ``name``.
+
+    ``storage`` and ``name`` override the file's values. Raises ``ValueError`` when neither a file
+    nor both storage and name are given, when a SQLite or journal file does not exist (nothing is
+    created), or when the storage holds no study of that name (naming the studies it holds).
+    """
+    import optuna
+
+    from frugal_search.search.config import StudyConfig, load_study_config, normalize_storage
+
+    config = None
+    heartbeat_interval, grace_period = _READER_HEARTBEAT_INTERVAL, _READER_GRACE_PERIOD
+    if study_file is not None:
+        loaded = study_file if isinstance(study_file, StudyConfig) else load_study_config(study_file)
+        config = loaded.with_overrides(storage=storage, name=name)
+        storage, name = config.study.storage, config.study.name
+        heartbeat_interval, grace_period = config.study.heartbeat_interval, config.study.grace_period
+        if isinstance(study_file, StudyConfig):
+            study_file = study_file.path
+    elif storage is not None:
+        storage = normalize_storage(storage, base_dir=Path.cwd(), where="--storage")
+    if storage is None or name is None:
+        raise ValueError(
+            f"cannot find the study: study file={study_file!r}, storage={storage!r}, name={name!r}; "
+            "give a study TOML (studies/<name>.toml) or both --storage URL and --name NAME"
+        )
+    storage_file = sqlite_path(storage) or journal_path(storage)
+    if storage_file is not None and not storage_file.exists():
+        raise ValueError(
+            f"the storage file {storage_file} of study {name!r} does not exist; run the search first "
+            f"(frugal-search run {study_file or '<study.toml>'}) or check --storage"
+        )
+    backend = open_storage(storage, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    try:
+        study = optuna.load_study(study_name=name, storage=backend)
+    except KeyError:
+        held = [summary.study_name for summary in optuna.get_all_study_summaries(backend)]
+        raise ValueError(
+            f"storage {storage!r} holds no study named {name!r} (it holds: {', '.join(held) or 'none'}); "
+            "run the search first (frugal-search run <study.toml>) or check --name"
+        ) from None
+    return OpenedStudy(
+        study=study,
+        storage_url=storage,
+        config=config,
+        study_file=Path(study_file) if study_file is not None else None,
+    )

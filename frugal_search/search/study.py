@@ -1,4 +1,5 @@
-"""Study bookkeeping: open or create a study, its study attributes, counting trials, baselines.
+"""Study bookkeeping: counting trials, baselines and the other reference runs (studies are opened by
+``frugal_search.search.storage``).
 
 A study holds its target in *finished* trials (COMPLETE or PRUNED) that are not infeasible: an
 infeasible trial (over the memory budget, never trained) is recorded but takes no place. The
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -29,45 +29,6 @@ DIRECTIONS = ("minimize", "minimize")  # of the default objectives; a study's ow
 METRIC_NAMES = ["eval_loss", "state_mib"]  # the default objectives; a study's own: StudyConfig.metric_names
 BASELINE_GRID_POINTS = 4  # lrs per baseline when [study] baseline_lrs is not given
 BASELINE_GRID_EXTENSIONS = 2  # points a baseline's grid grows by past an edge that holds its best run
-
-
-def open_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
-    """Open the config's study, creating it (directions, metric names, study attributes) if new."""
-    import optuna
-
-    from frugal_search.search.storage import open_storage
-
-    storage = open_storage(
-        config.study.storage,
-        heartbeat_interval=config.study.heartbeat_interval,
-        grace_period=config.study.grace_period,
-    )
-    directions, names = config.directions, config.metric_names
-    study = optuna.create_study(
-        storage=storage,
-        study_name=config.study.name,
-        directions=directions,
-        load_if_exists=True,
-        sampler=sampler,
-    )
-    held = [direction.name.lower() for direction in study.directions]
-    stored_names = study.metric_names
-    if held != directions or (stored_names is not None and stored_names != names):
-        what = f"objectives {stored_names}" if stored_names is not None else "no objective names"
-        raise ValueError(
-            f"study {config.study.name!r} in {config.study.storage} holds {what} with directions {held}, "
-            f"not {names} with {directions} as [study] objectives asks; its trials cannot be compared: "
-            f"pick another [study] name (or --name), or set objectives back to {stored_names or held}"
-        )
-    if stored_names is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(names)
-    if "space" not in study.user_attrs:
-        study.set_user_attr("space", config.space.to_dict())
-        study.set_user_attr("memory_budget", config.study.memory_budget)
-        study.set_user_attr("study_file", str(config.path) if config.path else None)
-    return study
 
 
 def record_adamw_state_bytes(study: optuna.Study, memory_model: nn.Module) -> None:
@@ -334,6 +295,5 @@ __all__ = [
     "planned_baseline_runs",
     "planned_seed_runs",
     "reference_key",
-    "open_study",
     "record_adamw_state_bytes",
 ]

@@ -22,12 +22,11 @@ from frugal_search.partition import quiet_unmatched_rules
 from frugal_search.search.objective import TrialObjective, build_memory_model
 from frugal_search.search.rungs import planned_rung_runs
 from frugal_search.search.sampler import make_sampler
-from frugal_search.search.storage import fail_stale_trials, sqlite_path
+from frugal_search.search.storage import fail_stale_trials, open_study, sqlite_path
 from frugal_search.search.study import (
     count_finished_and_running,
     enqueue_references,
     has_waiting_trials,
-    open_study,
     planned_baseline_runs,
     planned_seed_runs,
     record_adamw_state_bytes,

@@ -104,9 +104,9 @@ def run_fidelity_check(
     Raises ``ValueError`` when the study has fewer than two finished feasible trials.
     """
     from frugal_search.proxy import resolve_device
-    from frugal_search.report import open_study
+    from frugal_search.search import open_existing_study
 
-    opened = open_study(study_file, storage=storage, name=name)
+    opened = open_existing_study(study_file, storage=storage, name=name)
     config = opened.config
     resolve_device(check.device or config.proxy.device)  # a device this machine lacks fails before any plan
     study = opened.study

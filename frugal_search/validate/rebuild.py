@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from frugal_search.units import MIB
 from frugal_search.validate.store import split_fingerprint
-from frugal_search.validate.transfer import target_run, transfer_study_name
+from frugal_search.validate.transfer import target_run
 
 if TYPE_CHECKING:
     import optuna
@@ -255,9 +255,9 @@ def write_transfer_runs(storage_url: str, study_name: str, path: str | Path) -> 
     """Write every finished run of ``<study_name>-transfer`` to ``path`` as ``{run_key: {split,
     figures, run_source}}``, so the transfer report can be regenerated from git alone
     (:func:`read_fed_runs`)."""
-    import optuna
+    from frugal_search.search import open_existing_study, transfer_study_name
 
-    transfer = optuna.load_study(study_name=transfer_study_name(study_name), storage=storage_url)
+    transfer = open_existing_study(storage=storage_url, name=transfer_study_name(study_name)).study
     keep = ("split", *_RUN_FIGURES, "run_source")
     runs = {
         frozen.user_attrs["run_key"]: {key: frozen.user_attrs.get(key) for key in keep}

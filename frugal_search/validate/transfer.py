@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from frugal_search.search import transfer_study_name  # noqa: F401  (re-exported: the storage module names it)
 from frugal_search.validate._pool import run_each
 from frugal_search.validate.check import candidates_of, report_picks
 from frugal_search.validate.selection import select_for_fidelity
@@ -39,8 +40,6 @@ from frugal_search.validate.store import split_fingerprint
 
 logger = logging.getLogger(__name__)
 
-TRANSFER_SUFFIX = "-transfer"
-"""The transfer study of study ``S`` is named ``S-transfer`` and lives in the same storage."""
 DEFAULT_LR_MULTIPLIERS: tuple[float, ...] = (0.5, 1.0, 2.0)
 _RULES = ("none", "width")
 
@@ -204,11 +203,6 @@ def run_partition(partition: Any, run: TransferRun, proxy: Any) -> Any:
     return recorded.replace(lr_transfer=run.lr_rule, lr=partition.settings.lr * run.lr_multiplier)
 
 
-def transfer_study_name(study_name: str) -> str:
-    """Return the name of the transfer study of ``study_name``."""
-    return study_name + TRANSFER_SUFFIX
-
-
 def run_transfer(
     study_file: Any,
     *,
@@ -230,17 +224,15 @@ def run_transfer(
     for now (runs made elsewhere can be fed in this way). Raises ``ValueError`` when the study has
     fewer than two finished feasible trials.
     """
-    import optuna
-
     from frugal_search.partition import Partition
-    from frugal_search.report import model_on_meta, open_study
-    from frugal_search.search import first_line, open_storage
+    from frugal_search.report import model_on_meta
+    from frugal_search.search import first_line, open_existing_study, open_transfer_study
 
     try:  # before any storage is opened
         target_meta = model_on_meta(plan.model, seed=plan.seed)
     except Exception as error:  # a bad override or factory may raise anything: say which model
         raise ValueError(f"the target model {plan.model.source!r} cannot be built: {first_line(error)}") from None
-    opened = open_study(study_file, storage=storage, name=name)
+    opened = open_existing_study(study_file, storage=storage, name=name)
     config, study = opened.config, opened.study
     candidates, baselines = _with_best_baseline_runs(candidates_of(study), study)
     if len(candidates) < 2:
@@ -252,13 +244,7 @@ def run_transfer(
     budget = config.proxy.budget().scaled(plan.factor)
     proxy_model = model_on_meta(config.model_spec(), seed=config.study.seed)
     device = plan.device or config.proxy.device
-    transfer = optuna.create_study(
-        storage=open_storage(opened.storage_url, heartbeat_interval=config.study.heartbeat_interval,
-                             grace_period=config.study.grace_period),
-        study_name=transfer_study_name(study.study_name),
-        directions=["minimize", "minimize"],
-        load_if_exists=True,
-    )
+    transfer = open_transfer_study(config)  # <study>-transfer in the study's storage
     made = 0
 
     def make(planned: list[TransferRun]) -> dict[TransferRun, str]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from frugal_search.optimizer._settings import MOMENT_KEYS, blocks_count
+from frugal_search.optimizer._settings import DEFAULTS, GROUP_SETTINGS, MOMENT_KEYS, blocks_count
 from frugal_search.optimizer._sharding import Shard0, chunk_bounds, is_dtensor, local_part
 from frugal_search.optimizer._storage import MomentStorage, state_layout, stored_dtype, storage_of, zero_moments
 from frugal_search.optimizer._subspace import SubspacePlan, group_plan
@@ -233,10 +233,14 @@ class SavedState:
 
 
 def split_state_dict(state_dict: dict[str, Any]) -> SavedState:
-    """Part a state_dict from ``FRUGAL.state_dict()`` (or an earlier version's) without changing it."""
+    """Part a state_dict from ``FRUGAL.state_dict()`` (or an earlier version's) without changing it.
+
+    A group saved by a version that had not some setting yet (``state_dtype``, ...) ran as that
+    setting's default does (each came with the old behaviour as its default), so it gets the
+    default: torch's ``load_state_dict`` replaces each group by the saved one, keys and all."""
     state_dict = dict(state_dict)
     legacy = state_dict.pop(STATE_DICT_KEY, None)
-    saved_groups = [dict(g) for g in state_dict["param_groups"]]
+    saved_groups = [{**{key: DEFAULTS[key] for key in GROUP_SETTINGS}, **g} for g in state_dict["param_groups"]]
     group_entries = [g.pop(GROUP_STATE_KEY, None) for g in saved_groups]
     tensor_state = state_dict.get("state", {})
     # the per-tensor state is left out of torch's part: torch would cast integer index tensors to

@@ -463,3 +463,35 @@ def test_one_moment_rules_store_their_moment_plan_it_and_resume(option, rule, mo
     trainer(resumed_model, resumed, range(3, 6))
     for expected, actual in zip(straight_model.parameters(), resumed_model.parameters(), strict=True):
         assert torch.equal(actual, expected)
+
+
+@pytest.mark.parametrize("mode", ["blocks", "svd"])
+def test_a_state_dict_from_before_the_storage_settings_loads_as_fp32_full(mode, llama_factory, trainer):
+    straight_model = llama_factory()
+    trainer(straight_model, _optimizer(straight_model, {}, mode), range(8))
+    model = llama_factory()
+    optimizer = _optimizer(model, {}, mode)
+    trainer(model, optimizer, range(3))
+    saved = optimizer.state_dict()
+    for group in saved["param_groups"]:  # what a version without them wrote
+        del group["state_dtype"], group["second_moment"]
+    resumed = _optimizer(model, {"state_dtype": "int8"}, mode, seed=5)  # the checkpoint's settings win
+    resumed.load_state_dict(saved)
+    assert {(g["state_dtype"], g["second_moment"]) for g in resumed.param_groups} == {("fp32", "full")}
+    trainer(model, resumed, range(3, 8))
+    for expected, actual in zip(straight_model.parameters(), model.parameters(), strict=True):
+        assert torch.equal(actual, expected)
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=OPTION_IDS)
+def test_bfloat16_parameters_take_every_storage(option, llama_factory, trainer):
+    model = llama_factory(dtype=torch.bfloat16)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = FRUGAL(paper_param_groups(model), mode="svd", density=0.5, update_gap=2, lr=1e-2, **option)
+    measured = []
+    for step in range(3):
+        trainer(model, optimizer, range(step, step + 1))
+        measured.append(optimizer_state_bytes(optimizer))
+    for p, start in zip(model.parameters(), before, strict=True):
+        assert p.dtype == torch.bfloat16 and torch.isfinite(p).all() and not torch.equal(p, start)
+    assert max(measured) == optimizer.peak_state_bytes()

@@ -214,9 +214,13 @@ def test_moments_decay_as_their_ema_once_the_gradient_stops(state_dtype):
     param = torch.nn.Parameter(torch.zeros(64, 64))
     optimizer = FRUGAL([{"params": [param], "role": "stateful"}], lr=0.0, state_dtype=state_dtype)
     _run_steps(optimizer, [param], [[torch.randn(64, 64, generator=torch.Generator().manual_seed(1))]])
-    read = lambda key: optimizer.state[param][key].double() if state_dtype == "bf16" else _decode_int8_float64(  # noqa: E731
-        optimizer.state[param][key], optimizer.state[param][key + "_scale"], signed=key == "exp_avg"
-    )
+
+    def read(key: str) -> torch.Tensor:
+        state = optimizer.state[param]
+        if state_dtype == "bf16":
+            return state[key].double()
+        return _decode_int8_float64(state[key], state[key + "_scale"], signed=key == "exp_avg")
+
     first, second = read("exp_avg"), read("exp_avg_sq")
     _run_steps(optimizer, [param], [[torch.zeros(64, 64)]] * 30)
     decayed_first = (read("exp_avg") * first.sign()).sum() / (first.abs().sum() * 0.9**30)

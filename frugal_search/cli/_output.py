@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def ensure_output_dir(path: str | Path, *, option: str = "-o") -> Path:
@@ -43,14 +44,13 @@ def _reason(error: OSError) -> str:
     return error.strerror or type(error).__name__
 
 
-def require_loss_objective(study_file: str | Path, *, command: str) -> None:
-    """Raise ``ValueError`` unless the study in ``study_file`` ranks by eval loss (what ``validate``
-    and ``transfer`` compare); a fine-tuning study (accuracy first) is not checked by them yet."""
-    from frugal_search.search import load_study_config
-
-    objectives = load_study_config(study_file).study.objectives
+def require_loss_objective(config: Any, *, command: str) -> None:
+    """Raise ``ValueError`` unless the study of ``config`` (a loaded ``StudyConfig``) ranks by eval loss
+    (what ``validate`` and ``transfer`` compare); a fine-tuning study (accuracy first) is not checked by
+    them yet."""
+    objectives = config.study.objectives
     if objectives[0] != "eval_loss":
         raise ValueError(
-            f"{study_file}: frugal-search {command} compares eval losses; this study's objectives are "
+            f"{config.path}: frugal-search {command} compares eval losses; this study's objectives are "
             f"{list(objectives)} (a fine-tuning study), which it does not check yet"
         )

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             path=args.output,
             storage_url=opened.storage_url,
             # the study file's model is the proxy: its widths are the base of the lr transfer rule
-            base_model=None if opened.config is None else model_on_meta(opened.config.model_spec()),
+            base_model=None if opened.config is None else model_on_meta(opened.config.model),
         )
     except ValueError as error:
         print(f"frugal-search export: {error}", file=sys.stderr)

@@ -70,28 +70,24 @@ def _numbers(text: str | None, kind: type, option: str) -> tuple | None:
         raise ValueError(f"{option} {text!r}: expected comma-separated {kind.__name__}s") from None
 
 
-def build_plan(args: argparse.Namespace) -> Any:
-    """Return the ``TransferPlan`` of the arguments and the study file's ``[transfer]`` section."""
+def build_plan(args: argparse.Namespace, section: Any) -> Any:
+    """Return the ``TransferPlan``: the study file's ``[transfer]`` ``section`` (a ``TransferSection``, or
+    None when the file has none) with the arguments' values in place of its own.
+
+    ``--model`` / ``--model-override`` make the target ``ModelSpec`` here, once: ``--model`` names its
+    source (default the section's), the overrides replace the section's overrides when given."""
     from frugal_search.proxy import ModelSpec
-    from frugal_search.search import load_study_config
     from frugal_search.validate import TransferPlan
 
-    section = load_study_config(args.study_file).transfer
     if args.model is None and section is None:
         raise ValueError(
             f"{args.study_file} has no [transfer] model and no --model was given; name the target, e.g. "
             "--model tiny-llama --model-override hidden_size=256"
         )
-    if args.model is not None:
-        model = ModelSpec(args.model, overrides=dict(_override(item) for item in args.model_override))
-    else:
-        model = section.model_spec()
-        if args.model_override:
-            model = ModelSpec(model.source, overrides=dict(_override(item) for item in args.model_override))
-    values: dict[str, Any] = {"model": model, "factor": args.factor, "device": args.device}
-    if section is not None:
-        values.update(top=section.top, top_k=section.top_k, lr_rules=section.lr_rules,
-                      lr_multipliers=section.lr_multipliers, confirm_rules=section.confirm_rules, seeds=section.seeds)
+    values: dict[str, Any] = {"factor": args.factor, "device": args.device}
+    if args.model is not None or args.model_override:
+        overrides = dict(_override(item) for item in args.model_override)
+        values["model"] = ModelSpec(args.model if args.model is not None else section.model.source, overrides=overrides)
     for key, value in (
         ("top", args.top),
         ("top_k", args.top_k),
@@ -103,7 +99,7 @@ def build_plan(args: argparse.Namespace) -> Any:
     ):
         if value is not None:
             values[key] = value
-    return TransferPlan(**values)
+    return TransferPlan.from_section(section, **values) if section is not None else TransferPlan(**values)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,19 +110,19 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {args.workers}")
-        plan = build_plan(args)
+        config = load_study_config(args.study_file)  # the file is read here, once
+        plan = build_plan(args, config.transfer)
         if args.output:
             ensure_output_dir(args.output)
-        if args.study_file is not None:
-            require_loss_objective(args.study_file, command="transfer")
-        name = args.name or load_study_config(args.study_file).study.name
+        require_loss_objective(config, command="transfer")
+        name = args.name or config.study.name
         out_dir = ensure_output_dir(args.output or Path("reports") / name)
 
         def show(key: str, result: dict) -> None:
             loss = "diverged" if result["eval_loss"] is None else f"{result['eval_loss']:.4f}"
             print(f"  {key}: target loss {loss} ({result.get('reason')})", flush=True)
 
-        results = run_transfer(args.study_file, plan=plan, storage=args.storage, name=args.name, on_run=show,
+        results = run_transfer(config, plan=plan, storage=args.storage, name=args.name, on_run=show,
                                max_runs=args.max_runs, workers=args.workers)
         summary = summarize_transfer(results, state_share=args.state_share)
         paths = write_transfer_report(summary, out_dir)

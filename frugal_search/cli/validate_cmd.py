@@ -52,16 +52,16 @@ def run(args: argparse.Namespace) -> int:
         )
         if args.output:
             ensure_output_dir(args.output)
-        if args.study_file is not None:
-            require_loss_objective(args.study_file, command="validate")
-        name = args.name or load_study_config(args.study_file).study.name
+        config = load_study_config(args.study_file)  # the file is read here, once
+        require_loss_objective(config, command="validate")
+        name = args.name or config.study.name
         out_dir = ensure_output_dir(args.output or Path("reports") / name)
 
         def show(key: str, result: dict) -> None:
             print(f"  {key}: eval loss {result['eval_loss']:.4f} ({result['reason']}, {result['wall_s']:.0f} s)")
 
         summary = run_fidelity_check(
-            args.study_file, check=check, report_dir=out_dir, storage=args.storage, name=args.name, on_run=show
+            config, check=check, report_dir=out_dir, storage=args.storage, name=args.name, on_run=show
         )
         paths = write_fidelity_report(summary, out_dir)
     except ValueError as error:

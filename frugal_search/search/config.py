@@ -1,9 +1,15 @@
 """Study files: TOML -> typed, frozen config objects, with every error naming file, key and remedy.
 
 A study file has the sections ``[study]``, ``[task]``, ``[model]``, ``[data]``, ``[proxy]``,
-``[space]`` and ``[search]`` (see the README section "Running a search" for the full reference). Everything is
-checked by :func:`load_study_config` before any storage is opened, so a bad file never leaves a
-half-created study behind.
+``[space]``, ``[search]`` and ``[transfer]`` (see the README section "Running a search" for the full
+reference). Everything is checked by :func:`load_study_config` before any storage is opened, so a bad
+file never leaves a half-created study behind.
+
+The file is parsed once, here: the config holds the proxy stage's own objects (``[model]`` a
+``ModelSpec``, ``[data]`` a ``DataSpec`` or ``LabelledDataSpec``, ``[proxy]``'s budget a
+``ProxyBudget``, ``[task]`` a ``TaskSpec``, ``[transfer] model`` a ``ModelSpec``), built and checked
+when the file is read; command-line overrides make a new frozen config
+(:meth:`StudyConfig.with_overrides`). Every later stage takes these objects and never re-reads a table.
 """
 
 from __future__ import annotations
@@ -17,17 +23,15 @@ from typing import Any, Mapping
 
 from frugal_search.optimizer import check_known_keys
 from frugal_search.partition import accepted_baseline_names
-from frugal_search.proxy import METHOD_NAMES
+from frugal_search.proxy import METHOD_NAMES, DataSpec, LabelledDataSpec, ModelSpec, ProxyBudget, TaskSpec
+from frugal_search.proxy import TASK_KINDS as _PROXY_TASK_KINDS
 from frugal_search.search.space import SearchSpace, SpaceError, parse_space
 from frugal_search.units import parse_bytes
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
-# Task kinds of ``[task] kind`` and the figures each may optimise first (the proxy stage's TaskSpec).
-TASK_KINDS = ("causal-lm", "sequence-classification")
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "causal-lm": ("eval_loss",),
-    "sequence-classification": ("eval_loss", "accuracy", "macro_f1"),
-}
+# Task kinds of ``[task] kind`` and the figures each may optimise first: the proxy stage's TaskSpec's.
+TASK_KINDS: tuple[str, ...] = _PROXY_TASK_KINDS
+TASK_METRICS: dict[str, tuple[str, ...]] = {kind: TaskSpec(kind).metrics for kind in TASK_KINDS}
 # The memory objective: optimizer state, or weights + gradients + state (frozen weights save gradients).
 MEMORY_OBJECTIVES = ("state_mib", "training_mib")
 # Which way each objective is better, as Optuna spells a direction (the proxy stage's METRIC_DIRECTIONS).
@@ -40,6 +44,7 @@ OBJECTIVE_DIRECTIONS: dict[str, str] = {
 }
 DEFAULT_OBJECTIVES = ("eval_loss", "state_mib")
 FIDELITIES = ("none", "successive-halving")
+LR_RULES: tuple[str, ...] = ("none", "width")  # lr transfer rules (frugal_search.partition.lr_transfer)
 BASELINE_NAMES = (*accepted_baseline_names(), *METHOD_NAMES)
 """Names ``[study] baselines`` accepts: the partition stage's baselines and their aliases, and the
 proxy stage's method baselines (``lora`` and the competitors: ``frugal_search.proxy.METHODS``)."""
@@ -67,36 +72,39 @@ class StudySection:
     grace_period: int = 60  # seconds without a mark after which a running trial counts as dead
 
 
+DEFAULT_PROXY_STEPS = 200  # [proxy] steps when the file gives none
+# [proxy] keys that are the proxy stage's ProxyBudget fields: all of them but ``lr`` (the study's
+# ``lr`` is the partitions' base lr, not the budget's override of it) and ``tokens`` (a study's
+# length is in steps).
+BUDGET_KEYS: tuple[str, ...] = tuple(
+    item.name for item in dataclasses.fields(ProxyBudget) if item.name not in ("lr", "tokens")
+)
+
+
 @dataclass(frozen=True)
 class ProxySection:
-    """``[proxy]``: the proxy run's budget. ``None`` keeps the proxy stage's default (``ProxyBudget``)."""
+    """``[proxy]``: the proxy runs' budget, the partitions' base lr and where the runs train.
 
-    steps: int = 200  # optimizer steps of every proxy run
-    batch_size: int | None = None
-    seq_len: int | None = None
-    grad_accum: int | None = None
+    The budget keys (:data:`BUDGET_KEYS`: ``steps``, ``batch_size``, ``seq_len``, ...) are the proxy
+    stage's ``ProxyBudget`` fields, read once into :attr:`run_budget` (a key not given keeps
+    ``ProxyBudget``'s default; ``steps`` 200); they read as attributes too (``config.proxy.steps``).
+    """
+
+    run_budget: ProxyBudget = field(default_factory=lambda: ProxyBudget(steps=DEFAULT_PROXY_STEPS))
     lr: float | None = None  # the fixed base lr when ``[space]`` does not vary ``lr``; baselines use it too
-    warmup_steps: int | None = None
-    min_lr_ratio: float | None = None
-    grad_clip: float | None = None
-    eval_every: int | None = None
-    eval_batches: int | None = None
-    log_every: int | None = None
-    diverge_factor: float | None = None
     device: str = "cpu"  # "cpu", "cuda", "cuda:N"; with several workers "cuda" spreads them over the GPUs
     threads: int | None = None  # torch CPU threads per worker; None: torch's default (cores / workers with several)
     nproc: int = 1  # ranks of each proxy run: > 1 runs it under torchrun with FSDP2 (N CPU processes, or N GPUs)
 
-    def budget(self, *, lr: float | None = None) -> Any:
-        """Return the proxy stage's ``ProxyBudget`` (``lr`` None keeps the partition's lr)."""
-        from frugal_search.proxy import ProxyBudget
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names that are not fields: a budget key reads the budget's value.
+        if name in BUDGET_KEYS:
+            return getattr(self.run_budget, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-        values = {
-            item.name: getattr(self, item.name)
-            for item in dataclasses.fields(self)
-            if item.name not in ("device", "lr", "threads", "nproc") and getattr(self, item.name) is not None
-        }
-        return ProxyBudget(**values, lr=lr)
+    def budget(self, *, lr: float | None = None) -> ProxyBudget:
+        """The proxy runs' ``ProxyBudget`` (:attr:`run_budget`; ``lr`` None keeps the partition's lr)."""
+        return self.run_budget if lr is None else dataclasses.replace(self.run_budget, lr=lr)
 
 
 @dataclass(frozen=True)
@@ -117,44 +125,61 @@ class SearchSection:
         return self.confirm_seeds > 0
 
 
-@dataclass(frozen=True)
-class TaskSection:
-    """``[task]``: what a proxy run trains. ``sequence-classification`` reads ``[data]`` as labelled
-    data (the proxy stage's ``LabelledDataSpec``: ``source``, ``text_column``, ``text_pair_column``,
-    ``label_column``, ``validation_fraction``) and puts a new head on ``[model]`` (a pretrained start:
-    ``source = "tiny-llama-stdlib"`` or a local model directory)."""
-
-    kind: str = "causal-lm"  # causal-lm | sequence-classification
-
-    @property
-    def metrics(self) -> tuple[str, ...]:
-        """The figures this task's runs report, any of which may be the first objective."""
-        return TASK_METRICS[self.kind]
+TaskSection = TaskSpec
+"""``[task]``: what a proxy run trains, the proxy stage's ``TaskSpec`` (``kind``: causal-lm |
+sequence-classification; ``metrics``: the figures its runs report, any of which may be the first
+objective). ``sequence-classification`` reads ``[data]`` as labelled data (the proxy stage's
+``LabelledDataSpec``: ``source``, ``text_column``, ``text_pair_column``, ``label_column``,
+``validation_fraction``) and puts a new head on ``[model]`` (a pretrained start:
+``source = "tiny-llama-stdlib"`` or a local model directory)."""
 
 
 @dataclass(frozen=True)
 class TransferSection:
     """``[transfer]``: the model the study's splits are confirmed on (``frugal-search transfer``).
 
-    ``model`` is a ``[model]``-like table (``source``, ``overrides``); ``top`` front partitions and
-    as many others are checked under every rule of ``lr_rules``; ``top_k`` front partitions and the
-    baselines are swept over ``lr_multipliers`` under every rule of ``confirm_rules``; each one's best
-    point then runs with ``seeds`` more seeds.
+    ``model`` is the target, the proxy stage's ``ModelSpec`` of a ``[model]``-like table (``source``,
+    ``overrides``); ``top`` front partitions and as many others are checked under every rule of
+    ``lr_rules``; ``top_k`` front partitions and the baselines are swept over ``lr_multipliers`` under
+    every rule of ``confirm_rules``; each one's best point then runs with ``seeds`` more seeds. The
+    values are checked when it is built (``ValueError`` naming the field); the transfer command's
+    plan (``frugal_search.validate.TransferPlan``) is this section plus the command line's settings.
     """
 
-    model: dict[str, Any]
-    top: int = 6
-    top_k: int = 3
-    lr_rules: tuple[str, ...] = ("none", "width")
-    lr_multipliers: tuple[float, ...] = (0.5, 1.0, 2.0)
-    confirm_rules: tuple[str, ...] = ("width",)
+    model: ModelSpec
+    top: int = 6  # check: front partitions, and as many others spread over memory (plus every baseline)
+    top_k: int = 3  # confirmation: best searched front partitions swept (plus every baseline)
+    lr_rules: tuple[str, ...] = LR_RULES  # check: every partition once per rule, as found
+    lr_multipliers: tuple[float, ...] = (0.5, 1.0, 2.0)  # confirmation sweep around the lr
+    confirm_rules: tuple[str, ...] = ("width",)  # lr rules the sweep is around (measured: tiny's report)
     seeds: int = 2  # extra seeds of each confirmed run, so the verdict is over seeds
 
-    def model_spec(self) -> Any:
-        """The proxy stage's ``ModelSpec`` of the target model."""
-        from frugal_search.search._proxy_bridge import model_spec_from_table
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, ModelSpec):
+            raise TypeError(f"model must be a ModelSpec, got {self.model!r}")
+        for name, least, meaning in (
+            ("top", 1, ""),
+            ("top_k", 0, " (0: no confirmation sweep)"),
+            ("seeds", 0, " (extra seeds of each confirmed run)"),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f"{name} must be an integer >= {least}{meaning}, got {value!r}")
+        for name in ("lr_rules", "confirm_rules"):
+            rules = tuple(getattr(self, name))
+            if not rules or any(rule not in LR_RULES for rule in rules) or len(set(rules)) != len(rules):
+                raise ValueError(f"{name} must be distinct names among {', '.join(LR_RULES)}, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, rules)
+        multipliers = tuple(self.lr_multipliers)
+        if not multipliers or len(set(multipliers)) != len(multipliers) or not all(_is_number(m) and m > 0 for m in multipliers):
+            raise ValueError(
+                f"lr_multipliers must be distinct finite numbers > 0 (e.g. 0.5, 1, 2), got {self.lr_multipliers!r}"
+            )
+        object.__setattr__(self, "lr_multipliers", tuple(float(m) for m in multipliers))
 
-        return model_spec_from_table(self.model)
+    def model_spec(self) -> ModelSpec:
+        """The proxy stage's ``ModelSpec`` of the target model (:attr:`model`)."""
+        return self.model
 
 
 @dataclass(frozen=True)
@@ -162,14 +187,16 @@ class StudyConfig:
     """A whole study file, checked. ``path`` is the file it was read from (None when built in code)."""
 
     study: StudySection
-    model: dict[str, Any]  # the proxy stage's ModelSpec fields (source, overrides)
-    data: dict[str, Any]  # the proxy stage's DataSpec fields (source, tokenizer, dtype, ...)
+    model: ModelSpec  # ``[model]``: the proxy stage's ModelSpec (source, overrides)
+    data: DataSpec | LabelledDataSpec  # ``[data]``: a LabelledDataSpec for a classification task
     proxy: ProxySection
     space: SearchSpace
     search: SearchSection = field(default_factory=SearchSection)
     path: Path | None = None
     transfer: TransferSection | None = None  # ``[transfer]``, when the file names a target model
-    task: TaskSection = field(default_factory=TaskSection)
+    task: TaskSpec = field(default_factory=TaskSpec)
+    # the keys the file gave in ``[model]``, ``[data]`` and ``[proxy]`` (the settings :meth:`to_dict` lists)
+    file_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
 
     @property
     def is_classification(self) -> bool:
@@ -186,17 +213,42 @@ class StudyConfig:
         """``"minimize"`` / ``"maximize"`` for each of :attr:`metric_names`."""
         return [OBJECTIVE_DIRECTIONS[name] for name in self.study.objectives]
 
-    def model_spec(self) -> Any:
-        """The proxy stage's ``ModelSpec`` of ``[model]``."""
-        from frugal_search.search._proxy_bridge import model_spec_from_table
+    def model_spec(self) -> ModelSpec:
+        """The proxy stage's ``ModelSpec`` of ``[model]`` (:attr:`model`, built when the file was read)."""
+        return self.model
 
-        return model_spec_from_table(self.model)
+    def data_spec(self) -> DataSpec | LabelledDataSpec:
+        """The proxy stage's ``DataSpec`` of ``[data]``, or its ``LabelledDataSpec`` for a classification
+        task (:attr:`data`, built when the file was read)."""
+        return self.data
 
-    def data_spec(self) -> Any:
-        """The proxy stage's ``DataSpec`` of ``[data]``, or its ``LabelledDataSpec`` for a classification task."""
-        from frugal_search.search._proxy_bridge import data_spec_from_table, labelled_data_spec_from_table
+    def to_dict(self) -> dict[str, Any]:
+        """The settings of each section as the report's settings table lists them: the sections'
+        fields, and of ``[model]``, ``[data]`` and ``[proxy]``'s budget the keys the file gave (and
+        ``steps``); the specs themselves are :attr:`model`, :attr:`data` and ``proxy.run_budget``."""
+        given = {section: set(self.file_keys.get(section, ())) for section in ("model", "data", "proxy")}
 
-        return labelled_data_spec_from_table(self.data) if self.is_classification else data_spec_from_table(self.data)
+        def spec_table(spec: Any, section: str) -> dict[str, Any]:
+            return {item.name: getattr(spec, item.name) for item in dataclasses.fields(spec) if item.name in given[section]}
+
+        budget_keys = [item.name for item in dataclasses.fields(ProxyBudget) if item.name == "lr" or item.name in BUDGET_KEYS]
+        proxy = {
+            key: self.proxy.lr if key == "lr" else getattr(self.proxy.run_budget, key)
+            for key in budget_keys
+            if key == "steps" or key in given["proxy"]
+        }
+        proxy.update(device=self.proxy.device, threads=self.proxy.threads, nproc=self.proxy.nproc)
+        return {
+            "study": self.study,
+            "model": spec_table(self.model, "model"),
+            "data": spec_table(self.data, "data"),
+            "proxy": proxy,
+            "space": self.space,
+            "search": self.search,
+            "path": self.path,
+            "transfer": self.transfer,
+            "task": self.task,
+        }
 
     def with_overrides(
         self,
@@ -207,7 +259,10 @@ class StudyConfig:
         name: str | None = None,
         device: str | None = None,
     ) -> StudyConfig:
-        """Return a copy with command-line overrides applied and checked like the file's values."""
+        """Return a copy with command-line overrides applied and checked like the file's values
+        (``self`` itself when every override is None)."""
+        if all(value is None for value in (trials, steps, storage, name, device)):
+            return self
         where = str(self.path) if self.path else "<overrides>"
         study_changes: dict[str, Any] = {}
         if trials is not None:
@@ -220,9 +275,10 @@ class StudyConfig:
             study_changes["name"] = name
         proxy_changes: dict[str, Any] = {}
         if steps is not None:
-            proxy_changes["steps"] = _positive_int(steps, where, "proxy", "steps")
+            steps = _positive_int(steps, where, "proxy", "steps")
+            proxy_changes["run_budget"] = dataclasses.replace(self.proxy.run_budget, steps=steps)
         if device is not None:
-            proxy_changes["device"] = device
+            proxy_changes["device"] = device  # checked by the set-up (search.setup) before anything runs
         return dataclasses.replace(
             self,
             study=dataclasses.replace(self.study, **study_changes),
@@ -231,7 +287,6 @@ class StudyConfig:
 
 
 _SECTIONS = ("study", "model", "data", "proxy", "space", "search", "transfer", "task")
-_LR_RULES = ("none", "width")
 
 
 def load_study_config(path: str | Path) -> StudyConfig:
@@ -288,9 +343,8 @@ def study_config_from_dict(
         raise StudyConfigError(
             f"{where}: [proxy] lr and [space] lr are both set; keep one (the [space] one to search it)"
         )
-    model = dict(raw.get("model", {}))
-    data = dict(raw.get("data", {}))
-    _check_with_proxy_stage(model, data, where, labelled=task.kind == "sequence-classification")
+    model = _build_spec("model", dict(raw.get("model", {})), where)
+    data = _build_spec("data", dict(raw.get("data", {})), where, labelled=task.kind == "sequence-classification")
     _check_nproc(proxy, data, search, where)
     transfer = _read_transfer(dict(raw["transfer"]), where) if "transfer" in raw else None
     return StudyConfig(
@@ -303,6 +357,7 @@ def study_config_from_dict(
         path=path,
         transfer=transfer,
         task=task,
+        file_keys={section: tuple(raw.get(section, {})) for section in ("model", "data", "proxy")},
     )
 
 
@@ -454,23 +509,26 @@ def _read_study(
     )
 
 
-_PROXY_INTS = (
-    "steps",
-    "batch_size",
-    "seq_len",
-    "grad_accum",
-    "warmup_steps",
-    "eval_every",
-    "eval_batches",
-    "log_every",
+# How each budget key is read from TOML, from ProxyBudget's own annotations ("int | None", "float", ...).
+_PROXY_INTS = tuple(
+    item.name for item in dataclasses.fields(ProxyBudget) if item.name in BUDGET_KEYS and str(item.type).startswith("int")
 )
-_PROXY_FLOATS = ("lr", "min_lr_ratio", "grad_clip", "diverge_factor")
+_PROXY_FLOATS = (
+    "lr",
+    *(item.name for item in dataclasses.fields(ProxyBudget) if item.name in BUDGET_KEYS and str(item.type).startswith("float")),
+)
+_PROXY_KEYS = (*BUDGET_KEYS, *(item.name for item in dataclasses.fields(ProxySection) if item.name != "run_budget"))
+
+
+def _device(device: Any, where: str) -> str:
+    if not isinstance(device, str) or device.split(":")[0] not in ("cpu", "cuda", "mps"):
+        raise StudyConfigError(f"{where}: [proxy] device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
+    return device
 
 
 def _read_proxy(table: dict[str, Any], where: str) -> ProxySection:
-    allowed = [item.name for item in dataclasses.fields(ProxySection)]
-    _reject_unknown(table, allowed, where, section="proxy")
-    values: dict[str, Any] = {}
+    _reject_unknown(table, _PROXY_KEYS, where, section="proxy")
+    values: dict[str, Any] = {"steps": DEFAULT_PROXY_STEPS}
     for key in _PROXY_INTS:
         if key in table:
             values[key] = _int(table[key], where, "proxy", key)
@@ -479,38 +537,36 @@ def _read_proxy(table: dict[str, Any], where: str) -> ProxySection:
             if not _is_number(table[key]):
                 raise StudyConfigError(f"{where}: [proxy] {key}: expected a number, got {table[key]!r}")
             values[key] = float(table[key])
-    if "threads" in table:
-        values["threads"] = _positive_int(table["threads"], where, "proxy", "threads")
-    if "nproc" in table:
-        values["nproc"] = _positive_int(table["nproc"], where, "proxy", "nproc")
+    lr = values.pop("lr", None)
+    placement: dict[str, Any] = {}
+    for key in ("threads", "nproc"):
+        if key in table:
+            placement[key] = _positive_int(table[key], where, "proxy", key)
     if "device" in table:
-        device = table["device"]
-        if not isinstance(device, str) or device.split(":")[0] not in ("cpu", "cuda", "mps"):
-            raise StudyConfigError(
-                f"{where}: [proxy] device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}"
-            )
-        values["device"] = device
-    proxy = ProxySection(**values)
+        placement["device"] = _device(table["device"], where)
     try:
-        # the proxy stage's own range checks (its budget lr too), now rather than in the first trial
-        batch_size = proxy.budget(lr=proxy.lr).batch_size
+        # the proxy stage's own range checks (of the lr too), now rather than in the first trial
+        run_budget = ProxyBudget(**values)
+        if lr is not None:
+            dataclasses.replace(run_budget, lr=lr)
     except (TypeError, ValueError) as error:
         raise StudyConfigError(f"{where}: [proxy] {error}") from None
-    if batch_size % proxy.nproc:
+    proxy = ProxySection(run_budget=run_budget, lr=lr, **placement)
+    if run_budget.batch_size % proxy.nproc:
         raise StudyConfigError(
-            f"{where}: [proxy] nproc: the batch_size {batch_size} (the global batch) does not split over "
+            f"{where}: [proxy] nproc: the batch_size {run_budget.batch_size} (the global batch) does not split over "
             f"{proxy.nproc} ranks; use a batch_size that is a multiple of nproc"
         )
     return proxy
 
 
-def _check_nproc(proxy: ProxySection, data: Mapping[str, Any], search: SearchSection, where: str) -> None:
+def _check_nproc(proxy: ProxySection, data: DataSpec | LabelledDataSpec, search: SearchSection, where: str) -> None:
     """What a multi-process proxy (``nproc`` > 1) does not run: classification, successive halving."""
     if proxy.nproc == 1:
         return
     from frugal_search.proxy import is_labelled_source
 
-    source = data.get("source")
+    source = data.source
     if isinstance(source, str) and is_labelled_source(source):
         raise StudyConfigError(
             f"{where}: [proxy] nproc: {proxy.nproc} ranks run causal-lm proxies only; [data] source {source!r} "
@@ -573,8 +629,7 @@ def _read_transfer(table: dict[str, Any], where: str) -> TransferSection:
             f"{where}: [transfer] model: expected a table with a source, e.g. model = {{ source = \"tiny-llama\", "
             f"overrides = {{ hidden_size = 256 }} }}, got {model!r}"
         )
-    _check_with_proxy_stage(model, {}, where)
-    values: dict[str, Any] = {"model": dict(model)}
+    values: dict[str, Any] = {"model": _build_spec("model", model, where)}
     for key in ("top", "top_k", "seeds"):
         if key in table:
             value = _int(table[key], where, "transfer", key)
@@ -583,8 +638,8 @@ def _read_transfer(table: dict[str, Any], where: str) -> TransferSection:
                                        f"got {value!r}")
             values[key] = value
     rules = table.get("lr_rules", ["none", "width"])
-    if not isinstance(rules, list) or not rules or any(r not in _LR_RULES for r in rules) or len(set(rules)) < len(rules):
-        raise StudyConfigError(f"{where}: [transfer] lr_rules: expected distinct names among {', '.join(_LR_RULES)}, "
+    if not isinstance(rules, list) or not rules or any(r not in LR_RULES for r in rules) or len(set(rules)) < len(rules):
+        raise StudyConfigError(f"{where}: [transfer] lr_rules: expected distinct names among {', '.join(LR_RULES)}, "
                                f"got {rules!r}")
     values["lr_rules"] = tuple(rules)
     multipliers = table.get("lr_multipliers", [0.5, 1.0, 2.0])
@@ -596,35 +651,33 @@ def _read_transfer(table: dict[str, Any], where: str) -> TransferSection:
                                f"[0.5, 1.0, 2.0], got {multipliers!r}")
     values["lr_multipliers"] = tuple(float(m) for m in multipliers)
     confirm = table.get("confirm_rules", ["width"])
-    if not isinstance(confirm, list) or not confirm or any(r not in _LR_RULES for r in confirm) or len(
+    if not isinstance(confirm, list) or not confirm or any(r not in LR_RULES for r in confirm) or len(
         set(confirm)
     ) < len(confirm):
         raise StudyConfigError(f"{where}: [transfer] confirm_rules: {confirm!r} is not allowed; distinct names among "
-                               f"{' | '.join(_LR_RULES)}")
+                               f"{' | '.join(LR_RULES)}")
     values["confirm_rules"] = tuple(confirm)
-    return TransferSection(**values)
+    try:
+        return TransferSection(**values)
+    except (TypeError, ValueError) as error:
+        raise StudyConfigError(f"{where}: [transfer] {error}") from None
 
 
-def _check_with_proxy_stage(
-    model: Mapping[str, Any], data: Mapping[str, Any], where: str, *, labelled: bool = False
-) -> None:
-    """Let the proxy stage check ``[model]`` and ``[data]`` now, before any storage is touched.
-
-    ``labelled``: ``[data]`` is read as labelled data (a classification task)."""
+def _build_spec(key: str, table: Mapping[str, Any], where: str, *, labelled: bool = False) -> Any:
+    """The proxy stage's spec of a ``[model]`` or ``[data]`` table (``key``; ``[transfer] model`` is a
+    ``[model]``): a ``ModelSpec``, a ``DataSpec``, or for a classification task (``labelled``) a
+    ``LabelledDataSpec``, checked by the proxy stage now, before any storage is touched."""
     from frugal_search.search._proxy_bridge import (
         data_spec_from_table,
         labelled_data_spec_from_table,
         model_spec_from_table,
     )
 
-    for section, table, build in (
-        ("model", model, model_spec_from_table),
-        ("data", data, labelled_data_spec_from_table if labelled else data_spec_from_table),
-    ):
-        try:
-            build(table)
-        except (TypeError, ValueError) as error:
-            raise StudyConfigError(f"{where}: [{section}] {error}") from None
+    build = model_spec_from_table if key == "model" else labelled_data_spec_from_table if labelled else data_spec_from_table
+    try:
+        return build(table)
+    except (TypeError, ValueError) as error:
+        raise StudyConfigError(f"{where}: [{key}] {error}") from None
 
 
 def _reject_unknown(table: Mapping[str, Any], allowed: Any, where: str, *, section: str | None) -> None:

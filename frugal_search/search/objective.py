@@ -81,7 +81,7 @@ class TrialObjective:
         self.device = device
         self.memory_model = memory_model
         self.model_spec = _resolved_model_spec(config)
-        self.data_spec = config.data_spec()
+        self.data_spec = config.data
         self.num_layers = _depth(memory_model)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
@@ -190,7 +190,9 @@ class TrialObjective:
         on ``[proxy] nproc`` ranks under torchrun."""
         from frugal_search.proxy import run_proxy, run_proxy_multiprocess
 
-        budget, nproc = self.config.proxy.budget().scaled(factor), self.config.proxy.nproc
+        budget, nproc = self.config.proxy.run_budget, self.config.proxy.nproc  # built once, with the config
+        if factor > 1:
+            budget = budget.scaled(factor)
         if nproc > 1:  # the study file refuses successive halving (on_eval) with nproc > 1
             return run_proxy_multiprocess(
                 self.model_spec, self.data_spec, partition, budget, nproc=nproc, device=self.device, seed=seed
@@ -244,7 +246,7 @@ def _resolved_model_spec(config: StudyConfig) -> Any:
     (pre-trained once, on first use)."""
     from frugal_search.proxy import resolve_pretrained
 
-    return resolve_pretrained(config.model_spec())
+    return resolve_pretrained(config.model)
 
 
 def build_memory_model(config: StudyConfig) -> nn.Module:
@@ -256,7 +258,7 @@ def build_memory_model(config: StudyConfig) -> nn.Module:
     from frugal_search.proxy import build_labelled_data, build_model
 
     spec = _resolved_model_spec(config)
-    num_labels = build_labelled_data(config.data_spec()).num_labels if config.is_classification else None
+    num_labels = build_labelled_data(config.data).num_labels if config.is_classification else None
     try:
         with torch.device("meta"):
             return build_model(spec, seed=config.study.seed, num_labels=num_labels)

@@ -70,7 +70,7 @@ def run_search(
         WorkersFailedError: worker processes stopped early and the study is short of its target
             (when it reached the target anyway, the lost workers are only logged).
     """
-    config = config.with_overrides(trials=trials, device=device)
+    config = config.with_overrides(trials=trials, device=device)  # the same config when both are None
     if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
         raise ValueError(f"workers must be an integer >= 1 or None (picked for the machine), got {workers!r}")
     model = check_setup(config)  # a set-up mistake fails here, before the storage holds anything of this run
@@ -118,8 +118,9 @@ def run_search(
                 import torch
 
                 torch.set_num_threads(parallel.threads)
-            run_worker(
-                config, worker_index=0, device=config.proxy.device, on_trial=bar.refresh if bar else None
+            run_worker(  # in this process: the study opened and the model built above serve it
+                config, worker_index=0, device=config.proxy.device, on_trial=bar.refresh if bar else None,
+                study=study, memory_model=model,
             )
         else:
             exits = run_worker_processes(

@@ -49,14 +49,14 @@ def check_setup(config: StudyConfig) -> nn.Module:
                 f"[proxy] nproc = {nproc} on {config.proxy.device} needs GPUs {first}..{first + nproc - 1}, "
                 f"this machine has {gpus}; lower nproc or use device 'cpu' ({nproc} CPU processes)"
             )
-    source = config.model_spec().source
+    source = config.model.source
     for name in config.study.baselines:  # a method baseline whose package is missing: one line naming the extra
         missing = METHODS[name].missing() if name in METHODS else None
         if missing:
             raise SetupError(f"[study] baselines: {missing} (or drop {name!r})")
     if config.is_classification:
         try:  # the labels are read first: the classifier's head needs their number
-            build_labelled_data(config.data_spec())
+            build_labelled_data(config.data)
         except (ValueError, OSError) as error:
             raise SetupError(f"[data] {first_line(error)}") from None
     try:
@@ -65,7 +65,7 @@ def check_setup(config: StudyConfig) -> nn.Module:
         raise SetupError(f"[model] {source!r} cannot be built: {first_line(error)}") from None
     if not config.is_classification:
         try:
-            check_data(config.data_spec(), seq_len=config.proxy.budget().seq_len, vocab_size=model_vocab_size(model))
+            check_data(config.data, seq_len=config.proxy.run_budget.seq_len, vocab_size=model_vocab_size(model))
         except (ValueError, OSError) as error:
             raise SetupError(f"[data] {first_line(error)}") from None
     try:

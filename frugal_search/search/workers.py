@@ -34,6 +34,9 @@ from frugal_search.search.study import (
 from frugal_search.units import format_bytes
 
 if TYPE_CHECKING:
+    import optuna
+    from torch import nn
+
     from frugal_search.search.config import StudyConfig
 
 logger = logging.getLogger(__name__)
@@ -264,12 +267,16 @@ def run_worker(
     device: str,
     several_workers: bool = False,
     on_trial: Callable[[], None] | None = None,
+    study: optuna.Study | None = None,
+    memory_model: nn.Module | None = None,
 ) -> int:
     """Add trials to the study until it holds ``[study] trials`` finished ones; return how many ran.
 
     Before each trial the worker fails trials of dead workers, then counts: it stops when enough
     trials are finished, waits while finished plus running trials reach the count (a running one
     may still fail), and starts a trial otherwise. ``on_trial`` is called after each trial.
+    ``study`` and ``memory_model``: the study already opened and the model already built by the
+    caller in this process (None: this worker opens and builds its own).
     """
     import optuna
 
@@ -280,7 +287,8 @@ def run_worker(
     # back afterwards: a caller's own partitions still warn.
     with quiet_unmatched_rules():
         return _add_trials(
-            config, worker_index=worker_index, device=device, several_workers=several_workers, on_trial=on_trial
+            config, worker_index=worker_index, device=device, several_workers=several_workers, on_trial=on_trial,
+            study=study, memory_model=memory_model,
         )
 
 
@@ -291,14 +299,16 @@ def _add_trials(
     device: str,
     several_workers: bool,
     on_trial: Callable[[], None] | None,
+    study: optuna.Study | None,
+    memory_model: nn.Module | None,
 ) -> int:
     from optuna.trial import TrialState
 
-    study = open_study(config)
+    study = study if study is not None else open_study(config)
     study.sampler = make_sampler(
         config, worker_index=worker_index, seed_offset=len(study.get_trials(deepcopy=False))
     )
-    memory_model = build_memory_model(config)
+    memory_model = memory_model if memory_model is not None else build_memory_model(config)
     record_adamw_state_bytes(study, memory_model)
     objective = TrialObjective(config, device=device, memory_model=memory_model)
     target = config.study.trials

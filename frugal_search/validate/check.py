@@ -89,7 +89,7 @@ def report_picks(study: Any, memory_budget: int | None) -> tuple[int | None, dic
 
 
 def run_fidelity_check(
-    study_file: str | Path,
+    study_file: Any,
     *,
     check: FidelityCheck,
     report_dir: str | Path,
@@ -97,7 +97,8 @@ def run_fidelity_check(
     name: str | None = None,
     on_run: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> FidelitySummary:
-    """Re-run the chosen trials of the study in ``study_file`` and return the summary.
+    """Re-run the chosen trials of the study in ``study_file`` (a study TOML, or its loaded
+    ``StudyConfig``; ``storage`` and ``name`` override its values) and return the summary.
 
     Long runs already in ``report_dir/fidelity_runs.json`` are reused; every new one is written there
     when it ends. ``on_run(key, result)`` is called after each run (the CLI prints progress with it).
@@ -124,8 +125,8 @@ def run_fidelity_check(
     by_number = {c.number: c for c in candidates}
     proxy_budget = config.proxy.budget()
     long_budget = proxy_budget.scaled(check.factor)
-    model = config.model_spec()
-    data = config.data_spec()
+    model = config.model
+    data = config.data
     device = check.device or config.proxy.device
     store = LongRunStore(Path(report_dir) / RUNS_FILE)
     logger.info(

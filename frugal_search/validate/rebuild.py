@@ -158,7 +158,7 @@ def rebuild_study_from_table(
     missing = [metric for metric in metrics if metric not in table.columns]
     if missing:
         raise ValueError(f"{csv_path}: no column {missing} for the study's objectives {metrics}")
-    model = model_on_meta(config.model_spec(), seed=config.study.seed)
+    model = model_on_meta(config.model, seed=config.study.seed)
     if partition_of is None:
         depths = [info.num_layers for info in introspect(model) if info.num_layers]
         num_layers = max(depths) if depths else None

@@ -23,6 +23,7 @@ lr and rule), told as soon as it ends: a killed command resumes where it stopped
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -32,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from frugal_search.search import TransferSection
 from frugal_search.search import transfer_study_name  # noqa: F401  (re-exported: the storage module names it)
 from frugal_search.validate._pool import run_each
 from frugal_search.validate.check import candidates_of, report_picks
@@ -40,56 +42,32 @@ from frugal_search.validate.store import split_fingerprint
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LR_MULTIPLIERS: tuple[float, ...] = (0.5, 1.0, 2.0)
-_RULES = ("none", "width")
 
 
 @dataclass(frozen=True)
-class TransferPlan:
-    """Which runs the transfer check and confirmation make on the target model."""
+class TransferPlan(TransferSection):
+    """Which runs the transfer check and confirmation make on the target model: the study file's
+    ``[transfer]`` section (the target ``model``, ``top``, ``top_k``, ``lr_rules``, ``lr_multipliers``,
+    ``confirm_rules``, ``seeds``, each checked there) plus the command's own settings below.
 
-    model: Any  # the target: a proxy-stage ModelSpec
-    top: int = 6  # check: front partitions, and as many others spread over memory (plus every baseline)
-    top_k: int = 3  # confirmation: best searched front partitions swept (plus every baseline)
-    lr_rules: tuple[str, ...] = _RULES  # check: every partition once per rule, as found
-    lr_multipliers: tuple[float, ...] = DEFAULT_LR_MULTIPLIERS  # confirmation sweep around the lr
-    confirm_rules: tuple[str, ...] = ("width",)  # lr rules the confirmation sweeps around (measured: tiny's report)
+    Build it from a section with :meth:`from_section` (the command line's values replace the file's).
+    """
+
     factor: int = 1  # target runs take factor x the proxy's steps
     seed: int = 0
-    seeds: int = 2  # extra seeds of each confirmed run (0: one seed, the spread is not measured)
     trials: tuple[int, ...] | None = None  # check these trial numbers instead of the selection
     device: str | None = None  # None: the study's [proxy] device
 
     def __post_init__(self) -> None:
-        for name in ("top", "factor"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.seeds, int) or isinstance(self.seeds, bool) or self.seeds < 0:
-            raise ValueError(f"seeds must be an integer >= 0 (extra seeds of each confirmed run), got {self.seeds!r}")
-        if not isinstance(self.top_k, int) or self.top_k < 0:
-            raise ValueError(f"top_k must be an integer >= 0 (0: no confirmation sweep), got {self.top_k!r}")
-        rules = tuple(self.lr_rules)
-        if not rules or any(rule not in _RULES for rule in rules) or len(set(rules)) != len(rules):
-            raise ValueError(f"lr_rules must be distinct names among {', '.join(_RULES)}, got {self.lr_rules!r}")
-        confirm = tuple(self.confirm_rules)
-        if not confirm or any(rule not in _RULES for rule in confirm) or len(set(confirm)) != len(confirm):
-            raise ValueError(
-                f"confirm_rules must be distinct names among {', '.join(_RULES)}, got {self.confirm_rules!r}"
-            )
-        object.__setattr__(self, "confirm_rules", confirm)
-        multipliers = tuple(self.lr_multipliers)
-        if (
-            not multipliers
-            or len(set(multipliers)) != len(multipliers)
-            or not all(isinstance(m, (int, float)) and not isinstance(m, bool) and math.isfinite(m) and m > 0
-                       for m in multipliers)
-        ):
-            raise ValueError(
-                f"lr_multipliers must be distinct finite numbers > 0 (e.g. 0.5, 1, 2), got {self.lr_multipliers!r}"
-            )
-        object.__setattr__(self, "lr_rules", rules)
-        object.__setattr__(self, "lr_multipliers", tuple(float(m) for m in multipliers))
+        super().__post_init__()
+        if not isinstance(self.factor, int) or isinstance(self.factor, bool) or self.factor < 1:
+            raise ValueError(f"factor must be an integer >= 1, got {self.factor!r}")
+
+    @classmethod
+    def from_section(cls, section: TransferSection, **changes: Any) -> TransferPlan:
+        """The plan of ``section`` (a study file's ``[transfer]``) with ``changes`` (any field's value)."""
+        values = {item.name: getattr(section, item.name) for item in dataclasses.fields(TransferSection)}
+        return cls(**{**values, **changes})
 
 
 @dataclass(frozen=True)
@@ -216,6 +194,9 @@ def run_transfer(
 ) -> TransferResults:
     """Make the planned target runs still missing from ``<study>-transfer`` and return every result.
 
+    ``study_file`` is the study TOML or its loaded ``StudyConfig`` (read once by the caller);
+    ``storage`` and ``name`` override its values.
+
     A run is told to the transfer study as soon as it ends; a trial left RUNNING by a killed command
     is failed and run again. ``max_runs`` stops after that many new runs (tests, partial progress).
     ``workers`` > 1 makes that many runs at once, each in its own process with one torch thread.
@@ -226,7 +207,7 @@ def run_transfer(
     """
     from frugal_search.partition import Partition
     from frugal_search.report import model_on_meta
-    from frugal_search.search import first_line, open_existing_study, open_transfer_study
+    from frugal_search.search import StudyConfig, first_line, open_existing_study, open_transfer_study
 
     try:  # before any storage is opened
         target_meta = model_on_meta(plan.model, seed=plan.seed)
@@ -234,6 +215,8 @@ def run_transfer(
         raise ValueError(f"the target model {plan.model.source!r} cannot be built: {first_line(error)}") from None
     opened = open_existing_study(study_file, storage=storage, name=name)
     config, study = opened.config, opened.study
+    if isinstance(study_file, StudyConfig):
+        study_file = study_file.path  # the report's command line names the file
     candidates, baselines = _with_best_baseline_runs(candidates_of(study), study)
     if len(candidates) < 2:
         raise ValueError(
@@ -241,8 +224,9 @@ def run_transfer(
             "needs at least 2 (run the search first: frugal-search run <study.toml>)"
         )
     checked, front, confirmed, runs = plan_runs(candidates, baselines, plan)
-    budget = config.proxy.budget().scaled(plan.factor)
-    proxy_model = model_on_meta(config.model_spec(), seed=config.study.seed)
+    proxy_budget = config.proxy.budget()
+    budget = proxy_budget.scaled(plan.factor)
+    proxy_model = model_on_meta(config.model, seed=config.study.seed)
     device = plan.device or config.proxy.device
     transfer = open_transfer_study(config)  # <study>-transfer in the study's storage
     made = 0
@@ -272,7 +256,7 @@ def run_transfer(
             if on_run is not None:
                 on_run(keys[run], result)
 
-        jobs = [(run, (plan.model, config.data_spec(), splits[run], budget, device, run.seed)) for run in todo]
+        jobs = [(run, (plan.model, config.data, splits[run], budget, device, run.seed)) for run in todo]
         # a runner passed in (tests, runs made elsewhere) is called here; the proxy runs may go to processes
         run_each(runner or target_run, jobs, workers=1 if runner is not None else workers, on_result=tell)
         return keys
@@ -284,7 +268,7 @@ def run_transfer(
         keys.update(make(seed_runs))
     runs = runs + seed_runs
     return _collect(study, transfer, candidates, baselines, checked, front, confirmed, runs, keys, plan, budget,
-                    config.proxy.budget().total_steps, storage=storage, name=name, study_file=study_file)
+                    proxy_budget.total_steps, storage=storage, name=name, study_file=study_file)
 
 
 def _with_best_baseline_runs(candidates: list[Any], study: Any) -> tuple[list[Any], dict[int, str]]:

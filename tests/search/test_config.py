@@ -185,4 +185,4 @@ def test_shipped_study_files_load() -> None:
     assert tiny.study.baselines == ("adamw", "frugal", "frugal-rho0", "galore", "badam")
     assert tiny.study.memory_budget is not None
     big = load_study_config(root / "llama-60m.toml")
-    assert big.proxy.device == "cuda" and big.model["source"] == "llama-60m"
+    assert big.proxy.device == "cuda" and big.model.source == "llama-60m"

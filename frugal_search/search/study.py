@@ -239,17 +239,23 @@ def front_and_best_baselines(study: optuna.Study) -> list[int]:
 def enqueue_references(study: optuna.Study, runs: list[ReferenceRun], *, retry_failed: bool = True) -> list[ReferenceRun]:
     """Enqueue each run the study does not hold yet (finished, running or waiting); return those.
 
-    A run whose every copy failed (e.g. its worker was killed) is enqueued again, unless
-    ``retry_failed`` is false (a worker's own loop: a run that fails every time must not be retried
-    without end). Two runs started at the same moment could both enqueue one; the objective then
-    drops the later copy.
+    A run whose every copy failed because its worker was lost (killed, crashed: the storage's
+    lost-worker reason) is always enqueued again; one whose copy failed by an error of its own only
+    when ``retry_failed`` (not in a worker's own loop: a run that fails every time must not be
+    retried without end). Two runs started at the same moment could both enqueue one; the objective
+    then drops the later copy.
     """
     from optuna.trial import TrialState
 
+    from frugal_search.search.storage import WORKER_LOST_REASON
+
     held = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-    if not retry_failed:
-        held += (TrialState.FAIL,)
-    present = {reference_key(trial.user_attrs) for trial in study.get_trials(deepcopy=False, states=held)}
+    present = {
+        reference_key(trial.user_attrs)
+        for trial in study.get_trials(deepcopy=False)
+        if trial.state in held
+        or (not retry_failed and trial.state == TrialState.FAIL and trial.user_attrs.get("reason") != WORKER_LOST_REASON)
+    }
     added = [run for run in runs if run.key not in present]
     for run in added:
         study.enqueue_trial(dict(run.params), user_attrs=dict(run.user_attrs))

@@ -165,3 +165,18 @@ def test_no_rung_when_confirm_seeds_is_0(tmp_path: Path) -> None:
     config = load_study_config(study_file(tmp_path, search="confirm_seeds = 0"))
     study = run_search(config, workers=1, progress=False)
     assert not rung_trials(study)
+
+
+def test_a_run_lost_with_its_worker_comes_back_within_a_workers_loop() -> None:
+    from frugal_search.search.storage import WORKER_LOST_REASON
+    from frugal_search.search.study import ReferenceRun, enqueue_references
+
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    lost = {"rung_of": 0, "rung_factor": 4, "seed": 0, "baseline": None}
+    broken = {"rung_of": 0, "rung_factor": 4, "seed": 1, "baseline": None}
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={**lost, "reason": WORKER_LOST_REASON}))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={**broken, "reason": "ValueError: bad"}))
+    added = enqueue_references(study, [ReferenceRun(lost), ReferenceRun(broken)], retry_failed=False)
+    # the lost one runs again whenever it is found; the one that failed by itself only on a new command
+    assert [run.key for run in added] == [("rung", 0, 0, 4)]
+    assert [run.key for run in enqueue_references(study, [ReferenceRun(broken)])] == [("rung", 0, 1, 4)]

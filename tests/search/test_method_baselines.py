@@ -68,8 +68,9 @@ def test_competitors_run_on_their_grid_with_their_state_counted(tmp_path: Path) 
     for name in ("muon", "adamw-8bit"):
         grid = [t for t in study.trials if t.user_attrs.get("baseline") == name]
         assert {1e-3, 1e-2} <= {t.user_attrs["baseline_lr"] for t in grid}  # a best on an edge grows it
-        for trial in grid:
-            assert trial.state == TrialState.COMPLETE
+        assert any(trial.state == TrialState.COMPLETE for trial in grid)
+        for trial in grid:  # a grid grown past its edge may reach an lr where the method diverges
+            assert trial.state == TrialState.COMPLETE or trial.user_attrs["outcome"] == "diverged"
             spec = spec_from_stored(trial.user_attrs["split"])
             assert isinstance(spec, CompetitorSpec) and spec.name == name and spec.lr == trial.user_attrs["baseline_lr"]
             # the planned state the budget sees is the spec's own count on the study's model

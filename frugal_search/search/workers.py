@@ -30,6 +30,7 @@ from frugal_search.search.study import (
     planned_baseline_runs,
     planned_seed_runs,
     record_adamw_state_bytes,
+    reference_key,
 )
 from frugal_search.units import format_bytes
 
@@ -245,6 +246,16 @@ def _worker_main(config: StudyConfig, index: int, device: str, threads: int | No
         last_words.close()
 
 
+def references_running(study: Any) -> bool:
+    """Whether a reference run (a baseline's grid point, a seed, a rung run) is running on some worker."""
+    from optuna.trial import TrialState
+
+    return any(
+        reference_key(trial.user_attrs) is not None
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    )
+
+
 def enqueue_later_references(study: Any, config: StudyConfig, *, retry_failed: bool = True) -> bool:
     """Once the search trials are done: enqueue the proxy seeds of the front and the best baselines;
     once no seed run waits or runs, the confirmation rung (``search.rungs``), whose promotion reads
@@ -325,8 +336,8 @@ def _add_trials(
         if finished >= target and not references_wait:
             if running == 0 and enqueue_later_references(study, config, retry_failed=bool(lost)):
                 continue
-            if running == 0:
-                return ran
+            if running == 0 and not references_running(study):
+                return ran  # while a reference runs elsewhere, its end may plan more (the rung after the seeds)
         if finished + running >= target and not references_wait:
             if not waiting:
                 logger.info(

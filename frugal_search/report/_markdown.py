@@ -306,7 +306,8 @@ def how_chosen(answer: Recommendation, decision: pd.DataFrame, proxy_steps: int 
         steps = f" ({answer.factor * proxy_steps} steps)" if proxy_steps else ""
         return (
             f"The {len(decision)} most promising candidates of the proxy runs (the Pareto front and the baselines, "
-            f"promoted by non-dominated rank of memory against loss) were trained again {answer.factor}x longer"
+            f"promoted by non-dominated rank of memory against loss, spread over memory) were trained again "
+            f"{answer.factor}x longer"
             f"{steps}, {seeds} seeds each. The answer is the lowest mean loss there within the memory budget, "
             "baselines included, or among the candidates that tie with it (a difference within the seed spread) "
             "the one with the least optimizer state."

@@ -286,8 +286,9 @@ def fail_stale_trials(study: optuna.Study, *, grace_period: float) -> list[int]:
     A trial's last sign of life is its latest heartbeat (Optuna's heartbeat table on RDB storages,
     :data:`HEARTBEAT_ATTR` on journal storages), or its start while it has none: a worker killed
     between starting a trial and its first heartbeat leaves such a trial, which Optuna's own check
-    never fails, so a resumed study would wait on it forever. A failed trial that does not say why
-    gets ``outcome = "error"`` and :data:`WORKER_LOST_REASON`.
+    never fails, so a resumed study would wait on it forever. A failed trial that does not say why,
+    or that still says how its run ended (the worker died between writing the outcome and telling
+    the storage), gets ``outcome = "error"`` and :data:`WORKER_LOST_REASON`.
     """
     import optuna
     from optuna.trial import TrialState
@@ -347,7 +348,9 @@ def _fail_lost_trial(storage: optuna.storages.BaseStorage, trial: optuna.trial.F
     from optuna.trial import TrialState
 
     try:
-        if "reason" not in trial.user_attrs:  # killed before the objective wrote its first line
+        # killed before the objective wrote its first line, or after it wrote the run's outcome but
+        # before the storage was told: either way the trial ends FAIL, so it says error and why
+        if "reason" not in trial.user_attrs or trial.user_attrs.get("outcome") != "error":
             storage.set_trial_user_attr(trial._trial_id, "outcome", "error")
             storage.set_trial_user_attr(trial._trial_id, "reason", WORKER_LOST_REASON)
         storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)

@@ -89,3 +89,23 @@ def test_dead_workers_trials_fail_with_or_without_a_heartbeat(rdb_url: str) -> N
         assert fail_stale_trials(study, grace_period=1) == []  # nothing is failed twice
     finally:
         optuna.delete_study(study_name=name, storage=storage)
+
+
+def test_a_trial_killed_after_writing_its_outcome_is_failed_as_lost(tmp_path) -> None:
+    """The worker wrote ``outcome = ok`` and died before telling the storage: the FAIL says why."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from frugal_search.search.storage import WORKER_LOST_REASON, fail_stale_trials
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'lost.db'}", directions=["minimize", "minimize"])
+    trial = study.ask()
+    trial.set_user_attr("outcome", "ok")  # the run finished; the kill came before study.tell
+    trial.set_user_attr("reason", None)
+    trial.set_user_attr("eval_loss", 2.0)
+    assert fail_stale_trials(study, grace_period=-1.0) == [trial.number]
+    failed = study.trials[trial.number]
+    assert failed.state == TrialState.FAIL
+    assert failed.user_attrs["outcome"] == "error" and failed.user_attrs["reason"] == WORKER_LOST_REASON
+    assert failed.user_attrs["eval_loss"] == 2.0  # what the run measured stays

@@ -18,15 +18,13 @@ from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.optim import Optimizer
 
 from frugal_search.optimizer._settings import DEFAULTS, GROUP_SETTINGS, MOMENT_KEYS, blocks_count
 from frugal_search.optimizer._sharding import Shard0, chunk_bounds, is_dtensor, local_part
 from frugal_search.optimizer._storage import MomentStorage, state_layout, stored_dtype, storage_of, zero_moments
 from frugal_search.optimizer._subspace import SubspacePlan, group_plan
 from frugal_search.optimizer.memory import blocks_peak
-
-if TYPE_CHECKING:
-    from frugal_search.optimizer.frugal import FRUGAL
 
 logger = logging.getLogger("frugal_search.optimizer.frugal")  # the class's logger: one name to filter
 
@@ -37,7 +35,7 @@ GROUP_STATE_KEY = "frugal_state"
 STATE_DICT_KEY = "frugal"
 
 
-def pack_state_dict(optimizer: FRUGAL, packed: dict[str, Any]) -> dict[str, Any]:
+def pack_state_dict(optimizer: Optimizer, packed: dict[str, Any]) -> dict[str, Any]:
     """``packed`` (torch's ``Optimizer.state_dict()`` of ``optimizer``) with FRUGAL's state put in
     the fixed layout ``FRUGAL.state_dict`` describes."""
     optimizer_wide = {
@@ -68,7 +66,7 @@ def pack_state_dict(optimizer: FRUGAL, packed: dict[str, Any]) -> dict[str, Any]
     return packed
 
 
-def _packed_param_state(optimizer: FRUGAL, group: dict[str, Any], param: torch.Tensor) -> dict[str, torch.Tensor]:
+def _packed_param_state(optimizer: Optimizer, group: dict[str, Any], param: torch.Tensor) -> dict[str, torch.Tensor]:
     role, state = group["role"], optimizer.state.get(param, {})
     shard = optimizer._shards.get(param)
     sharded = shard is not None and shard.sharded
@@ -144,7 +142,7 @@ def _zero_split_state(
     return packed
 
 
-def _blocks_capacity(optimizer: FRUGAL, group: dict[str, Any]) -> tuple[int, Shard0 | None]:
+def _blocks_capacity(optimizer: Optimizer, group: dict[str, Any]) -> tuple[int, Shard0 | None]:
     """Elements of a blocks group's flat moment buffer on each rank (its peak window, the
     largest over ranks) and a sharded layout of the group, if any."""
     params = group["params"]
@@ -170,7 +168,7 @@ def _rows_on(param: torch.Tensor, shard: Shard0 | None, rank: int) -> int:
     return stop - start
 
 
-def _blocks_buffers(optimizer: FRUGAL, group: dict[str, Any]) -> tuple[dict[str, tuple[int, torch.dtype]], Shard0 | None]:
+def _blocks_buffers(optimizer: Optimizer, group: dict[str, Any]) -> tuple[dict[str, tuple[int, torch.dtype]], Shard0 | None]:
     """Each state key of a blocks group's flat buffers with its capacity (elements: the peak
     window's) and dtype, and a sharded layout of the group, if any. Full-precision moments all
     have the parameters' shapes; other storage sizes each key by the tensors' own layouts."""
@@ -194,7 +192,7 @@ def _param_layout(storage: MomentStorage, local: torch.Tensor) -> dict[str, tupl
     return state_layout(storage, tuple(local.shape), local.dtype)
 
 
-def _packed_blocks(optimizer: FRUGAL, index: int, group: dict[str, Any]) -> dict[str, torch.Tensor]:
+def _packed_blocks(optimizer: Optimizer, index: int, group: dict[str, Any]) -> dict[str, torch.Tensor]:
     """A blocks group's window, Adam steps and moments, the moments as flat buffers."""
     params = group["params"]
     k = blocks_count(group, group["density"])  # the most a decaying schedule holds
@@ -249,7 +247,7 @@ def split_state_dict(state_dict: dict[str, Any]) -> SavedState:
     return SavedState(torch_part, group_entries, tensor_state, legacy)
 
 
-def restore_state(optimizer: FRUGAL, saved: SavedState) -> None:
+def restore_state(optimizer: Optimizer, saved: SavedState) -> None:
     """Restore the per-tensor state, the blocks windows and the optimizer-wide entries of
     ``saved`` into ``optimizer``, whose groups torch has just restored from ``saved.torch_part``."""
     extras = saved.group_entries
@@ -294,7 +292,7 @@ def _loaded_schedule(group: dict[str, Any], extra: dict[str, Any] | None, global
 
 
 def _unpacked_param_state(
-    optimizer: FRUGAL, group: dict[str, Any], param: torch.Tensor, saved: dict[str, Any]
+    optimizer: Optimizer, group: dict[str, Any], param: torch.Tensor, saved: dict[str, Any]
 ) -> dict[str, Any]:
     if "period" in saved and int(saved["period"]) < 0:
         return {}  # packed before its first selection
@@ -328,7 +326,7 @@ def _unpacked_param_state(
     return {key: _restore_state_value(key, value, local) for key, value in pieces.items()}
 
 
-def _load_blocks(optimizer: FRUGAL, index: int, group: dict[str, Any], extra: dict[str, Any]) -> None:
+def _load_blocks(optimizer: Optimizer, index: int, group: dict[str, Any], extra: dict[str, Any]) -> None:
     params = group["params"]
     storage = storage_of(group)
     window = [int(i) for i in extra["active_blocks"].tolist() if int(i) >= 0]

@@ -7,6 +7,8 @@ optimizer's per-tensor ``state`` and its generator, which ``FRUGAL.step`` calls 
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
@@ -16,6 +18,8 @@ from frugal_search.optimizer._settings import MOMENT_KEYS, blocks_count, schedul
 from frugal_search.optimizer._sharding import Shard0, local_part
 from frugal_search.optimizer._storage import storage_of, zero_moments
 from frugal_search.optimizer._subspace import SubspacePlan, block_window, draw_subspace, group_plan
+
+logger = logging.getLogger("frugal_search.optimizer.frugal")  # the class's logger: one name to filter
 
 
 def advance_schedule(group: dict[str, Any], schedule: dict[str, Any], step: int) -> bool:
@@ -126,3 +130,16 @@ def fresh_moments(
     None: like ``local``) and a zero step counter: what a selection or a reset starts from."""
     moments = zero_moments(storage_of(group), local, shape)
     return {**moments, "step": torch.zeros((), dtype=torch.float32, device=local.device)}
+
+
+def grow_update_gaps(param_groups: list[dict[str, Any]], *, change: float) -> None:
+    """The loss-aware T (``FRUGAL.report_loss``): each frugal group whose ``loss_plateau`` is above
+    the relative loss ``change`` gets ``update_gap = min(update_gap_max, floor(update_gap *
+    update_gap_growth))``, never lower; groups with growth 1 never change."""
+    for group in param_groups:
+        if group["role"] != "frugal" or group["update_gap_growth"] == 1.0 or change >= group["loss_plateau"]:
+            continue
+        grown = min(group["update_gap_max"], math.floor(group["update_gap"] * group["update_gap_growth"]))
+        if grown > group["update_gap"]:
+            logger.debug("loss change %.3g under %g: T %d -> %d", change, group["loss_plateau"], group["update_gap"], grown)
+            group["update_gap"] = grown

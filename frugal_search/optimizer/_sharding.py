@@ -12,11 +12,13 @@ local shard unchanged, and a per-tensor mode only has to map its global subspace
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from frugal_search.optimizer._subspace import SubspacePlan
+from frugal_search.optimizer._storage import storage_of
+from frugal_search.optimizer._subspace import SubspacePlan, group_plan
 
 try:  # torch.distributed is optional in CPU-only builds of torch on some platforms
     from torch.distributed.tensor import DTensor, Replicate, Shard
@@ -142,3 +144,37 @@ def shard_of(param: torch.Tensor) -> Shard0 | None:
 def local_part(tensor: torch.Tensor) -> torch.Tensor:
     """The local tensor of a DTensor (shares its storage), ``tensor`` itself otherwise."""
     return tensor.to_local() if is_dtensor(tensor) else tensor
+
+
+def checked_shards(group: dict[str, Any]) -> dict[torch.Tensor, Shard0]:
+    """The shard layout of a param group's DTensor params (FSDP2), by param; ``ValueError`` for one
+    its mode or its state storage cannot run on."""
+    shards: dict[torch.Tensor, Shard0] = {}
+    keeps_state = group["role"] in ("stateful", "frugal")
+    for position, param in enumerate(group["params"]):
+        shard = shard_of(param)
+        if shard is None:
+            continue
+        if shard.sharded and keeps_state and not storage_of(group).plain:
+            name = group["names"][position] if "names" in group else f"#{position}"
+            raise ValueError(
+                f"FRUGAL state_dtype={group['state_dtype']!r}, second_moment={group['second_moment']!r} cannot "
+                f"run on parameter {name}, sharded by FSDP2: only state_dtype='fp32' with second_moment='full' "
+                "is sharded in this version. Use those under fully_shard, or train on one process or under DDP."
+            )
+        if (
+            shard.sharded
+            and param.dim() < 2
+            and group["role"] == "frugal"
+            and group["mode"] != "blocks"
+            and group_plan(group, param).kind != "none"
+        ):
+            name = group["names"][position] if "names" in group else f"#{position}"
+            raise ValueError(
+                f"FRUGAL mode {group['mode']!r} cannot run on parameter {name} of shape {tuple(param.shape)} "
+                "sharded on its only dimension (its subspace is a set of columns of one row); "
+                "put 1-D parameters in a stateful, state_free or blocks group (the paper's split has only "
+                "2-D Linear weights), or do not shard them."
+            )
+        shards[param] = shard
+    return shards

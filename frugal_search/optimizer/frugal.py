@@ -12,7 +12,8 @@ from torch.optim import Optimizer
 
 import frugal_search.optimizer._math as _math
 from frugal_search.optimizer._checkpoint import pack_state_dict, restore_state, split_state_dict
-from frugal_search.optimizer._selection import advance_schedule, fresh_moments, reselect_blocks, reselect_subspaces
+from frugal_search.optimizer._selection import advance_schedule, fresh_moments, grow_update_gaps
+from frugal_search.optimizer._selection import reselect_blocks, reselect_subspaces
 from frugal_search.optimizer._settings import (
     DEFAULTS,
     GROUP_SETTINGS,
@@ -22,7 +23,7 @@ from frugal_search.optimizer._settings import (
     resolved_betas,
     validate_group,
 )
-from frugal_search.optimizer._sharding import Shard0, local_part, shard_of
+from frugal_search.optimizer._sharding import Shard0, checked_shards, local_part
 from frugal_search.optimizer._storage import (
     keep_adam_bound_,
     rounding_seed,
@@ -262,40 +263,10 @@ class FRUGAL(Optimizer):
         if "names" in group:
             group["names"] = list(group["names"])
         validate_group(group)
-        self._check_sharding(group)
+        self._shards.update(checked_shards(group))
         super().add_param_group(group)
         self._active_blocks.append([])
         self._schedules.append({"period": -1, "next": 1, "density": float(group["density"])})
-
-    def _check_sharding(self, group: dict[str, Any]) -> None:
-        """Record the shard layout of DTensor params; ValueError for one a mode cannot run on."""
-        keeps_state = group["role"] in ("stateful", "frugal")
-        for position, param in enumerate(group["params"]):
-            shard = shard_of(param)
-            if shard is None:
-                continue
-            if shard.sharded and keeps_state and not storage_of(group).plain:
-                name = group["names"][position] if "names" in group else f"#{position}"
-                raise ValueError(
-                    f"FRUGAL state_dtype={group['state_dtype']!r}, second_moment={group['second_moment']!r} cannot "
-                    f"run on parameter {name}, sharded by FSDP2: only state_dtype='fp32' with second_moment='full' "
-                    "is sharded in this version. Use those under fully_shard, or train on one process or under DDP."
-                )
-            if (
-                shard.sharded
-                and param.dim() < 2
-                and group["role"] == "frugal"
-                and group["mode"] != "blocks"
-                and group_plan(group, param).kind != "none"
-            ):
-                name = group["names"][position] if "names" in group else f"#{position}"
-                raise ValueError(
-                    f"FRUGAL mode {group['mode']!r} cannot run on parameter {name} of shape {tuple(param.shape)} "
-                    "sharded on its only dimension (its subspace is a set of columns of one row); "
-                    "put 1-D parameters in a stateful, state_free or blocks group (the paper's split has only "
-                    "2-D Linear weights), or do not shard them."
-                )
-            self._shards[param] = shard
 
     # ------------------------------------------------------------------ memory
 
@@ -371,14 +342,7 @@ class FRUGAL(Optimizer):
         previous, self._last_loss = self._last_loss, value
         if previous is None or previous == 0:
             return
-        change = abs(value - previous) / abs(previous)
-        for group in self.param_groups:
-            if group["role"] != "frugal" or group["update_gap_growth"] == 1.0 or change >= group["loss_plateau"]:
-                continue
-            grown = min(group["update_gap_max"], math.floor(group["update_gap"] * group["update_gap_growth"]))
-            if grown > group["update_gap"]:
-                logger.debug("loss change %.3g under %g: T %d -> %d", change, group["loss_plateau"], group["update_gap"], grown)
-                group["update_gap"] = grown
+        grow_update_gaps(self.param_groups, change=abs(value - previous) / abs(previous))
 
     # ------------------------------------------------------------------ step
 

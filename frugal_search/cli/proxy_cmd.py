@@ -18,7 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     which.add_argument("--split", metavar="FILE", help="split config JSON (frugal-split/1) to run")
     which.add_argument(
         "--baseline", metavar="NAME",
-        help="baseline partition to run, e.g. adamw, frugal, galore (an unknown name lists them all)",
+        help="baseline to run: a partition (adamw, frugal, galore, ...) or a method (lora, apollo, adam-mini, "
+        "muon, adamw-8bit, ...); an unknown name lists them all",
     )
     parser.add_argument(
         "--model",
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     from frugal_search.partition import Partition, baseline_partition
     from frugal_search.proxy import DataSpec, ModelSpec, ProxyBudget, run_proxy
+    from frugal_search.proxy.methods import METHOD_NAMES, METHODS, method_spec
 
     budget_fields = {
         name: getattr(args, name)
@@ -66,7 +68,19 @@ def run(args: argparse.Namespace) -> int:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        partition = Partition.from_json(args.split) if args.split else baseline_partition(args.baseline)
+        if args.split:
+            partition = Partition.from_json(args.split)
+        elif args.baseline in METHODS:
+            missing = METHODS[args.baseline].missing()
+            if missing:
+                raise ValueError(missing)
+            partition = method_spec(args.baseline, lr=args.lr)
+            budget_fields.pop("lr", None)  # the method's own groups take it (Muon's AdamW part keeps its ratio)
+        else:
+            try:
+                partition = baseline_partition(args.baseline)
+            except ValueError as error:
+                raise ValueError(f"{error}; methods: {', '.join(METHOD_NAMES)}") from None
         budget = ProxyBudget(**budget_fields)
         data = DataSpec(args.data, tokenizer=args.tokenizer, dtype=args.dtype)
         result = run_proxy(

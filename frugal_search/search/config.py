@@ -351,6 +351,14 @@ def _read_study(
             f"{where}: [study] baseline_lrs: expected a list of positive numbers, e.g. [3e-4, 1e-3, 3e-3], "
             f"got {baseline_lrs!r}"
         )
+    multipliers = table.get("competitor_lr_multipliers", [])
+    if not isinstance(multipliers, list) or not all(
+        _is_number(factor) and math.isfinite(factor) and factor > 0 for factor in multipliers
+    ):
+        raise StudyConfigError(
+            f"{where}: [study] competitor_lr_multipliers: expected a list of positive numbers, e.g. "
+            f"[0.33, 1, 3], got {multipliers!r}"
+        )
     front_seeds = _int(table.get("front_seeds", 2), where, "study", "front_seeds")
     if front_seeds < 0:
         raise StudyConfigError(f"{where}: [study] front_seeds: expected an integer >= 0, got {front_seeds}")
@@ -370,6 +378,7 @@ def _read_study(
         memory_budget=budget,
         baselines=tuple(baselines),
         baseline_lrs=tuple(float(lr) for lr in baseline_lrs),
+        competitor_lr_multipliers=tuple(float(factor) for factor in multipliers),
         front_seeds=front_seeds,
         objectives=_read_objectives(table.get("objectives", list(DEFAULT_OBJECTIVES)), where, task),
         heartbeat_interval=heartbeat,

@@ -50,6 +50,8 @@ class StudySection:
     memory_budget: int | None = None  # optimizer-state bytes a partition may use; None: no limit
     baselines: tuple[str, ...] = ()  # baseline partitions, each run on its lr grid (adamw, frugal, ...)
     baseline_lrs: tuple[float, ...] = ()  # the baselines' lr grid; empty: 4 points over the space's lr range
+    # a competitor's own grid: its authors' default lr times these; empty: it runs on baseline_lrs
+    competitor_lr_multipliers: tuple[float, ...] = ()
     front_seeds: int = 2  # extra seeds of the front's members and each baseline's best run, after the search
     objectives: tuple[str, str] = DEFAULT_OBJECTIVES  # (figure, memory): e.g. ("accuracy", "state_mib")
     heartbeat_interval: int = 10  # seconds between "still alive" marks of a running trial

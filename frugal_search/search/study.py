@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from frugal_search.proxy import METHODS
+from frugal_search.proxy import COMPETITORS, METHODS
 
 if TYPE_CHECKING:
     import optuna
@@ -100,9 +100,18 @@ def reference_key(user_attrs: Mapping[str, Any]) -> tuple | None:
     return None
 
 
-def baseline_lr_grid(config: StudyConfig) -> tuple[float | None, ...]:
-    """The lrs each baseline runs at: ``[study] baseline_lrs``, else ``BASELINE_GRID_POINTS``
-    log-spaced points over the space's lr range, else (lr not searched) the baseline's own lr (None)."""
+def baseline_lr_grid(config: StudyConfig, name: str | None = None) -> tuple[float | None, ...]:
+    """The lrs baseline ``name`` runs at.
+
+    A competitor (APOLLO, Adam-mini, Muon, ...) with ``[study] competitor_lr_multipliers`` runs at its
+    authors' default lr times each multiplier. Any other baseline runs at ``[study] baseline_lrs``,
+    else ``BASELINE_GRID_POINTS`` log-spaced points over the space's lr range, else (lr not
+    searched) at its own lr (None).
+    """
+    multipliers = config.study.competitor_lr_multipliers
+    if name in COMPETITORS and multipliers:
+        default = COMPETITORS[name].default_lr
+        return tuple(sorted({_lr_key(default * factor) for factor in multipliers}))
     if config.study.baseline_lrs:
         return config.study.baseline_lrs
     lr = config.space["lr"]
@@ -178,9 +187,9 @@ def planned_baseline_runs(config: StudyConfig, study: optuna.Study | None = None
     baseline's grid also grows past an edge that holds its best run (:func:`extend_past_edge_best`)."""
     from frugal_search.search.space import baseline_point
 
-    grid = baseline_lr_grid(config)
     runs = []
     for name in config.study.baselines:
+        grid = baseline_lr_grid(config, name)
         lrs = grid if study is None or grid == (None,) else extend_past_edge_best(grid, baseline_grid_losses(study, name))
         for lr in lrs:
             lr = config.proxy.lr if lr is None and config.proxy.lr is not None else lr

@@ -182,7 +182,10 @@ def test_lr_in_proxy_and_space_conflict(tmp_path: Path) -> None:
 def test_shipped_study_files_load() -> None:
     root = Path(__file__).resolve().parents[2] / "studies"
     tiny = load_study_config(root / "tiny.toml")
-    assert tiny.study.baselines == ("adamw", "frugal", "frugal-rho0", "galore", "badam")
+    assert tiny.study.baselines == (
+        "adamw", "frugal", "frugal-rho0", "galore", "badam", "apollo", "apollo-mini", "adam-mini", "muon", "adamw-8bit"
+    )
+    assert tiny.study.competitor_lr_multipliers == (0.333, 1.0, 3.0)
     assert tiny.study.memory_budget is not None
     big = load_study_config(root / "llama-60m.toml")
     assert big.proxy.device == "cuda" and big.model.source == "llama-60m"

@@ -91,3 +91,27 @@ def test_a_missing_package_stops_the_run_in_one_line(tmp_path: Path, monkeypatch
     with pytest.raises(SetupError, match=r'\[study\] baselines: .*apollo-torch.*pip install -e "\.\[apollo\]".*drop \'apollo\'') as caught:
         check_setup(config)
     assert "\n" not in str(caught.value)
+
+
+def test_a_competitor_runs_on_its_own_grid_around_its_authors_lr(tmp_path: Path) -> None:
+    from frugal_search.search.study import baseline_lr_grid, planned_baseline_runs
+
+    path = study_file(tmp_path, ["adamw", "muon", "adam-mini", "lora"])
+    path.write_text(path.read_text().replace("front_seeds = 1", "front_seeds = 1\ncompetitor_lr_multipliers = [3, 1, 0.333]"))
+    config = load_study_config(path)
+    assert baseline_lr_grid(config, "muon") == (0.00666, 0.02, 0.06)  # Muon's 0.02, sorted, 3 digits
+    assert baseline_lr_grid(config, "adam-mini") == (0.000333, 0.001, 0.003)
+    for name in ("adamw", "lora"):  # a partition baseline and LoRA keep baseline_lrs
+        assert baseline_lr_grid(config, name) == (1e-3, 1e-2)
+    planned = {(run.user_attrs["baseline"], run.user_attrs["baseline_lr"]) for run in planned_baseline_runs(config)}
+    assert ("muon", 0.06) in planned and ("muon", 1e-2) not in planned and ("lora", 1e-2) in planned
+
+
+@pytest.mark.parametrize("value", ["[0]", "[-1.0]", '"x3"', "[true]"])
+def test_bad_competitor_lr_multipliers_are_refused(tmp_path: Path, value: str) -> None:
+    from frugal_search.search.config import StudyConfigError
+
+    path = study_file(tmp_path, ["muon"])
+    path.write_text(path.read_text().replace("front_seeds = 1", f"front_seeds = 1\ncompetitor_lr_multipliers = {value}"))
+    with pytest.raises(StudyConfigError, match=r"\[study\] competitor_lr_multipliers: expected a list of positive numbers"):
+        load_study_config(path)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from frugal_search.partition import Partition
-from frugal_search.proxy import build_model
+from frugal_search.proxy import METHODS, build_model
 from frugal_search.search import load_study_config
 from frugal_search.search.space import baseline_point, partition_from_settings
 
@@ -44,9 +44,10 @@ def test_the_shipped_space_holds_every_baseline_within_its_budget() -> None:
     fitting = [
         name
         for name in config.study.baselines
-        if Partition.baseline(name).state_bytes(model) <= config.study.memory_budget
+        if name not in METHODS and Partition.baseline(name).state_bytes(model) <= config.study.memory_budget
     ]
-    assert set(fitting) == {"frugal", "frugal-rho0", "galore", "badam"}  # AdamW is over the budget
+    # AdamW is over the budget; the competitors (methods, not partitions) are no points of the space
+    assert set(fitting) == {"frugal", "frugal-rho0", "galore", "badam"}
     for name in fitting:
         outside = {
             key: value for key, value in baseline_point(name).items() if not config.space[key].holds(value)

@@ -54,7 +54,7 @@ from frugal_search.proxy.labelled_data import (
     build_labelled_data,
     is_labelled_source,
 )
-from frugal_search.proxy.loop import resolve_device, run_proxy
+from frugal_search.proxy.loop import parse_device, resolve_device, run_proxy
 from frugal_search.proxy.lora import LORA_METHOD, LoraSpec, peft_available
 from frugal_search.proxy.memory import training_memory
 from frugal_search.proxy.methods import LORA_RANK, METHOD_NAMES, METHODS, Method, method_of, method_spec, spec_from_stored
@@ -124,6 +124,7 @@ __all__ = [
     "model_vocab_size",
     "peft_available",
     "pretrained_tiny_llama",
+    "parse_device",
     "resolve_device",
     "resolve_pretrained",
     "run_proxy",

@@ -193,7 +193,7 @@ def build_apollo(
                 "update_proj_gap": settings["update_proj_gap"],
             }
         )
-    logger.info(
+    logger.debug(
         "APOLLO (%s-wise scaling) on %d matrices at rank %d; Adam on %d other tensors",
         settings["scale_type"], len(hidden), rank, len(rest),
     )
@@ -306,7 +306,7 @@ def build_muon(
 ) -> torch.optim.Optimizer:
     """:class:`MuonWithAdamW` (``module`` is ``torch.optim``); AdamW's lr is ``lr * adamw_lr_ratio``."""
     hidden, rest = split_hidden(model)
-    logger.info("Muon on %d matrices; AdamW on %d other tensors", len(hidden), len(rest))
+    logger.debug("Muon on %d matrices; AdamW on %d other tensors", len(hidden), len(rest))
     return MuonWithAdamW(
         _params(hidden),
         _params(rest),

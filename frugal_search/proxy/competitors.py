@@ -34,7 +34,9 @@ spec is planned or run (:meth:`Competitor.check_available`); the other competito
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 import math
 import os
 import types
@@ -139,14 +141,34 @@ class Competitor:
         # bitsandbytes' import asks the Hugging Face hub for a CPU kernel when the `kernels` package is
         # installed; nothing here downloads at run time, so the hub is told to stay offline (the
         # package then uses its own kernels).
+        # Its import then warns, once per process, that the hub's kernel did not load: words about a
+        # download that was never wanted, so only its errors are shown.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
-            return importlib.import_module(self.module)
+            with _errors_only(*_NOISY_IMPORT_LOGGERS):
+                return importlib.import_module(self.module)
         except ImportError as error:
             raise ValueError(
                 f"the {self.name!r} competitor needs the {self.distribution} package: "
                 f'pip install -e ".[{self.extra}]" (or pip install {self.distribution})'
             ) from error
+
+
+_NOISY_IMPORT_LOGGERS = ("bitsandbytes", "kernels")
+
+
+@contextlib.contextmanager
+def _errors_only(*names: str) -> Iterator[None]:
+    """Within the block the loggers ``names`` pass errors only; their levels are put back after."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [item.level for item in loggers]
+    for item in loggers:
+        item.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for item, level in zip(loggers, levels):
+            item.setLevel(level)
 
 
 # ---- the spec a run takes ---------------------------------------------------------------------

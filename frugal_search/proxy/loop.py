@@ -432,12 +432,26 @@ class _CausalLM:
 # ---- helpers ---------------------------------------------------------------------------------
 
 
+SUPPORTED_DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def parse_device(device: str | torch.device) -> torch.device:
+    """``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``) as a ``torch.device``, whether or
+    not this machine has it; anything else is a ``ValueError``. A study file's device is read by this
+    (``report`` reads a GPU study on a laptop); :func:`resolve_device` checks that it exists here."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'") from error
+    if parsed.type not in SUPPORTED_DEVICE_TYPES:
+        raise ValueError(f"device {device!r} is not supported; use 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    return parsed
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """``device`` as a ``torch.device`` that exists on this machine, or a ``ValueError`` saying why."""
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from error
+    resolved = parse_device(device)
+    device = str(device)  # the words a user wrote ('cuda:1'), not torch.device's repr
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but CUDA is not available here; use device 'cpu'")
     if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
@@ -446,8 +460,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
         )
     if resolved.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {device!r} asked for, but MPS is not available here; use device 'cpu'")
-    if resolved.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device {device!r} is not supported; use 'cpu', 'cuda', 'cuda:N' or 'mps'")
     return resolved
 
 

@@ -162,6 +162,25 @@ def baseline_verdicts(summary: pd.DataFrame, number: int, objective: Objective =
     return pd.DataFrame(rows, columns=columns)
 
 
+def dominating_points(summary: pd.DataFrame, objective: Objective = LOSS_OBJECTIVE) -> dict[int, int | None]:
+    """For each baseline of ``summary`` (by its trial number): the searched candidate that dominates it
+    with the least state (no more state, a better mean beyond the seed spread), or None when none does.
+
+    Taken over a :func:`rung_summary` it says which baselines the searched points dominate at the
+    rung; over a :func:`proxy_summary`, at the proxy (the front's members against each baseline's best run).
+    """
+    searched = [row for _, row in summary[summary["baseline"].isna()].iterrows()]
+    dominated: dict[int, int | None] = {}
+    for _, baseline in summary[summary["baseline"].notna()].iterrows():
+        winners = [
+            row for row in searched
+            if row["state_bytes"] <= baseline["state_bytes"] and _verdict(row, baseline, objective) == BEATS
+        ]
+        best = min(winners, key=lambda row: (row["state_bytes"], row["number"]), default=None)
+        dominated[int(baseline["number"])] = None if best is None else int(best["number"])
+    return dominated
+
+
 def memory_win(summary: pd.DataFrame, objective: Objective = LOSS_OBJECTIVE) -> tuple[pd.Series, pd.Series] | None:
     """``(point, best baseline)``: the candidate with the least state whose mean ties with or beats
     the best baseline's (the baseline with the best mean at this rung), or None without a baseline
@@ -233,7 +252,8 @@ def _words(chosen: pd.Series, baseline: pd.Series, ratio: float, objective: Obje
             return "beats at equal memory"
         return f"beats with {100 * (ratio - 1):.0f}% more state"
     if outcome == TIES:
-        return f"matches its loss with {100 * ratio:.0f}% of its state" if ratio < 1 else "ties with more state"
+        figure = "loss" if not objective.maximize else objective.words
+        return f"matches its {figure} with {100 * ratio:.0f}% of its state" if ratio < 1 else "ties with more state"
     return "loses"
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from frugal_search.report._analysis import ObjectiveImportance
-from frugal_search.report._decision import Recommendation, baseline_verdicts, memory_win
+from frugal_search.report._decision import Recommendation, baseline_verdicts, dominating_points, memory_win
 from frugal_search.report._objective import LOSS_OBJECTIVE, Objective
 from frugal_search.proxy import METHODS
 from frugal_search.units import format_bytes
@@ -49,6 +49,9 @@ class ReportContent:
     objective: Objective = LOSS_OBJECTIVE  # the figure trials are ranked by, and its direction
     answer: Recommendation | None = None  # the study's answer (``_decision.study_answer``)
     decision: pd.DataFrame | None = None  # the candidates it was chosen from (``_decision.rung_summary``)
+    # the proxy's front and each baseline's best run over the proxy's seeds (``_decision.proxy_summary``),
+    # when the answer was taken at a rung: where every baseline stands before the promotion
+    proxy_standing: pd.DataFrame | None = None
     proxy_steps: int | None = None  # steps of the proxy run, to say how long the rung trained
 
 
@@ -299,22 +302,25 @@ def _best_section(content: ReportContent) -> list[str]:
     return lines
 
 
-def how_chosen(answer: Recommendation, decision: pd.DataFrame, proxy_steps: int | None) -> str:
+def how_chosen(
+    answer: Recommendation, decision: pd.DataFrame, proxy_steps: int | None, objective: Objective = LOSS_OBJECTIVE
+) -> str:
     """The two sentences that say how the answer was chosen, before any figure."""
     seeds = int(decision["seeds"].max())
+    best = f"the {'highest' if objective.maximize else 'lowest'} mean {objective.words}"
     if answer.factor > 1:
         steps = f" ({answer.factor * proxy_steps} steps)" if proxy_steps else ""
         return (
             f"The {len(decision)} most promising candidates of the proxy runs (the Pareto front and the baselines, "
-            f"promoted by non-dominated rank of memory against loss, spread over memory) were trained again "
-            f"{answer.factor}x longer"
-            f"{steps}, {seeds} seeds each. The answer is the lowest mean loss there within the memory budget, "
+            f"promoted by non-dominated rank of memory against {objective.words}, spread over memory) were trained "
+            f"again {answer.factor}x longer"
+            f"{steps}, {seeds} seeds each. The answer is {best} there within the memory budget, "
             "baselines included, or among the candidates that tie with it (a difference within the seed spread) "
             "the one with the least optimizer state."
         )
     return (
         f"The study has no confirmation rung, so the answer is taken at the proxy budget, over {seeds} seed(s): "
-        "the lowest mean loss within the memory budget, baselines included, or among the candidates that tie with "
+        f"{best} within the memory budget, baselines included, or among the candidates that tie with "
         "it (a difference within the seed spread) the one with the least optimizer state."
     )
 
@@ -326,6 +332,34 @@ def _candidate_words(row: pd.Series) -> str:
     return f"#{int(row['number'])}"
 
 
+def _dominated_cell(number: int | None, candidates: pd.DataFrame) -> str:
+    """``#43 (1.56, 2.03 MiB)`` for the dominating candidate, or ``not dominated``."""
+    if number is None:
+        return "not dominated"
+    row = candidates.loc[number]
+    return f"#{number} ({row['mean']:.4g}, {row['state_mib']:.4g} MiB)"
+
+
+def _proxy_standing_table(standing: pd.DataFrame, promoted: set[int], objective: Objective) -> list[str]:
+    """Each baseline's best run at the proxy: its figures over the proxy's seeds, whether it was
+    promoted, and the front member with the least state that dominates it."""
+    dominated = dominating_points(standing, objective)
+    by_number = standing.set_index("number", drop=False)
+    rows = []
+    for row in standing[standing["baseline"].notna()].to_dict("records"):
+        number = int(row["number"])
+        rows.append([
+            row["baseline"], _lr_cell(row["lr"]), f"#{number}", _mean_cell(row["mean"], row["spread"]), row["seeds"],
+            row["state_mib"], row["state_pct_of_adamw"], "yes" if row["over_budget"] else "no",
+            "yes" if number in promoted else "no", _dominated_cell(dominated[number], by_number),
+        ])
+    return _markdown_table(
+        ["baseline", "lr", "trial", f"{objective.words} at the proxy", "seeds", "state (MiB)", "% of AdamW", "over budget",
+         "promoted", "dominated at the proxy by"],
+        rows,
+    )
+
+
 def _answer_section(content: ReportContent) -> list[str]:
     """The answer first: how it was chosen, the recommendation, its verdicts, the memory win, the plot."""
     lines = ["## The answer", ""]
@@ -333,7 +367,7 @@ def _answer_section(content: ReportContent) -> list[str]:
     if answer is None or decision is None or decision.empty:
         lines += ["No answer yet: no candidate finished with a loss within the memory budget.", "", "![Pareto front](pareto.png)"]
         return lines
-    lines += [how_chosen(answer, decision, content.proxy_steps), ""]
+    lines += [how_chosen(answer, decision, content.proxy_steps, objective), ""]
     by_number = decision.set_index("number", drop=False)
     chosen, best = by_number.loc[answer.number], by_number.loc[answer.best_number]
     where = f"at {answer.factor}x the proxy steps" if answer.factor > 1 else "at the proxy budget"
@@ -364,7 +398,7 @@ def _answer_section(content: ReportContent) -> list[str]:
         if int(point["number"]) != int(baseline["number"]):
             lines += [
                 "",
-                f"**Memory win:** {_candidate_words(point)} matches the loss of the best baseline, "
+                f"**Memory win:** {_candidate_words(point)} matches the {objective.words} of the best baseline, "
                 f"{_candidate_words(baseline)} ({_mean_cell(baseline['mean'], baseline['spread'])}), with "
                 f"{100 * point['state_bytes'] / baseline['state_bytes']:.0f}% of its state "
                 f"({point['state_mib']:.4g} MiB against {baseline['state_mib']:.4g} MiB).",
@@ -373,23 +407,23 @@ def _answer_section(content: ReportContent) -> list[str]:
             lines += ["", f"**Memory win:** none: nothing with less state matches the best baseline, {_candidate_words(baseline)}."]
     verdicts = baseline_verdicts(decision, answer.number, objective)
     if not verdicts.empty:
+        dominated = dominating_points(decision, objective)
         lines += ["", f"Against each baseline at its best lr of the proxy's grid, {where} (mean ± sample std over seeds; "
-                  "a difference within the larger spread is a tie):", ""]
+                  "a difference within the larger spread is a tie); the last column names the searched candidate with "
+                  "the least state that dominates the baseline there (no more state, a better mean beyond the spread):", ""]
         lines += _markdown_table(
-            ["baseline", "lr", "trial", objective.words, "seeds", "state (MiB)", "over budget", "difference", "state ratio", "verdict"],
+            ["baseline", "lr", "trial", objective.words, "seeds", "state (MiB)", "over budget", "difference", "state ratio",
+             "verdict", "dominated by a searched point"],
             [[row["baseline"], _lr_cell(row["lr"]), f"#{int(row['number'])}", _mean_cell(row["mean"], row["spread"]),
               row["seeds"], row["state_mib"], "yes" if row["over_budget"] else "no", row["difference"], row["state_ratio"],
-              row["verdict"]]
+              row["verdict"], _dominated_cell(dominated[int(row["number"])], by_number)]
              for row in verdicts.to_dict("records")],
         )
-    promoted = set(decision["number"])
-    comparison = content.baseline_comparison
-    if answer.factor > 1 and comparison is not None and not comparison.empty:
-        left = comparison[~comparison["number"].isin(promoted)]
-        if not left.empty:
-            lines += ["", "Not promoted (behind the promoted candidates at the proxy, so not trained longer): " + "; ".join(
-                f"{row['baseline']} at {_lr_cell(row['lr'])}, {_mean_cell(row[objective.name], row['spread'])} at the "
-                f"proxy with {row['state_mib']:.4g} MiB" for row in left.to_dict("records")) + "."]
+    standing = content.proxy_standing
+    if answer.factor > 1 and standing is not None and not standing[standing["baseline"].notna()].empty:
+        lines += ["", "Every baseline at its best lr at the proxy, against the proxy's front (the promoted ones were "
+                  "also trained longer, above):", ""]
+        lines += _proxy_standing_table(standing, set(decision["number"]), objective)
     lines += ["", "![Pareto front](pareto.png)", ""]
     if answer.factor > 1:
         lines += [f"Every promoted candidate, at the proxy and {where} (diamonds in the plot):", ""]

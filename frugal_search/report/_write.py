@@ -14,7 +14,7 @@ from frugal_search.report._analysis import (
     objective_importances,
     outcome_counts,
 )
-from frugal_search.report._decision import study_answer
+from frugal_search.report._decision import proxy_summary, study_answer
 from frugal_search.report._front import hypervolume_history, hypervolume_reference_point, pareto_front
 from frugal_search.report._markdown import ReportContent, flatten_settings, render_markdown
 from frugal_search.report._objective import study_objective
@@ -183,6 +183,7 @@ def write_report(
         objective=objective,
         answer=answer,
         decision=decision,
+        proxy_standing=proxy_summary(table, objective) if answer is not None and answer.factor > 1 else None,
         proxy_steps=getattr(getattr(config, "proxy", None), "steps", None),
     )
     report_path = out_path / "report.md"

@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
+
 from frugal_search.optimizer import check_known_keys
-from frugal_search.proxy import DataSpec, LabelledDataSpec, ModelSpec, ProxyBudget, TaskSpec
+from frugal_search.proxy import DataSpec, LabelledDataSpec, ModelSpec, ProxyBudget, TaskSpec, parse_device
 from frugal_search.search.sections import (  # the sections' records, re-exported here (their first home)
     BASELINE_NAMES,
     BUDGET_KEYS,
@@ -105,7 +107,7 @@ class StudyConfig:
             for key in budget_keys
             if key == "steps" or key in given["proxy"]
         }
-        proxy.update(device=self.proxy.device, threads=self.proxy.threads, nproc=self.proxy.nproc)
+        proxy.update(device=str(self.proxy.device), threads=self.proxy.threads, nproc=self.proxy.nproc)
         return {
             "study": self.study,
             "model": spec_table(self.model, "model"),
@@ -125,7 +127,7 @@ class StudyConfig:
         steps: int | None = None,
         storage: str | None = None,
         name: str | None = None,
-        device: str | None = None,
+        device: str | torch.device | None = None,
     ) -> StudyConfig:
         """Return a copy with command-line overrides applied and checked like the file's values
         (``self`` itself when every override is None)."""
@@ -146,7 +148,7 @@ class StudyConfig:
             steps = _positive_int(steps, where, "proxy", "steps")
             proxy_changes["run_budget"] = dataclasses.replace(self.proxy.run_budget, steps=steps)
         if device is not None:
-            proxy_changes["device"] = device  # checked by the set-up (search.setup) before anything runs
+            proxy_changes["device"] = _device(device, where)  # this machine's having it: the set-up checks
         return dataclasses.replace(
             self,
             study=dataclasses.replace(self.study, **study_changes),
@@ -397,10 +399,15 @@ _PROXY_FLOATS = (
 _PROXY_KEYS = (*BUDGET_KEYS, *(item.name for item in dataclasses.fields(ProxySection) if item.name != "run_budget"))
 
 
-def _device(device: Any, where: str) -> str:
-    if not isinstance(device, str) or device.split(":")[0] not in ("cpu", "cuda", "mps"):
-        raise StudyConfigError(f"{where}: [proxy] device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
-    return device
+def _device(device: Any, where: str) -> torch.device:
+    try:
+        if not isinstance(device, (str, torch.device)):
+            raise ValueError
+        return parse_device(device)
+    except ValueError:
+        raise StudyConfigError(
+            f"{where}: [proxy] device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}"
+        ) from None
 
 
 def _read_proxy(table: dict[str, Any], where: str) -> ProxySection:

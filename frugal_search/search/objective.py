@@ -32,6 +32,7 @@ from frugal_search.units import MIB, format_bytes
 
 if TYPE_CHECKING:
     import optuna
+    import torch
     from torch import nn
 
     from frugal_search.search.config import StudyConfig
@@ -76,9 +77,11 @@ class TrialObjective:
             measures before a trial trains.
     """
 
-    def __init__(self, config: StudyConfig, *, device: str, memory_model: nn.Module) -> None:
+    def __init__(self, config: StudyConfig, *, device: str | torch.device, memory_model: nn.Module) -> None:
+        import torch
+
         self.config = config
-        self.device = device
+        self.device = torch.device(device)
         self.memory_model = memory_model
         self.model_spec = _resolved_model_spec(config)
         self.data_spec = config.data

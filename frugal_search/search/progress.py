@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from frugal_search.search.study import count_finished_trials, reference_key
+from frugal_search.search.study import count_finished_trials, reference_key, searched_front
 
 if TYPE_CHECKING:
     import optuna
@@ -79,13 +79,10 @@ class StudyProgressBar:
 
     def refresh(self) -> None:
         """Read the storage and redraw when a count, the phases or the front size changed."""
-        from optuna.trial import TrialState
-
         try:
             trials = self.study.get_trials(deepcopy=False)
             progress = study_progress(trials, target=self.target, finished_searched=count_finished_trials(self.study))
-            complete = any(trial.state == TrialState.COMPLETE for trial in trials)
-            front = len(self.study.best_trials) if complete else 0
+            front = len(searched_front(self.study, trials))  # the proxy's: rung runs train longer, seeds again
         except Exception as error:  # a busy storage must not stop the search
             logger.debug("progress bar could not read the storage: %s", error)
             return

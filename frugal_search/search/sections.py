@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from frugal_search.partition import accepted_baseline_names
 from frugal_search.proxy import METHOD_NAMES, ModelSpec, ProxyBudget, TaskSpec
 from frugal_search.proxy import TASK_KINDS as _PROXY_TASK_KINDS
@@ -78,7 +80,9 @@ class ProxySection:
 
     run_budget: ProxyBudget = field(default_factory=lambda: ProxyBudget(steps=DEFAULT_PROXY_STEPS))
     lr: float | None = None  # the fixed base lr when ``[space]`` does not vary ``lr``; baselines use it too
-    device: str = "cpu"  # "cpu", "cuda", "cuda:N"; with several workers "cuda" spreads them over the GPUs
+    # where proxy runs train, parsed once (proxy.parse_device); the set-up checks this machine has it.
+    # With several workers "cuda" (no index) spreads them over the GPUs.
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     threads: int | None = None  # torch CPU threads per worker; None: torch's default (cores / workers with several)
     nproc: int = 1  # ranks of each proxy run: > 1 runs it under torchrun with FSDP2 (N CPU processes, or N GPUs)
 

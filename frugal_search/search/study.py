@@ -218,24 +218,35 @@ def is_repeat(user_attrs: Mapping[str, Any]) -> bool:
     return user_attrs.get("seed_of") is not None or user_attrs.get("rung_of") is not None
 
 
+def searched_front(study: optuna.Study, trials: list[optuna.trial.FrozenTrial] | None = None) -> list[int]:
+    """Numbers of the proxy's front: the searched trials within the budget that no other one dominates
+    (baselines and repeats, which train longer or again, left out). ``trials``: the study's, already read."""
+    from optuna.trial import TrialState
+
+    from frugal_search.search.pareto import pareto_front_indices
+
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    searched = [
+        trial
+        for trial in trials
+        if trial.state == TrialState.COMPLETE and trial.values is not None and not is_repeat(trial.user_attrs)
+        and not trial.user_attrs.get("baseline") and not trial.user_attrs.get("over_budget")
+    ]
+    directions = [direction.name.lower() for direction in study.directions]
+    return [searched[index].number for index in pareto_front_indices([trial.values for trial in searched], directions=directions)]
+
+
 def front_and_best_baselines(study: optuna.Study) -> list[int]:
     """Numbers of the trials whose seeds are compared: the front of the searched trials within the
     budget, and each baseline's best run of its grid (in the direction of the first objective)."""
     from optuna.trial import TrialState
-
-    from frugal_search.search.pareto import pareto_front_indices
 
     complete = [
         trial
         for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if trial.values is not None and not is_repeat(trial.user_attrs)
     ]
-    searched = [trial for trial in complete if not trial.user_attrs.get("baseline") and not trial.user_attrs.get("over_budget")]
-    directions = [direction.name.lower() for direction in study.directions]
-    front = [
-        searched[index].number
-        for index in pareto_front_indices([trial.values for trial in searched], directions=directions)
-    ]
+    front = searched_front(study, complete)
     sign = first_objective_sign(study)
     best: dict[str, optuna.trial.FrozenTrial] = {}
     for trial in complete:
@@ -305,6 +316,7 @@ __all__ = [
     "extend_past_edge_best",
     "first_objective_sign",
     "front_and_best_baselines",
+    "searched_front",
     "has_waiting_trials",
     "is_repeat",
     "planned_baseline_runs",

@@ -36,6 +36,7 @@ from frugal_search.units import format_bytes
 
 if TYPE_CHECKING:
     import optuna
+    import torch
     from torch import nn
 
     from frugal_search.search.config import StudyConfig
@@ -110,10 +111,10 @@ def choose_parallelism(
     if config.study.storage.startswith("sqlite") and sqlite_path(config.study.storage) is None:
         return Parallelism(1, threads_set, "an in-memory storage serves one process")
     device = config.proxy.device
-    if device.startswith("cuda"):
+    if device.type == "cuda":
         import torch
 
-        gpus = torch.cuda.device_count() if device == "cuda" else 1
+        gpus = torch.cuda.device_count() if device.index is None else 1
         count = max(1, min(gpus // nproc, remaining))
         ranks = f", {nproc} per worker" if nproc > 1 else ""
         return Parallelism(count, threads_set, f"{gpus} GPU(s) on {device}{ranks}")
@@ -134,17 +135,17 @@ class WorkersFailedError(RuntimeError):
     """Worker processes stopped early and the study is short of its target; the message says why."""
 
 
-def worker_device(device: str, index: int, nproc: int = 1) -> str:
-    """The device of worker ``index``: ``cuda`` spreads workers over the visible GPUs; with
-    ``nproc`` ranks per worker, worker ``i``'s ranks own ``cuda:i*nproc`` .. ``cuda:i*nproc+nproc-1``
-    (named by the first)."""
-    if device != "cuda":
+def worker_device(device: torch.device, index: int, nproc: int = 1) -> torch.device:
+    """The device of worker ``index``: ``cuda`` (no index) spreads workers over the visible GPUs;
+    with ``nproc`` ranks per worker, worker ``i``'s ranks own ``cuda:i*nproc`` ..
+    ``cuda:i*nproc+nproc-1`` (named by the first)."""
+    if device.type != "cuda" or device.index is not None:
         return device
     import torch
 
     count = torch.cuda.device_count()
     groups = max(1, count // nproc)
-    return f"cuda:{(index % groups) * nproc}" if count > 1 else device
+    return torch.device("cuda", (index % groups) * nproc) if count > 1 else device
 
 
 def run_worker_processes(
@@ -231,7 +232,7 @@ def _exit_of(process: Any, raised: str | None) -> WorkerExit:
     return WorkerExit(name=process.name, exitcode=code, reason=reason)
 
 
-def _worker_main(config: StudyConfig, index: int, device: str, threads: int | None, last_words: Any) -> None:
+def _worker_main(config: StudyConfig, index: int, device: torch.device, threads: int | None, last_words: Any) -> None:
     import torch
 
     logging.basicConfig(level=logging.INFO, format=f"%(levelname)s worker-{index} %(name)s: %(message)s")
@@ -275,7 +276,7 @@ def run_worker(
     config: StudyConfig,
     *,
     worker_index: int,
-    device: str,
+    device: torch.device,
     several_workers: bool = False,
     on_trial: Callable[[], None] | None = None,
     study: optuna.Study | None = None,
@@ -307,7 +308,7 @@ def _add_trials(
     config: StudyConfig,
     *,
     worker_index: int,
-    device: str,
+    device: torch.device,
     several_workers: bool,
     on_trial: Callable[[], None] | None,
     study: optuna.Study | None,

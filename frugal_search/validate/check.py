@@ -16,13 +16,16 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from frugal_search.search import is_repeat
 from frugal_search.validate._pool import run_each
 from frugal_search.validate.selection import Candidate, select_for_fidelity
 from frugal_search.validate.store import LongRunStore, run_key
 from frugal_search.validate.summary import FidelityRow, FidelitySummary, format_fidelity_markdown, summarize_fidelity
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +112,7 @@ def run_fidelity_check(
 
     opened = open_existing_study(study_file, storage=storage, name=name)
     config = opened.config
-    resolve_device(check.device or config.proxy.device)  # a device this machine lacks fails before any plan
+    device = resolve_device(check.device or config.proxy.device)  # one this machine lacks fails before any plan
     study = opened.study
     candidates = candidates_of(study)
     if len(candidates) < 2:
@@ -127,7 +130,6 @@ def run_fidelity_check(
     long_budget = proxy_budget.scaled(check.factor)
     model = config.model
     data = config.data
-    device = check.device or config.proxy.device
     store = LongRunStore(Path(report_dir) / RUNS_FILE)
     logger.info(
         "fidelity check of %r: %d front + %d other trials + %d more for the baseline verdicts, %d -> %d steps, "
@@ -190,7 +192,7 @@ def run_fidelity_check(
     return summarize_fidelity(rows, bands=check.bands, settings=settings, recommended=recommended, baselines=baselines)
 
 
-def _long_run(model: Any, data: Any, split: dict[str, Any], budget: Any, device: str, seed: int) -> dict[str, Any]:
+def _long_run(model: Any, data: Any, split: dict[str, Any], budget: Any, device: torch.device, seed: int) -> dict[str, Any]:
     """One long run of the partition in ``split``; the figures the report keeps."""
     from frugal_search.partition import Partition, quiet_unmatched_rules
     from frugal_search.proxy import run_proxy

@@ -29,6 +29,7 @@ from frugal_search.validate.transfer import target_run
 
 if TYPE_CHECKING:
     import optuna
+    import torch
 
     from frugal_search.partition import Partition
     from frugal_search.search import SearchSpace, StudyConfig
@@ -242,7 +243,7 @@ def fed_runner(fed: Mapping[str, dict[str, Any]], *, new_runs: bool = True) -> C
     """A ``runner`` for ``run_transfer``: a fed run whose split is the one to train, else a new
     target run (``new_runs``), else None (the run is left out of this report)."""
 
-    def runner(model: Any, data: Any, partition: Any, budget: Any, device: str, seed: int) -> dict[str, Any] | None:
+    def runner(model: Any, data: Any, partition: Any, budget: Any, device: torch.device, seed: int) -> dict[str, Any] | None:
         found = fed.get(trained_fingerprint(partition.to_dict()))
         if found is not None or not new_runs:
             return found

@@ -31,7 +31,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from frugal_search.search import TransferSection
 from frugal_search.search import transfer_study_name  # noqa: F401  (re-exported: the storage module names it)
@@ -39,6 +39,9 @@ from frugal_search.validate._pool import run_each
 from frugal_search.validate.check import candidates_of, report_picks
 from frugal_search.validate.selection import select_for_fidelity
 from frugal_search.validate.store import split_fingerprint
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +209,7 @@ def run_transfer(
     fewer than two finished feasible trials.
     """
     from frugal_search.partition import Partition
+    from frugal_search.proxy import resolve_device
     from frugal_search.report import model_on_meta
     from frugal_search.search import StudyConfig, first_line, open_existing_study, open_transfer_study
 
@@ -227,7 +231,7 @@ def run_transfer(
     proxy_budget = config.proxy.budget()
     budget = proxy_budget.scaled(plan.factor)
     proxy_model = model_on_meta(config.model, seed=config.study.seed)
-    device = plan.device or config.proxy.device
+    device = resolve_device(plan.device or config.proxy.device)  # once, before any run
     transfer = open_transfer_study(config)  # <study>-transfer in the study's storage
     made = 0
 
@@ -350,7 +354,7 @@ def _finished_runs(transfer: Any) -> dict[str, Any]:
     return finished
 
 
-def target_run(model: Any, data: Any, partition: Any, budget: Any, device: str, seed: int) -> dict[str, Any]:
+def target_run(model: Any, data: Any, partition: Any, budget: Any, device: torch.device, seed: int) -> dict[str, Any]:
     """One run on the target; the figures a transfer trial keeps (JSON-safe: a diverged loss is None).
 
     ``outcome`` (``ok`` | ``diverged``), ``eval_loss`` (None when diverged), ``reason``, ``steps``,

@@ -16,7 +16,9 @@ import pytest
 from frugal_search.report import draw_pareto, pareto_front, trials_table, write_report
 from frugal_search.report._decision import (
     baseline_verdicts,
+    dominating_points,
     memory_win,
+    proxy_summary,
     recommend,
     rung_summary,
     study_answer,
@@ -154,6 +156,37 @@ def test_the_report_opens_with_the_answer(confirmed, tmp_path) -> None:
     assert "were trained again 4x longer, 3 seeds each" in answer
     assert "**Trial #4**" in answer
     assert "It ties with the lowest mean, #1 galore at lr 0.03" in answer
-    assert "**Memory win:** #4 matches the loss of the best baseline, #1 galore at lr 0.03" in answer
+    assert "**Memory win:** #4 matches the eval loss of the best baseline, #1 galore at lr 0.03" in answer
     assert "with 40% of its state" in answer
     assert "--best -o split.json" in answer
+
+
+def test_each_baseline_is_dominated_by_the_least_state_searched_point_that_beats_it(confirmed) -> None:
+    table = trials_table(confirmed)
+    # at the rung: adamw (1.600 ± 0.010, 8 MiB) is beaten beyond the spread by #2 and #4, #4 with less
+    # state; galore (1.550 ± 0.010) only ties with them, so nothing dominates it
+    assert dominating_points(rung_summary(table)) == {0: 4, 1: None}
+    # at the proxy (one seed each: the sign decides): adamw 2.30 falls to #3 (1.93, 0.5 MiB); galore
+    # 1.91 to #4 (1.90, 1 MiB), not to #3 (1.93)
+    assert dominating_points(proxy_summary(table)) == {0: 3, 1: 4}
+
+
+def test_a_point_with_more_state_never_dominates(make_study, add_trial_to) -> None:
+    study = make_study()
+    add_trial_to(study, outcome="ok", state_bytes=1.0 * MIB, eval_loss=2.0, baseline="badam", baseline_lr=0.01)
+    add_trial_to(study, outcome="ok", state_bytes=1.5 * MIB, eval_loss=1.5, params={"density": 0.3})
+    assert dominating_points(proxy_summary(trials_table(study))) == {0: None}
+
+
+def test_the_report_says_where_every_baseline_stands_at_the_proxy_and_the_rung(confirmed, tmp_path) -> None:
+    confirmed.set_user_attr("memory_budget", 3 * MIB)
+    text = write_report(confirmed, tmp_path / "report").read_text()
+    answer = text[text.index("## The answer"): text.index("## Trials")]
+    rows = [line for line in answer.splitlines() if line.startswith(("| adamw |", "| galore |"))]
+    # the rung's verdict table, then the proxy's standing table, one row each per baseline (by state)
+    assert [row.split(" | ")[0] for row in rows] == ["| galore", "| adamw"] * 2
+    assert rows[0].endswith("| matches its loss with 40% of its state | not dominated |")
+    assert rows[1].endswith("| dominates | #4 (1.552, 1 MiB) |")
+    assert "Every baseline at its best lr at the proxy, against the proxy's front" in answer
+    assert rows[2].endswith("| yes | #4 (1.9, 1 MiB) |")  # galore: promoted, dominated by #4 at the proxy
+    assert rows[3].endswith("| yes | #3 (1.93, 0.5 MiB) |")  # adamw: by #3

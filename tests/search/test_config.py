@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from frugal_search.search.config import StudyConfigError, load_study_config
 
@@ -76,9 +77,12 @@ def test_overrides_are_checked_and_applied(tmp_path: Path) -> None:
     )
     assert (config.study.trials, config.proxy.steps, config.study.name) == (3, 7, "other")
     assert config.study.storage == f"journal://{(tmp_path / 'x.log').resolve()}"
-    assert config.proxy.device == "cuda:1"
+    assert config.proxy.device == torch.device("cuda", 1)  # parsed once, typed; the set-up checks it exists
     with pytest.raises(StudyConfigError, match="trials"):
         config.with_overrides(trials=0)
+    # a device given on the command line is read like the file's: a typo fails here, with the same words
+    with pytest.raises(StudyConfigError, match=r"\[proxy\] device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got 'gpu'"):
+        config.with_overrides(device="gpu")
 
 
 @pytest.mark.parametrize(
@@ -188,4 +192,4 @@ def test_shipped_study_files_load() -> None:
     assert tiny.study.competitor_lr_multipliers == (0.333, 1.0, 3.0)
     assert tiny.study.memory_budget is not None
     big = load_study_config(root / "llama-60m.toml")
-    assert big.proxy.device == "cuda" and big.model.source == "llama-60m"
+    assert big.proxy.device == torch.device("cuda") and big.model.source == "llama-60m"

@@ -74,3 +74,22 @@ def test_the_bar_counts_every_run_and_names_the_phases_running() -> None:
         assert (bar.bar.n, bar.bar.total) == (5, 10) and "[confirmation rung]" in bar.bar.desc
     finally:
         bar.close()
+
+
+def test_the_bar_shows_the_proxy_front_not_the_longer_rung_runs() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    for loss, mib in ((2.0, 1.0), (1.9, 2.0), (2.5, 0.5), (2.6, 3.0)):  # the first three are the front
+        study.add_trial(_trial(TrialState.COMPLETE, [loss, mib], outcome="ok"))
+    study.add_trial(_trial(TrialState.COMPLETE, [1.7, 2.4], outcome="ok", baseline="galore", baseline_lr=0.03))
+    # 4x longer runs reach lower losses than any proxy run: they would dominate the whole front
+    for seed in range(3):
+        study.add_trial(_trial(TrialState.COMPLETE, [1.5, 0.4], outcome="ok", rung_of=0, rung_factor=4, seed=seed))
+    study.add_trial(_trial(TrialState.COMPLETE, [1.6, 1.0], outcome="ok", seed_of=0, seed=1))
+
+    bar = StudyProgressBar(study, target=4)
+    try:
+        bar.refresh()
+        assert bar.bar.postfix == "front=3"
+    finally:
+        bar.close()

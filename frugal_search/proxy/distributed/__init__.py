@@ -131,7 +131,7 @@ def run_proxy_multiprocess(
     budget: ProxyBudget | None = None,
     *,
     nproc: int,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     seed: int = 0,
     timeout_s: float | None = None,
     threads: int | None = None,
@@ -263,7 +263,7 @@ def run_torchrun(
                 _stop(process)
 
 
-def _launch(run_dir: Path, *, nproc: int, device: str, threads: int | None, timeout_s: float | None) -> TorchrunExit:
+def _launch(run_dir: Path, *, nproc: int, device: str | torch.device, threads: int | None, timeout_s: float | None) -> TorchrunExit:
     """Run the ranks on ``run_dir`` under torchrun and wait (see :func:`run_torchrun`)."""
     package_root = str(Path(__file__).resolve().parents[3])  # the ranks import this copy of frugal_search
     env = {
@@ -271,7 +271,7 @@ def _launch(run_dir: Path, *, nproc: int, device: str, threads: int | None, time
         "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
         "OMP_NUM_THREADS": str(threads or torch.get_num_threads()),
     }
-    if device.startswith("cuda"):
+    if torch.device(device).type == "cuda":
         env["CUDA_VISIBLE_DEVICES"] = ",".join(_cuda_devices(device, nproc))
     else:
         env["CUDA_VISIBLE_DEVICES"] = ""  # gloo on CPU ranks even on a machine with GPUs
@@ -298,7 +298,7 @@ def _stop(process: subprocess.Popen) -> None:
             return
 
 
-def _cuda_devices(device: str, nproc: int) -> list[str]:
+def _cuda_devices(device: str | torch.device, nproc: int) -> list[str]:
     """The ``nproc`` CUDA devices from ``device``'s index on, as CUDA_VISIBLE_DEVICES entries."""
     first = torch.device(device).index or 0
     visible = [item for item in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if item.strip()]

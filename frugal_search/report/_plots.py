@@ -123,10 +123,12 @@ def draw_pareto(
     if not baselines.empty:
         ax.scatter(baselines[x_column], baselines[y_column], s=110, marker="*", color="tab:green",
                    edgecolor="black", linewidth=0.5, label="baseline", zorder=5)
-        for row in baselines.itertuples(index=False):
+        rows = list(baselines.itertuples(index=False))
+        points = [(getattr(row, x_column), getattr(row, y_column)) for row in rows]
+        for row, point, lift in zip(rows, points, _label_lifts(points, table[x_column], table[y_column])):
             lr = getattr(row, "baseline_lr", math.nan)
             label = f"{row.baseline} (lr {lr:g})" if math.isfinite(lr) else str(row.baseline)
-            ax.annotate(label, (getattr(row, x_column), getattr(row, y_column)), textcoords="offset points", xytext=(6, 6), fontsize=8)
+            ax.annotate(label, point, textcoords="offset points", xytext=(6, 6 + lift), fontsize=8)
     if rung is not None and not rung.empty:
         _draw_rung(ax, rung, x_column, answer)
     # trials without a loss: on a shaded strip at the top, x in data units, y in axes units
@@ -171,6 +173,30 @@ def draw_pareto(
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, borderaxespad=0)
     _save(figure, target)
+
+
+LABEL_STEP_POINTS = 10  # a label's height: close labels are stacked this far apart
+
+
+def _label_lifts(points: list[tuple[float, float]], xs: pd.Series, ys: pd.Series) -> list[float]:
+    """Upward offsets (points) that stack the labels of points close together (within 12% of the
+    plotted x span, a label's length, and 3.5% of the y span) instead of overprinting them."""
+    def span(values: pd.Series) -> float:
+        finite = values[values.map(math.isfinite)]
+        return float(finite.max() - finite.min()) if len(finite) > 1 and finite.max() > finite.min() else 1.0
+
+    x_span, y_span = span(xs), span(ys)
+    lifts: list[float] = []
+    for index, (x, y) in enumerate(points):
+        close = [
+            lifts[other] for other, (ox, oy) in enumerate(points[:index])
+            if abs(x - ox) <= 0.12 * x_span and abs(y - oy) <= 0.035 * y_span
+        ]
+        lift = 0.0
+        while lift in close:
+            lift += LABEL_STEP_POINTS
+        lifts.append(lift)
+    return lifts
 
 
 def _draw_rung(ax: Axes, rung: pd.DataFrame, x_column: str, answer: int | None) -> None:

@@ -81,3 +81,14 @@ def test_empty_data_still_draws(make_study) -> None:
     assert png_size(render(draw_curves, [])) == (900, 600)
     assert png_size(render(draw_importance, objective_importances(study))) == (1080, 540)
     assert png_size(render(draw_hypervolume, hypervolume_history(table), reference_point=None)) == (840, 480)
+
+
+def test_labels_of_close_baselines_are_stacked_not_overprinted() -> None:
+    import pandas as pd
+
+    from frugal_search.report._plots import LABEL_STEP_POINTS, _label_lifts
+
+    # two baselines of equal state and nearly equal loss (badam, frugal at 2.02 MiB), one far away
+    points = [(2.02, 2.27), (2.02, 2.28), (6.5, 2.25), (2.05, 2.275)]
+    xs, ys = pd.Series([0.0, 6.5]), pd.Series([1.5, 3.5])
+    assert _label_lifts(points, xs, ys) == [0.0, LABEL_STEP_POINTS, 0.0, 2 * LABEL_STEP_POINTS]

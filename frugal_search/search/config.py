@@ -345,22 +345,8 @@ def _read_study(
             )
     if len(set(baselines)) != len(baselines):
         raise StudyConfigError(f"{where}: [study] baselines: a name is repeated in {baselines!r}")
-    baseline_lrs = table.get("baseline_lrs", [])
-    if not isinstance(baseline_lrs, list) or not all(
-        _is_number(lr) and math.isfinite(lr) and lr > 0 for lr in baseline_lrs
-    ):
-        raise StudyConfigError(
-            f"{where}: [study] baseline_lrs: expected a list of positive numbers, e.g. [3e-4, 1e-3, 3e-3], "
-            f"got {baseline_lrs!r}"
-        )
-    multipliers = table.get("competitor_lr_multipliers", [])
-    if not isinstance(multipliers, list) or not all(
-        _is_number(factor) and math.isfinite(factor) and factor > 0 for factor in multipliers
-    ):
-        raise StudyConfigError(
-            f"{where}: [study] competitor_lr_multipliers: expected a list of positive numbers, e.g. "
-            f"[0.33, 1, 3], got {multipliers!r}"
-        )
+    baseline_lrs = _positive_numbers(table, "baseline_lrs", where, example="[3e-4, 1e-3, 3e-3]")
+    multipliers = _positive_numbers(table, "competitor_lr_multipliers", where, example="[0.33, 1, 3]")
     front_seeds = _int(table.get("front_seeds", 2), where, "study", "front_seeds")
     if front_seeds < 0:
         raise StudyConfigError(f"{where}: [study] front_seeds: expected an integer >= 0, got {front_seeds}")
@@ -379,8 +365,8 @@ def _read_study(
         seed=_int(table.get("seed", 0), where, "study", "seed"),
         memory_budget=budget,
         baselines=tuple(baselines),
-        baseline_lrs=tuple(float(lr) for lr in baseline_lrs),
-        competitor_lr_multipliers=tuple(float(factor) for factor in multipliers),
+        baseline_lrs=baseline_lrs,
+        competitor_lr_multipliers=multipliers,
         front_seeds=front_seeds,
         objectives=_read_objectives(table.get("objectives", list(DEFAULT_OBJECTIVES)), where, task),
         heartbeat_interval=heartbeat,
@@ -397,6 +383,14 @@ _PROXY_FLOATS = (
     *(item.name for item in dataclasses.fields(ProxyBudget) if item.name in BUDGET_KEYS and str(item.type).startswith("float")),
 )
 _PROXY_KEYS = (*BUDGET_KEYS, *(item.name for item in dataclasses.fields(ProxySection) if item.name != "run_budget"))
+
+
+def _positive_numbers(table: dict[str, Any], key: str, where: str, *, example: str) -> tuple[float, ...]:
+    """``[study] key``: a list of finite numbers above 0 (empty when not given), as floats."""
+    values = table.get(key, [])
+    if not isinstance(values, list) or not all(_is_number(value) and math.isfinite(value) and value > 0 for value in values):
+        raise StudyConfigError(f"{where}: [study] {key}: expected a list of positive numbers, e.g. {example}, got {values!r}")
+    return tuple(float(value) for value in values)
 
 
 def _device(device: Any, where: str) -> torch.device:

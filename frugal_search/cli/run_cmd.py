@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         count_finished_trials,
         printable_storage,
         run_search,
+        searched_front,
     )
 
     try:
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finished = count_finished_trials(study)
-    front = len(study.best_trials) if finished else 0
+    front = len(searched_front(study))  # the proxy's front: rung runs train longer, seeds again
     print(
         f"study {config.study.name!r}: {finished} finished trials, {front} on the Pareto front; "
         f"storage {printable_storage(config.study.storage)}"

@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "TRANSFER_SUFFIX": "frugal_search.search.storage",
     "transfer_study_name": "frugal_search.search.storage",
     "count_finished_trials": "frugal_search.search.study",
+    "searched_front": "frugal_search.search.study",
     "is_repeat": "frugal_search.search.study",
     "planned_rung_runs": "frugal_search.search.rungs",
     "journal_path": "frugal_search.search.storage",

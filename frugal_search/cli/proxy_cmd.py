@@ -56,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from frugal_search.partition import Partition, baseline_partition
-    from frugal_search.proxy import DataSpec, ModelSpec, ProxyBudget, run_proxy
-    from frugal_search.proxy.methods import METHOD_NAMES, METHODS, method_spec
+    from frugal_search.proxy import METHOD_NAMES, METHODS, DataSpec, ModelSpec, ProxyBudget, method_spec, run_proxy
 
     budget_fields = {
         name: getattr(args, name)

@@ -39,3 +39,15 @@ def test_bad_baseline_is_an_error_status(capsys: pytest.CaptureFixture[str]) -> 
 def test_split_or_baseline_is_required() -> None:
     with pytest.raises(SystemExit):
         main(["proxy", *SMALL_RUN])
+
+
+def test_a_method_baseline_runs_at_its_own_lr_and_an_unknown_name_lists_the_methods(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["proxy", "--baseline", "muon", *SMALL_RUN, "--lr", "0.01", "--device", "cpu", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["steps"] == 4 and payload["state_bytes"] > 0 and payload["details"]["optimizer"] == "MuonWithAdamW"
+    # the lr went to the spec (Muon's AdamW groups keep their ratio), not into the budget over every group
+    assert payload["details"]["budget"]["lr"] is None
+    assert main(["proxy", "--baseline", "lion", *SMALL_RUN]) == 2
+    assert "methods: lora, apollo, apollo-mini, adam-mini, muon, adamw-8bit" in capsys.readouterr().err

@@ -467,7 +467,7 @@ class FRUGAL(Optimizer):
                 continue
             plan, param_matrix, grad_matrix, selection, reduce = split
             low = _math.project_down(plan, grad_matrix, selection)
-            moment_input = low if reduce is None else _columns_of(reduce.all_reduce(low), reduce)
+            moment_input = low if reduce is None else reduce.piece(reduce.all_reduce(low), dim=1).contiguous()
             delta_low = self._stateful_delta(group, moment_input, state, lr_sf, single=True, slot=slot)
             if reduce is not None:
                 delta_low = reduce.gather(delta_low, tuple(low.shape), dim=1)
@@ -581,19 +581,13 @@ class FRUGAL(Optimizer):
         # state-free pass and the lift read them right after the projection.
         for slot, state, (plan, param_matrix, grad_matrix, selection, reduce) in split_tensors:
             low = _math.project_down(plan, grad_matrix, selection)
-            moment_input = low if reduce is None else _columns_of(reduce.all_reduce(low), reduce)
+            moment_input = low if reduce is None else reduce.piece(reduce.all_reduce(low), dim=1).contiguous()
             delta = self._stateful_delta(group, moment_input, state, lr_sf, single=False, slot=slot)
             if reduce is not None:
                 delta = reduce.gather(delta, tuple(low.shape), dim=1)
             _math.split_update_(
                 plan, param_matrix, grad_matrix, low, delta, selection, rule=rule, lr_free=lr_free, decay=decay
             )
-
-
-def _columns_of(low: torch.Tensor, shard: Shard0) -> torch.Tensor:
-    """This rank's columns of a left projection's low-rank gradient (its moments are by columns)."""
-    start, stop = shard.bounds(low.shape[1])
-    return low[:, start:stop].contiguous()
 
 
 def _describe(group: dict[str, Any], window: list[int]) -> list[str] | list[int]:

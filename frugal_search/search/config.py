@@ -16,6 +16,7 @@ re-exported here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import tomllib
@@ -394,14 +395,10 @@ def _positive_numbers(table: dict[str, Any], key: str, where: str, *, example: s
 
 
 def _device(device: Any, where: str) -> torch.device:
-    try:
-        if not isinstance(device, (str, torch.device)):
-            raise ValueError
-        return parse_device(device)
-    except ValueError:
-        raise StudyConfigError(
-            f"{where}: [proxy] device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}"
-        ) from None
+    if isinstance(device, (str, torch.device)):
+        with contextlib.suppress(ValueError):
+            return parse_device(device)
+    raise StudyConfigError(f"{where}: [proxy] device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
 
 
 def _read_proxy(table: dict[str, Any], where: str) -> ProxySection:

@@ -24,22 +24,28 @@ EQUAL_MEMORY_TOLERANCE = 0.05
 
 SUMMARY_COLUMNS = [
     "number", "baseline", "lr", "summary", "state_bytes", "state_mib", "state_pct_of_adamw", "over_budget",
-    "proxy_mean", "proxy_spread", "proxy_seeds", "mean", "spread", "seeds", "factor",
+    "proxy_mean", "proxy_spread", "proxy_seeds", "mean", "spread", "seeds", "factor", "rung_on",
 ]
+PROXY, TARGET = "proxy", "target"  # the model a rung trains: the proxy (longer), or [transfer] model
 
 
-def rung_summary(table: pd.DataFrame, objective: Objective = LOSS_OBJECTIVE) -> pd.DataFrame:
-    """One row per candidate of the top confirmation rung (the largest ``rung_factor`` in ``table``).
+def rung_summary(table: pd.DataFrame, objective: Objective = LOSS_OBJECTIVE, *, on: str | None = None) -> pd.DataFrame:
+    """One row per candidate of a rung: ``on`` ``"proxy"`` the confirmation rung (the largest
+    ``rung_factor`` of the rungs on the proxy), ``"target"`` the rung on the ``[transfer]`` model,
+    None the top rung (the target's when it has finished runs, else the confirmation rung).
 
     ``mean`` / ``spread`` / ``seeds``: the figure of ``objective`` over the candidate's rung runs
     (sample standard deviation; NaN for one run; a run that diverged makes the mean the worst
     value); ``proxy_mean`` / ``proxy_spread`` / ``proxy_seeds`` the same at the proxy (the trial and
-    its extra seeds); ``lr`` a baseline's lr of its grid. Sorted by state, then trial number. Empty
-    when the study has no rung runs that finished.
+    its extra seeds); ``lr`` a baseline's lr of its grid; on the target, the state columns are the
+    target's. Sorted by state, then trial number. Empty when the rung has no runs that finished.
     """
     if "rung_of" not in table or table["rung_of"].isna().all():
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     runs = table[table["rung_of"].notna() & table["state"].isin(["COMPLETE", "PRUNED"])]
+    if on is None:
+        on = TARGET if (runs["rung_on"] == TARGET).any() else PROXY
+    runs = runs[runs["rung_on"] == on]
     if runs.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     factor = runs["rung_factor"].max()
@@ -50,7 +56,11 @@ def rung_summary(table: pd.DataFrame, objective: Objective = LOSS_OBJECTIVE) -> 
     for number, group in runs.groupby(runs["rung_of"].astype(int)):
         values = [_figure(row, objective) for _, row in group.iterrows()]
         rung = (*_mean_and_spread(values, objective), len(values))
-        rows.append(_candidate_row(by_number.loc[number], int(number), proxy(int(number)), rung, int(factor)))
+        row = _candidate_row(by_number.loc[number], int(number), proxy(int(number)), rung, int(factor), on)
+        if on == TARGET:  # its state on the model it trained there
+            first = group.iloc[0]
+            row.update({key: float(first[key]) for key in ("state_bytes", "state_mib", "state_pct_of_adamw")})
+        rows.append(row)
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     return summary.sort_values(["state_bytes", "number"], kind="stable").reset_index(drop=True)
 
@@ -64,7 +74,7 @@ def proxy_summary(table: pd.DataFrame, objective: Objective = LOSS_OBJECTIVE) ->
     numbers += [int(n) for n in best_baseline_runs(table, objective)["number"] if math.isfinite(n)]
     proxy = _proxy_figures(table, objective)
     by_number = table.set_index("number")
-    rows = [_candidate_row(by_number.loc[n], n, proxy(n), proxy(n), 1) for n in sorted(set(numbers))]
+    rows = [_candidate_row(by_number.loc[n], n, proxy(n), proxy(n), 1, PROXY) for n in sorted(set(numbers))]
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     return summary.sort_values(["state_bytes", "number"], kind="stable").reset_index(drop=True)
 
@@ -72,12 +82,19 @@ def proxy_summary(table: pd.DataFrame, objective: Objective = LOSS_OBJECTIVE) ->
 @dataclass(frozen=True)
 class Recommendation:
     """The answer: the candidate chosen, the best candidate it ties with (itself when it is the best),
-    the other candidates in that tie, and where the decision was taken (``factor`` x the proxy steps)."""
+    the other candidates in that tie, and where the decision was taken (``factor`` x the proxy steps,
+    on the proxy or, ``on_target``, on the ``[transfer]`` model)."""
 
     number: int
     best_number: int
     tied: tuple[int, ...]
     factor: int
+    on_target: bool = False
+
+    @property
+    def at_a_rung(self) -> bool:
+        """Whether the answer was taken above the proxy budget (a rung) rather than at it."""
+        return self.factor > 1 or self.on_target
 
     @property
     def chosen_for_less_state(self) -> bool:
@@ -90,11 +107,13 @@ def recommend(
 ) -> Recommendation | None:
     """The answer from a :func:`rung_summary` (or :func:`proxy_summary`): among candidates within
     ``memory_budget_bytes`` with a finite mean, the least state among those that tie with the best
-    mean (:func:`~frugal_search.report._seeds.verdict`); None when no candidate qualifies."""
+    mean (:func:`~frugal_search.report._seeds.verdict`); None when no candidate qualifies. On the
+    target the budget (on the proxy's state) is the candidates' ``over_budget`` at the proxy."""
     if summary.empty:
         return None
+    on_target = bool((summary["rung_on"] == TARGET).any())
     eligible = summary[summary["mean"].map(math.isfinite).astype(bool)]
-    if memory_budget_bytes is not None:
+    if memory_budget_bytes is not None and not on_target:
         eligible = eligible[eligible["state_bytes"] <= memory_budget_bytes]
     eligible = eligible[~eligible["over_budget"].astype(bool)]
     if eligible.empty:
@@ -112,21 +131,23 @@ def recommend(
         best_number=int(best["number"]),
         tied=tuple(sorted(int(row["number"]) for row in tied if row["number"] != chosen["number"])),
         factor=int(best["factor"]),
+        on_target=on_target,
     )
 
 
 def study_answer(
     table: pd.DataFrame, *, memory_budget_bytes: int | None, objective: Objective = LOSS_OBJECTIVE
 ) -> tuple[Recommendation | None, pd.DataFrame]:
-    """The study's answer and the summary it was taken from: the top confirmation rung's
-    (:func:`rung_summary`) when one of its candidates fits ``memory_budget_bytes``, else the
-    proxy's (:func:`proxy_summary`; ``Recommendation.factor`` then says 1)."""
-    summary = rung_summary(table, objective)
-    answer = recommend(summary, memory_budget_bytes=memory_budget_bytes, objective=objective) if not summary.empty else None
-    if answer is None:
-        summary = proxy_summary(table, objective)
+    """The study's answer and the summary it was taken from: the top rung's that holds a candidate
+    within ``memory_budget_bytes`` (the rung on the target model, then the confirmation rung:
+    :func:`rung_summary`), else the proxy's (:func:`proxy_summary`; ``Recommendation.factor`` then says 1)."""
+    for on in (TARGET, PROXY):
+        summary = rung_summary(table, objective, on=on)
         answer = recommend(summary, memory_budget_bytes=memory_budget_bytes, objective=objective)
-    return answer, summary
+        if answer is not None:
+            return answer, summary
+    summary = proxy_summary(table, objective)
+    return recommend(summary, memory_budget_bytes=memory_budget_bytes, objective=objective), summary
 
 
 def baseline_verdicts(summary: pd.DataFrame, number: int, objective: Objective = LOSS_OBJECTIVE) -> pd.DataFrame:
@@ -214,7 +235,8 @@ def _proxy_figures(table: pd.DataFrame, objective: Objective):
 
 
 def _candidate_row(
-    trial: pd.Series, number: int, proxy: tuple[float, float, int], rung: tuple[float, float, int], factor: int
+    trial: pd.Series, number: int, proxy: tuple[float, float, int], rung: tuple[float, float, int], factor: int,
+    on: str,
 ) -> dict:
     """A row of SUMMARY_COLUMNS: the trial's identity and state, its proxy and rung figures."""
     baseline = trial["baseline"]
@@ -234,6 +256,7 @@ def _candidate_row(
         "spread": rung[1],
         "seeds": rung[2],
         "factor": factor,
+        "rung_on": on,
     }
 
 

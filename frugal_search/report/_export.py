@@ -49,7 +49,8 @@ def select_trial(
     baseline: str | None = None,
 ) -> optuna.trial.FrozenTrial:
     """Return the trial to export: number ``trial``, with ``best`` the study's answer (the report's
-    recommendation, taken at the confirmation rung when the study has one: ``_decision.study_answer``)
+    recommendation, taken at the confirmation rung when the study has one: ``_decision.study_answer``;
+    taken on the target model, its first finished run there, whose split carries the width lr rule)
     under ``max_memory``, or baseline ``baseline``'s best run of its lr grid (the run the report compares with).
 
     ``max_memory`` (bytes or text such as ``"1.5 MiB"``) bounds the optimizer state of the answer;
@@ -93,7 +94,7 @@ def select_trial(
                 f"{format_bytes(smallest['state_bytes'])} ({int(smallest['state_bytes'])} bytes, "
                 f"trial #{int(smallest['number'])}); raise --max-memory"
             )
-        chosen = trials[answer.number]
+        chosen = _target_run_of(trials.values(), answer.number) if answer.on_target else trials[answer.number]
     if not chosen.user_attrs.get("split"):
         raise ValueError(
             f"trial {chosen.number} of study {study.study_name!r} stored no split config "
@@ -108,6 +109,16 @@ def select_trial(
             f"not a split: it has no partition to export; use {method} itself, or export a FRUGAL trial"
         )
     return chosen
+
+
+def _target_run_of(trials: Any, number: int) -> optuna.trial.FrozenTrial:
+    """The first finished run of trial ``number`` at the rung on the target model (the lowest seed)."""
+    runs = [
+        frozen for frozen in trials
+        if frozen.user_attrs.get("rung_of") == number and frozen.user_attrs.get("rung_on") == "target"
+        and frozen.state.name == "COMPLETE"
+    ]
+    return min(runs, key=lambda frozen: (frozen.user_attrs.get("seed", 0), frozen.number))
 
 
 def _best_baseline_run(study: optuna.Study, name: str) -> int:

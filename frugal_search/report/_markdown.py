@@ -53,6 +53,9 @@ class ReportContent:
     # when the answer was taken at a rung: where every baseline stands before the promotion
     proxy_standing: pd.DataFrame | None = None
     proxy_steps: int | None = None  # steps of the proxy run, to say how long the rung trained
+    # when the answer was taken on the target model: the confirmation rung before it, and the target's name
+    confirmation: pd.DataFrame | None = None
+    target_words: str = "the target model"
 
 
 def flatten_settings(config: Any, prefix: str = "") -> dict[str, str]:
@@ -303,26 +306,48 @@ def _best_section(content: ReportContent) -> list[str]:
 
 
 def how_chosen(
-    answer: Recommendation, decision: pd.DataFrame, proxy_steps: int | None, objective: Objective = LOSS_OBJECTIVE
+    answer: Recommendation, decision: pd.DataFrame, proxy_steps: int | None, objective: Objective = LOSS_OBJECTIVE,
+    *, confirmation: pd.DataFrame | None = None, target_words: str = "the target model",
 ) -> str:
-    """The two sentences that say how the answer was chosen, before any figure."""
+    """The two sentences that say how the answer was chosen, before any figure (three when it was
+    taken on the target model, after the ``confirmation`` rung)."""
     seeds = int(decision["seeds"].max())
     best = f"the {'highest' if objective.maximize else 'lowest'} mean {objective.words}"
+    tie = ("baselines included, or among the candidates that tie with it (a difference within the seed spread) "
+           "the one with the least optimizer state.")
+    if answer.on_target and confirmation is not None and not confirmation.empty:
+        first = int(confirmation["factor"].max())
+        return (
+            f"The {len(confirmation)} most promising candidates of the proxy runs (the Pareto front and the baselines, "
+            f"promoted by non-dominated rank of memory against {objective.words}, spread over memory) were trained "
+            f"again {first}x longer{_steps(first, proxy_steps)}, and the {len(decision)} of them within the memory budget "
+            f"then on {target_words}, {answer.factor}x the proxy steps{_steps(answer.factor, proxy_steps)} with the "
+            f"width lr rule, {seeds} seeds each. The answer is {best} on the target, {tie}"
+        )
     if answer.factor > 1:
-        steps = f" ({answer.factor * proxy_steps} steps)" if proxy_steps else ""
         return (
             f"The {len(decision)} most promising candidates of the proxy runs (the Pareto front and the baselines, "
             f"promoted by non-dominated rank of memory against {objective.words}, spread over memory) were trained "
-            f"again {answer.factor}x longer"
-            f"{steps}, {seeds} seeds each. The answer is {best} there within the memory budget, "
-            "baselines included, or among the candidates that tie with it (a difference within the seed spread) "
-            "the one with the least optimizer state."
+            f"again {answer.factor}x longer{_steps(answer.factor, proxy_steps)}, {seeds} seeds each. The answer is "
+            f"{best} there within the memory budget, {tie}"
         )
     return (
         f"The study has no confirmation rung, so the answer is taken at the proxy budget, over {seeds} seed(s): "
         f"{best} within the memory budget, baselines included, or among the candidates that tie with "
         "it (a difference within the seed spread) the one with the least optimizer state."
     )
+
+
+def _steps(factor: int, proxy_steps: int | None) -> str:
+    """`` (600 steps)``, or nothing when the proxy's steps are unknown."""
+    return f" ({factor * proxy_steps} steps)" if proxy_steps else ""
+
+
+def where_decided(answer: Recommendation, target_words: str = "the target model") -> str:
+    """Where the answer was taken, in words: ``at 4x the proxy steps``, ``on <target> at 1x ...``."""
+    if answer.on_target:
+        return f"on {target_words} at {answer.factor}x the proxy steps"
+    return f"at {answer.factor}x the proxy steps" if answer.factor > 1 else "at the proxy budget"
 
 
 def _candidate_words(row: pd.Series) -> str:
@@ -367,10 +392,11 @@ def _answer_section(content: ReportContent) -> list[str]:
     if answer is None or decision is None or decision.empty:
         lines += ["No answer yet: no candidate finished with a loss within the memory budget.", "", "![Pareto front](pareto.png)"]
         return lines
-    lines += [how_chosen(answer, decision, content.proxy_steps, objective), ""]
+    lines += [how_chosen(answer, decision, content.proxy_steps, objective, confirmation=content.confirmation,
+                         target_words=content.target_words), ""]
     by_number = decision.set_index("number", drop=False)
     chosen, best = by_number.loc[answer.number], by_number.loc[answer.best_number]
-    where = f"at {answer.factor}x the proxy steps" if answer.factor > 1 else "at the proxy budget"
+    where = where_decided(answer, content.target_words)
     pct = f" ({chosen['state_pct_of_adamw']:.3g}% of AdamW's)" if math.isfinite(chosen["state_pct_of_adamw"]) else ""
     if isinstance(chosen["baseline"], str):
         lines.append(
@@ -420,12 +446,14 @@ def _answer_section(content: ReportContent) -> list[str]:
              for row in verdicts.to_dict("records")],
         )
     standing = content.proxy_standing
-    if answer.factor > 1 and standing is not None and not standing[standing["baseline"].notna()].empty:
+    if answer.at_a_rung and standing is not None and not standing[standing["baseline"].notna()].empty:
         lines += ["", "Every baseline at its best lr at the proxy, against the proxy's front (the promoted ones were "
                   "also trained longer, above):", ""]
         lines += _proxy_standing_table(standing, set(decision["number"]), objective)
     lines += ["", "![Pareto front](pareto.png)", ""]
-    if answer.factor > 1:
+    if answer.on_target and content.confirmation is not None:
+        lines += _target_table(decision, content.confirmation, content.target_words)
+    elif answer.factor > 1:
         lines += [f"Every promoted candidate, at the proxy and {where} (diamonds in the plot):", ""]
         lines += _markdown_table(
             ["candidate", "state (MiB)", "% of AdamW", "at the proxy", f"at {answer.factor}x", "seeds", "partition"],
@@ -436,6 +464,31 @@ def _answer_section(content: ReportContent) -> list[str]:
         lines.append("")
     lines += ["Export it:", "", "```bash", f"{content.export_command_prefix} --best -o split.json", "```"]
     return lines
+
+
+def _target_table(target: pd.DataFrame, confirmation: pd.DataFrame, target_words: str) -> list[str]:
+    """Every candidate of the confirmation rung at the proxy, at that rung (the plot's diamonds) and on
+    the target (its state there), or ``not trained there``."""
+    factor = int(confirmation["factor"].max())
+    on_target = target.set_index("number")
+    lines = [f"Every candidate of the confirmation rung, at the proxy, at {factor}x (diamonds in the plot) and on "
+             f"{target_words} (state on the target):", ""]
+    rows = []
+    for _, row in confirmation.iterrows():
+        there = on_target.loc[row["number"]] if row["number"] in on_target.index else None
+        rows.append([
+            _candidate_words(row), row["state_mib"], _mean_cell(row["proxy_mean"], row["proxy_spread"]),
+            _mean_cell(row["mean"], row["spread"]),
+            "not trained there" if there is None else _mean_cell(there["mean"], there["spread"]),
+            math.nan if there is None else there["state_mib"], math.nan if there is None else there["state_pct_of_adamw"],
+            row["summary"],
+        ])
+    lines += _markdown_table(
+        ["candidate", "proxy state (MiB)", "at the proxy", f"at {factor}x", "on the target", "target state (MiB)",
+         "% of AdamW on the target", "partition"],
+        rows,
+    )
+    return [*lines, ""]
 
 
 def _importance_section(content: ReportContent) -> list[str]:

@@ -30,6 +30,7 @@ TRIAL_COLUMNS: tuple[str, ...] = (
     "seed_of",
     "rung_of",
     "rung_factor",
+    "rung_on",
     "summary",
     "eval_loss",
     "best_eval_loss",
@@ -102,7 +103,9 @@ def trials_table(study: optuna.Study, *, adamw_bytes: int | None = None) -> pd.D
     every other figure comes from the stored attributes (NaN when absent, e.g. an infeasible trial
     has no loss; ``accuracy`` and ``macro_f1`` only for classification runs).
     ``state_pct_of_adamw`` is ``100 * state_bytes / adamw_bytes``; ``adamw_bytes`` defaults to
-    `adamw_state_bytes` of the study, and the column is NaN when it is unknown.
+    `adamw_state_bytes` of the study, and the column is NaN when it is unknown (a run on another
+    model, the rung on the target, stores its own AdamW bytes). ``rung_on`` is ``proxy`` or
+    ``target`` for a rung run, None otherwise.
     Sampled parameters follow as ``param_<name>`` columns, sorted by name.
     """
     if adamw_bytes is None:
@@ -133,12 +136,13 @@ def trials_table(study: optuna.Study, *, adamw_bytes: int | None = None) -> pd.D
             "seed_of": _float_or_nan(attrs.get("seed_of")),
             "rung_of": _float_or_nan(attrs.get("rung_of")),
             "rung_factor": _float_or_nan(attrs.get("rung_factor")),
+            "rung_on": (attrs.get("rung_on") or "proxy") if attrs.get("rung_of") is not None else None,
             "summary": attrs.get("summary") or "",
             "eval_loss": eval_loss,
             "best_eval_loss": _float_or_nan(attrs.get("best_eval_loss")),
             "state_bytes": state_bytes,
             "state_mib": state_mib,
-            "state_pct_of_adamw": (100.0 * state_bytes / adamw_bytes) if adamw_bytes else math.nan,
+            "state_pct_of_adamw": _pct_of(state_bytes, attrs.get("adamw_state_bytes") or adamw_bytes),
             "tokens_per_s": _float_or_nan(attrs.get("tokens_per_s")),
             "wall_s": _float_or_nan(attrs.get("wall_s")),
             "steps": _float_or_nan(attrs.get("steps")),
@@ -161,6 +165,10 @@ def trials_table(study: optuna.Study, *, adamw_bytes: int | None = None) -> pd.D
         table[column] = table[column].astype(float)
     table["number"] = table["number"].astype(int)
     return table.sort_values("number", kind="stable").reset_index(drop=True)
+
+
+def _pct_of(state_bytes: float, adamw_bytes: float | None) -> float:
+    return 100.0 * state_bytes / adamw_bytes if adamw_bytes else math.nan
 
 
 def repeat_mask(table: pd.DataFrame) -> pd.Series:

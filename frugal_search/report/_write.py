@@ -14,7 +14,7 @@ from frugal_search.report._analysis import (
     objective_importances,
     outcome_counts,
 )
-from frugal_search.report._decision import proxy_summary, study_answer
+from frugal_search.report._decision import PROXY, proxy_summary, rung_summary, study_answer
 from frugal_search.report._front import hypervolume_history, hypervolume_reference_point, pareto_front
 from frugal_search.report._markdown import ReportContent, flatten_settings, render_markdown
 from frugal_search.report._objective import study_objective
@@ -119,6 +119,8 @@ def write_report(
     best_baselines = best_baseline_runs(table, objective)
     best_baseline_numbers = {int(n) for n in best_baselines["number"] if math.isfinite(n)}
     answer, decision = study_answer(table, memory_budget_bytes=budget_bytes, objective=objective)
+    # the plot's diamonds are on the proxy: the confirmation rung, also when the answer was taken on the target
+    confirmation = rung_summary(table, objective, on=PROXY) if answer is not None and answer.on_target else None
     best = None if answer is None else table.set_index("number", drop=False).loc[answer.number]
     draw_pareto(
         table,
@@ -130,7 +132,7 @@ def write_report(
         seeds=seeds,
         best_baseline_numbers=best_baseline_numbers,
         objective=objective,
-        rung=decision if answer is not None and answer.factor > 1 else None,
+        rung=confirmation if confirmation is not None else decision if answer is not None and answer.factor > 1 else None,
         answer=None if answer is None else answer.number,
     )
     draw_curves(
@@ -183,8 +185,10 @@ def write_report(
         objective=objective,
         answer=answer,
         decision=decision,
-        proxy_standing=proxy_summary(table, objective) if answer is not None and answer.factor > 1 else None,
+        proxy_standing=proxy_summary(table, objective) if answer is not None and answer.at_a_rung else None,
         proxy_steps=getattr(getattr(config, "proxy", None), "steps", None),
+        confirmation=confirmation,
+        target_words=_target_words(study),
     )
     report_path = out_path / "report.md"
     report_path.write_text(render_markdown(content), encoding="utf-8")
@@ -192,6 +196,16 @@ def write_report(
         "wrote report of %s (%d trials, %d on the front) to %s", study.study_name, len(table), len(front), out_path
     )
     return report_path
+
+
+def _target_words(study: optuna.Study) -> str:
+    """The model the rung on the target trained, as its runs stored it: ``tiny-llama (hidden_size 256, ...)``."""
+    for frozen in study.get_trials(deepcopy=False):
+        model = frozen.user_attrs.get("target_model") if frozen.user_attrs.get("rung_on") == "target" else None
+        if model:
+            overrides = ", ".join(f"{key} {value}" for key, value in model.get("overrides", {}).items())
+            return f"the target model `{model['source']}`" + (f" ({overrides})" if overrides else "")
+    return "the target model"
 
 
 def _relative_to_cwd(url: str) -> str:

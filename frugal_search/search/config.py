@@ -218,6 +218,11 @@ def study_config_from_dict(
     data = _build_spec("data", dict(raw.get("data", {})), where, labelled=task.kind == "sequence-classification")
     _check_nproc(proxy, data, search, where)
     transfer = _read_transfer(dict(raw["transfer"]), where) if "transfer" in raw else None
+    if search.target_rung and transfer is None:
+        raise StudyConfigError(
+            f"{where}: [search] target_rung: the rung trains on [transfer] model, and the file has no [transfer]; "
+            "add one, e.g. [transfer] model = { source = \"tiny-llama\", overrides = { hidden_size = 256 } }"
+        )
     return StudyConfig(
         study=study,
         model=model,
@@ -485,6 +490,14 @@ def _read_search(table: dict[str, Any], where: str) -> SearchSection:
         raise StudyConfigError(
             f"{where}: [search] confirm_seeds: expected an integer >= 0 (0: no confirmation rung), got {seeds}"
         )
+    target_rung = table.get("target_rung", False)
+    if not isinstance(target_rung, bool):
+        raise StudyConfigError(f"{where}: [search] target_rung: expected true or false, got {target_rung!r}")
+    if target_rung and seeds == 0:
+        raise StudyConfigError(
+            f"{where}: [search] target_rung: the rung on the target model trains the confirmation rung's "
+            "candidates, so it needs confirm_seeds >= 1; got confirm_seeds = 0"
+        )
     return SearchSection(
         fidelity=fidelity,
         min_fraction=float(min_fraction),
@@ -492,6 +505,8 @@ def _read_search(table: dict[str, Any], where: str) -> SearchSection:
         confirm_factor=factor,
         confirm_top=top,
         confirm_seeds=seeds,
+        target_rung=target_rung,
+        target_factor=_positive_int(table.get("target_factor", 1), where, "search", "target_factor"),
     )
 
 

@@ -27,7 +27,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from frugal_search.search.storage import WORKER_LOST_REASON
-from frugal_search.search.study import counts_towards_target, describe_reference, reference_key
+from frugal_search.search.study import RUNG_ON_TARGET, counts_towards_target, describe_reference, reference_key
 from frugal_search.units import MIB, format_bytes
 
 if TYPE_CHECKING:
@@ -86,6 +86,13 @@ class TrialObjective:
         self.model_spec = _resolved_model_spec(config)
         self.data_spec = config.data
         self.num_layers = _depth(memory_model)
+        self._target_memory_model: nn.Module | None = None  # built on the first run on [transfer] model
+
+    def target_memory_model(self) -> nn.Module:
+        """The ``[transfer]`` model as ``state_bytes`` measures it (built once, on ``meta`` when possible)."""
+        if self._target_memory_model is None:
+            self._target_memory_model = build_memory_model(self.config, model=self.config.transfer.model)
+        return self._target_memory_model
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         """Run one trial; return its two objective values (``[study] objectives``)."""
@@ -129,7 +136,15 @@ class TrialObjective:
         partition = self._partition(trial)
         trial.set_user_attr("split", partition.to_dict())
         trial.set_user_attr("summary", partition.summary())
-        planned = partition.training_memory(self.memory_model)
+        on_target = trial.user_attrs.get("rung_on") == RUNG_ON_TARGET
+        memory_model = self.target_memory_model() if on_target else self.memory_model
+        if on_target:  # the report's share of AdamW's state, on the model this run trains
+            from frugal_search.partition import ADAMW_BASELINE, baseline_partition
+
+            trial.set_user_attr("adamw_state_bytes", int(baseline_partition(ADAMW_BASELINE).state_bytes(memory_model)))
+            target = self.config.transfer.model
+            trial.set_user_attr("target_model", {"source": str(target.source), "overrides": dict(target.overrides)})
+        planned = partition.training_memory(memory_model)
         state_bytes = int(planned.state_bytes)
         trial.set_user_attr("state_bytes", state_bytes)
         trial.set_user_attr("training_bytes", int(planned.total_bytes))
@@ -160,7 +175,7 @@ class TrialObjective:
             on_eval = make_early_stop(trial, self.config, state_bytes=state_bytes)
         try:
             seed = int(trial.user_attrs.get("seed", self.config.study.seed))
-            result = self._run(partition, seed=seed, on_eval=on_eval, factor=int(rung_factor or 1))
+            result = self._run(partition, seed=seed, on_eval=on_eval, factor=int(rung_factor or 1), on_target=on_target)
         except torch.cuda.OutOfMemoryError as error:
             torch.cuda.empty_cache()
             reason = f"CUDA out of memory on {self.device}: {str(error).splitlines()[0]}"
@@ -188,20 +203,21 @@ class TrialObjective:
         _set_outcome(trial, "ok", None)
         return float(figure), memory_mib
 
-    def _run(self, partition: Any, *, seed: int, on_eval: Any, factor: int = 1) -> Any:
-        """The trial's proxy run (``factor`` times longer at a confirmation rung): in this process, or
-        on ``[proxy] nproc`` ranks under torchrun."""
+    def _run(self, partition: Any, *, seed: int, on_eval: Any, factor: int = 1, on_target: bool = False) -> Any:
+        """The trial's proxy run (``factor`` times longer at a rung; ``on_target``: on ``[transfer]
+        model``): in this process, or on ``[proxy] nproc`` ranks under torchrun."""
         from frugal_search.proxy import run_proxy, run_proxy_multiprocess
 
         budget, nproc = self.config.proxy.run_budget, self.config.proxy.nproc  # built once, with the config
+        model_spec = self.config.transfer.model if on_target else self.model_spec
         if factor > 1:
             budget = budget.scaled(factor)
         if nproc > 1:  # the study file refuses successive halving (on_eval) with nproc > 1
             return run_proxy_multiprocess(
-                self.model_spec, self.data_spec, partition, budget, nproc=nproc, device=self.device, seed=seed
+                model_spec, self.data_spec, partition, budget, nproc=nproc, device=self.device, seed=seed
             )
         return run_proxy(
-            self.model_spec, self.data_spec, partition, budget,
+            model_spec, self.data_spec, partition, budget,
             device=self.device, seed=seed, progress=False, on_eval=on_eval,
         )
 
@@ -221,6 +237,8 @@ class TrialObjective:
             if factor is not None and partition.settings.density_end is not None:
                 # a rho schedule spans the proxy's steps: at the rung it spans the rung's
                 partition = partition.replace(density_steps=partition.settings.density_steps * int(factor))
+            if trial.user_attrs.get("rung_on") == RUNG_ON_TARGET:  # the proxy's lrs, carried by the width rule
+                partition = partition.with_base_widths(self.memory_model).replace(lr_transfer="width")
             return partition
         baseline = trial.user_attrs.get("baseline")
         if baseline in METHODS:
@@ -252,15 +270,16 @@ def _resolved_model_spec(config: StudyConfig) -> Any:
     return resolve_pretrained(config.model)
 
 
-def build_memory_model(config: StudyConfig) -> nn.Module:
+def build_memory_model(config: StudyConfig, *, model: Any = None) -> nn.Module:
     """The model ``Partition.state_bytes`` measures: built on ``meta`` (no memory) when possible.
 
-    For a classification task it is the classifier the runs train (a new head of the task's classes)."""
+    ``model``: another ``ModelSpec`` than ``[model]`` (the ``[transfer]`` target). For a
+    classification task it is the classifier the runs train (a new head of the task's classes)."""
     import torch
 
     from frugal_search.proxy import build_labelled_data, build_model
 
-    spec = _resolved_model_spec(config)
+    spec = _resolved_model_spec(config) if model is None else model
     num_labels = build_labelled_data(config.data).num_labels if config.is_classification else None
     try:
         with torch.device("meta"):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from frugal_search.search.study import count_finished_trials, reference_key, searched_front
+from frugal_search.search.study import RUNG_ON_TARGET, count_finished_trials, reference_key, searched_front
 
 if TYPE_CHECKING:
     import optuna
@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # what a reference run's kind is called on the bar
-PHASE_WORDS = {"baseline": "baselines' lr grids", "seed": "proxy seeds", "rung": "confirmation rung"}
+PHASE_WORDS = {
+    "baseline": "baselines' lr grids", "seed": "proxy seeds", "rung": "confirmation rung", "target": "rung on the target",
+}
 SEARCH_PHASE = "search"
 
 
@@ -46,7 +48,7 @@ def study_progress(trials: Sequence[optuna.trial.FrozenTrial], *, target: int, f
     for trial in trials:
         key = reference_key(trial.user_attrs)
         if trial.state == TrialState.RUNNING:
-            phases.add(SEARCH_PHASE if key is None else PHASE_WORDS[key[0]])
+            phases.add(SEARCH_PHASE if key is None else PHASE_WORDS[_phase(key)])
         if key is None:
             continue
         known.add(key)
@@ -100,6 +102,11 @@ class StudyProgressBar:
         """Draw the last state and close the bar."""
         self.refresh()
         self.bar.close()
+
+
+def _phase(key: tuple) -> str:
+    """The :data:`PHASE_WORDS` key of a reference run's key: its kind, a rung on the target its own."""
+    return "target" if key[0] == "rung" and key[-1] == RUNG_ON_TARGET else key[0]
 
 
 __all__ = ["PHASE_WORDS", "Progress", "StudyProgressBar", "study_progress"]

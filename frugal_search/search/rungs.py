@@ -16,8 +16,15 @@ the answer is the least state that ties with the best at the rung, and a small s
 at 150 steps can catch up when trained longer. The best baseline within the budget is always
 promoted, so the answer is measured against what a user would otherwise pick.
 
-Every rung run is a reference trial (``rung_of``: the trial it re-runs; ``rung_factor``; ``seed``),
-enqueued once and run again only if its worker died, like the other references.
+With ``[search] target_rung``, a last rung follows on the model the user trains (``[transfer]
+model``): every candidate of the confirmation rung within the memory budget whose mean there is
+finite, trained ``target_factor`` times the proxy steps under the width lr rule
+(``frugal_search.partition.lr_transfer``), ``confirm_seeds`` times each; the answer is then taken
+there. It is planned once no confirmation-rung run waits or runs.
+
+Every rung run is a reference trial (``rung_of``: the trial it re-runs; ``rung_factor``; ``seed``;
+``rung_on``: ``proxy`` or ``target``), enqueued once and run again only if its worker died, like the
+other references.
 """
 
 from __future__ import annotations
@@ -28,7 +35,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from frugal_search.search.pareto import non_dominated_ranks
-from frugal_search.search.study import ReferenceRun, first_objective_sign, front_and_best_baselines
+from frugal_search.search.study import (
+    RUNG_ON_PROXY,
+    RUNG_ON_TARGET,
+    ReferenceRun,
+    first_objective_sign,
+    front_and_best_baselines,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -119,8 +132,47 @@ def planned_rung_runs(study: optuna.Study, config: StudyConfig) -> list[Referenc
         return []
     numbers = promoted_numbers(proxy_pool(study), top=search.confirm_top)
     seeds = [config.study.seed + offset for offset in range(search.confirm_seeds)]
+    return _rung_runs(numbers, seeds, factor=search.confirm_factor, on=RUNG_ON_PROXY)
+
+
+def confirmation_rung_means(study: optuna.Study, config: StudyConfig) -> dict[int, float]:
+    """Each confirmation-rung candidate's mean loss over its finished runs there (a maximised figure
+    negated; +inf when a run diverged), by the trial it re-runs."""
+    from optuna.trial import TrialState
+
+    sign = first_objective_sign(study)
+    losses: dict[int, list[float]] = defaultdict(list)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        attrs = trial.user_attrs
+        if (
+            attrs.get("rung_of") is not None
+            and attrs.get("rung_on", RUNG_ON_PROXY) == RUNG_ON_PROXY
+            and attrs.get("rung_factor") == config.search.confirm_factor
+        ):
+            losses[int(attrs["rung_of"])].append(_signed_figure(trial, sign))
+    return {number: sum(values) / len(values) for number, values in losses.items()}
+
+
+def planned_target_runs(study: optuna.Study, config: StudyConfig) -> list[ReferenceRun]:
+    """The runs of the rung on ``[transfer] model`` (``[search] target_rung``): every candidate of the
+    confirmation rung within the budget with a finite mean there, best mean first, ``confirm_seeds``
+    each; none when the study has no such rung. Call it once the confirmation rung has finished."""
+    search = config.search
+    if not search.confirms_on_target:
+        return []
+    trials = study.trials
+    means = confirmation_rung_means(study, config)
+    numbers = sorted(
+        (n for n, mean in means.items() if math.isfinite(mean) and not trials[n].user_attrs.get("over_budget")),
+        key=lambda n: (means[n], n),
+    )
+    seeds = [config.study.seed + offset for offset in range(search.confirm_seeds)]
+    return _rung_runs(numbers, seeds, factor=search.target_factor, on=RUNG_ON_TARGET)
+
+
+def _rung_runs(numbers: list[int], seeds: list[int], *, factor: int, on: str) -> list[ReferenceRun]:
     return [
-        ReferenceRun({"rung_of": number, "rung_factor": search.confirm_factor, "seed": seed, "baseline": None})
+        ReferenceRun({"rung_of": number, "rung_factor": factor, "seed": seed, "rung_on": on, "baseline": None})
         for number in numbers
         for seed in seeds
     ]
@@ -133,4 +185,12 @@ def _signed_figure(trial: optuna.trial.FrozenTrial, sign: float) -> float:
     return sign * float(trial.values[0])
 
 
-__all__ = ["PromotionCandidate", "crowding_distances", "planned_rung_runs", "promoted_numbers", "proxy_pool"]
+__all__ = [
+    "PromotionCandidate",
+    "confirmation_rung_means",
+    "crowding_distances",
+    "planned_rung_runs",
+    "planned_target_runs",
+    "promoted_numbers",
+    "proxy_pool",
+]

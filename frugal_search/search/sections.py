@@ -99,8 +99,9 @@ class ProxySection:
 
 @dataclass(frozen=True)
 class SearchSection:
-    """``[search]``: fidelity schedule (successive halving lives in ``search.fidelity``) and the
-    confirmation rung above the proxy, where the recommendation is taken (``search.rungs``)."""
+    """``[search]``: fidelity schedule (successive halving lives in ``search.fidelity``), the
+    confirmation rung above the proxy, where the recommendation is taken, and the optional rung on
+    the target model after it, which then takes it (``search.rungs``)."""
 
     fidelity: str = "none"  # none | successive-halving
     min_fraction: float = 0.25  # share of the proxy steps every trial runs before it can be stopped
@@ -108,11 +109,20 @@ class SearchSection:
     confirm_factor: int = 4  # the confirmation rung trains this many times the proxy steps
     confirm_top: int = 5  # candidates promoted to it (front members and baselines, by non-dominated rank)
     confirm_seeds: int = 3  # runs (seeds) of each promoted candidate there; 0: no rung, pick at the proxy
+    # the last rung: the confirmation rung's candidates within the budget trained on [transfer] model
+    # (width lr rule) for target_factor x the proxy steps, confirm_seeds each; the answer is taken there
+    target_rung: bool = False
+    target_factor: int = 1
 
     @property
     def confirms(self) -> bool:
         """Whether the search ends with the confirmation rung."""
         return self.confirm_seeds > 0
+
+    @property
+    def confirms_on_target(self) -> bool:
+        """Whether the confirmation rung is followed by the rung on the ``[transfer]`` model."""
+        return self.confirms and self.target_rung
 
 
 TaskSection = TaskSpec

@@ -69,13 +69,20 @@ def count_finished_trials(study: optuna.Study) -> int:
     return count_finished_and_running(study)[0]
 
 
+RUNG_ON_PROXY = "proxy"
+"""``rung_on`` of a confirmation-rung run: the proxy model, trained longer."""
+RUNG_ON_TARGET = "target"
+"""``rung_on`` of a run at the rung on ``[transfer] model`` (``[search] target_rung``)."""
+
+
 @dataclass(frozen=True)
 class ReferenceRun:
     """A trial to compare with that takes no place among ``[study] trials``.
 
     ``baseline``: a baseline at one lr of its grid (``lr`` None: its own lr); ``seed``: another seed
     of a finished trial (``seed_of``); ``rung``: a finished trial trained ``rung_factor`` times
-    longer at one seed (``rung_of``, ``frugal_search.search.rungs``). ``params`` are the space's values that rebuild it, enqueued so
+    longer at one seed (``rung_of``, ``frugal_search.search.rungs``), on the proxy or, with
+    ``rung_on = "target"``, on the ``[transfer]`` model. ``params`` are the space's values that rebuild it, enqueued so
     the sampler learns from it (empty when the space does not hold it).
     """
 
@@ -90,9 +97,13 @@ class ReferenceRun:
 
 def reference_key(user_attrs: Mapping[str, Any]) -> tuple | None:
     """``("baseline", name, lr)``, ``("seed", trial number, seed)`` or ``("rung", trial number, seed,
-    factor)`` for a reference trial, else None."""
+    factor, model)`` for a reference trial, else None; a rung's ``model`` is ``"proxy"`` or, at the
+    rung on the ``[transfer]`` model, ``"target"`` (``rung_on``)."""
     if user_attrs.get("rung_of") is not None:
-        return ("rung", int(user_attrs["rung_of"]), int(user_attrs["seed"]), int(user_attrs["rung_factor"]))
+        return (
+            "rung", int(user_attrs["rung_of"]), int(user_attrs["seed"]), int(user_attrs["rung_factor"]),
+            str(user_attrs.get("rung_on") or RUNG_ON_PROXY),
+        )
     if user_attrs.get("seed_of") is not None:
         return ("seed", int(user_attrs["seed_of"]), int(user_attrs["seed"]))
     if user_attrs.get("baseline"):
@@ -296,7 +307,8 @@ def describe_reference(key: tuple) -> str:
     ``trial 17 at 4x the steps, seed 1``."""
     kind, first, second, *rest = key
     if kind == "rung":
-        return f"trial {first} at {rest[0]}x the steps, seed {second}"
+        model = " on the target model" if rest[1] == RUNG_ON_TARGET else ""
+        return f"trial {first}{model} at {rest[0]}x the steps, seed {second}"
     if kind == "seed":
         return f"seed {second} of trial {first}"
     return f"baseline {first!r}" + (f" at lr {second:g}" if second is not None else "")
@@ -308,6 +320,8 @@ __all__ = [
     "count_finished_and_running",
     "count_finished_trials",
     "counts_towards_target",
+    "RUNG_ON_PROXY",
+    "RUNG_ON_TARGET",
     "ReferenceRun",
     "baseline_grid_losses",
     "baseline_lr_grid",

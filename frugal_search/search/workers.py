@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from frugal_search.partition import quiet_unmatched_rules
 from frugal_search.search.objective import TrialObjective, build_memory_model
-from frugal_search.search.rungs import planned_rung_runs
+from frugal_search.search.rungs import planned_rung_runs, planned_target_runs
 from frugal_search.search.sampler import make_sampler
 from frugal_search.search.storage import fail_stale_trials, open_study, sqlite_path
 from frugal_search.search.study import (
+    RUNG_ON_TARGET,
     count_finished_and_running,
     enqueue_references,
     has_waiting_trials,
@@ -260,7 +261,8 @@ def references_running(study: Any) -> bool:
 def enqueue_later_references(study: Any, config: StudyConfig, *, retry_failed: bool = True) -> bool:
     """Once the search trials are done: enqueue the proxy seeds of the front and the best baselines;
     once no seed run waits or runs, the confirmation rung (``search.rungs``), whose promotion reads
-    the seeds' means. Return whether anything was enqueued. Safe to call again: what the study holds
+    the seeds' means; once no rung run waits or runs, the rung on the target model when the study
+    has one. Return whether anything was enqueued. Safe to call again: what the study holds
     is not enqueued twice (a run whose every copy failed is, with ``retry_failed``)."""
     from optuna.trial import TrialState
 
@@ -269,7 +271,12 @@ def enqueue_later_references(study: Any, config: StudyConfig, *, retry_failed: b
     pending = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
     if any(trial.user_attrs.get("seed_of") is not None for trial in pending):
         return False
-    return bool(enqueue_references(study, planned_rung_runs(study, config), retry_failed=retry_failed))
+    if enqueue_references(study, planned_rung_runs(study, config), retry_failed=retry_failed):
+        return True
+    if any(trial.user_attrs.get("rung_of") is not None and trial.user_attrs.get("rung_on") != RUNG_ON_TARGET
+           for trial in pending):
+        return False
+    return bool(enqueue_references(study, planned_target_runs(study, config), retry_failed=retry_failed))
 
 
 def run_worker(

@@ -277,9 +277,19 @@ def run_transfer(
 
 def _with_best_baseline_runs(candidates: list[Any], study: Any) -> tuple[list[Any], dict[int, str]]:
     """``candidates`` with each baseline kept at its best run of its lr grid (the run the report
-    compares with; its other lrs are left out), and those runs' names by trial number."""
+    compares with; its other lrs are left out), and those runs' names by trial number.
+
+    A method baseline (LoRA, a competitor optimizer: no partition, so no split to carry over by an lr
+    rule) is left out, and the log says so."""
+    from frugal_search.proxy import method_of
+
     numbers = {c.number for c in candidates}
-    baselines = {number: name for number, name in report_picks(study, None)[1].items() if number in numbers}
+    picks = {number: name for number, name in report_picks(study, None)[1].items() if number in numbers}
+    methods = {n: name for n, name in picks.items() if method_of(study.trials[n].user_attrs.get("split") or {})}
+    if methods:
+        logger.info("the transfer check leaves out the method baselines %s: they have no partition to transfer",
+                    ", ".join(sorted(methods.values())))
+    baselines = {n: name for n, name in picks.items() if n not in methods}
     kept = [c for c in candidates if c.number in baselines or not study.trials[c.number].user_attrs.get("baseline")]
     return kept, baselines
 

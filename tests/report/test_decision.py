@@ -190,3 +190,52 @@ def test_the_report_says_where_every_baseline_stands_at_the_proxy_and_the_rung(c
     assert "Every baseline at its best lr at the proxy, against the proxy's front" in answer
     assert rows[2].endswith("| yes | #4 (1.9, 1 MiB) |")  # galore: promoted, dominated by #4 at the proxy
     assert rows[3].endswith("| yes | #3 (1.93, 0.5 MiB) |")  # adamw: by #3
+
+
+def add_target_runs(study: optuna.Study, of: int, losses: list[float], *, state_mib: float) -> None:
+    """Runs of trial ``of`` at the rung on a target model with 32 MiB of AdamW state, seeds 0, 1, ..."""
+    source = study.trials[of]
+    for seed, loss in enumerate(losses):
+        attrs = {**source.user_attrs, "baseline": None, "baseline_lr": None, "rung_of": of, "rung_factor": 1,
+                 "rung_on": "target", "seed": seed, "eval_loss": loss, "state_bytes": int(state_mib * MIB),
+                 "adamw_state_bytes": 32 * MIB, "target_model": {"source": "tiny-llama", "overrides": {"hidden_size": 256}}}
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.COMPLETE, values=[loss, state_mib], user_attrs=attrs))
+
+
+@pytest.fixture
+def on_target(confirmed) -> optuna.Study:
+    """``confirmed`` (#4 the answer at the rung) with its candidates within the budget on a target: there
+    #2 (1.900 ± 0.010, 8 MiB) beats galore (2.000 ± 0.010, 10 MiB) and #4 (2.005 ± 0.005, 4 MiB)."""
+    confirmed.set_user_attr("memory_budget", 3 * MIB)
+    add_target_runs(confirmed, 1, [2.00, 2.01, 1.99], state_mib=10)
+    add_target_runs(confirmed, 2, [1.90, 1.91, 1.89], state_mib=8)
+    add_target_runs(confirmed, 4, [2.005, 2.000, 2.010], state_mib=4)
+    return confirmed
+
+
+def test_the_answer_moves_to_the_rung_on_the_target_with_the_targets_state(on_target) -> None:
+    table = trials_table(on_target)
+    answer, summary = study_answer(table, memory_budget_bytes=3 * MIB)
+    # every state on the target is over the proxy's 3 MiB budget: the budget is the proxy's, kept by over_budget
+    assert answer.on_target and answer.number == 2 and answer.best_number == 2 and answer.factor == 1
+    rows = summary.set_index("number")
+    assert sorted(rows.index) == [1, 2, 4]
+    assert rows.loc[2, "state_mib"] == pytest.approx(8) and rows.loc[2, "state_pct_of_adamw"] == pytest.approx(25)
+    assert rows.loc[2, "mean"] == pytest.approx(1.90) and rows.loc[2, "proxy_mean"] == pytest.approx(1.88)
+    # the confirmation rung alone still answers #4, as before the target rung ran
+    assert recommend(rung_summary(table, on="proxy"), memory_budget_bytes=3 * MIB).number == 4
+
+
+def test_the_report_and_export_follow_the_answer_on_the_target(on_target, tmp_path) -> None:
+    text = write_report(on_target, tmp_path / "report").read_text()
+    answer = text[text.index("## The answer"): text.index("## Trials")]
+    assert "then on the target model `tiny-llama` (hidden_size 256), 1x the proxy steps with the width lr rule" in answer
+    assert "**Trial #2**" in answer
+    assert "on the target model `tiny-llama` (hidden_size 256) at 1x the proxy steps: 1.9 ± 0.01 over 3 seed(s)" in answer
+    # #3 fell back at the confirmation rung and was not trained on the target
+    row = next(line for line in answer.splitlines() if line.startswith("| #3 |"))
+    assert "not trained there" in row
+    exported = select_trial(on_target, best=True)
+    assert exported.user_attrs["rung_on"] == "target" and exported.user_attrs["rung_of"] == 2
+    assert exported.user_attrs["seed"] == 0

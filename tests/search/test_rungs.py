@@ -120,7 +120,7 @@ def test_rungs_run_once_after_the_seeds_resume_and_add_nothing_when_done(tmp_pat
     original_run = TrialObjective._run
     interrupted = []
 
-    def interrupt_the_first_rung_run(self, partition, *, seed, on_eval, factor=1):
+    def interrupt_the_first_rung_run(self, partition, *, seed, on_eval, factor=1, on_target=False):
         if factor > 1 and not interrupted:
             interrupted.append(seed)
             raise KeyboardInterrupt  # the user's Ctrl-C, or a kill, while the rung trains
@@ -178,5 +178,5 @@ def test_a_run_lost_with_its_worker_comes_back_within_a_workers_loop() -> None:
     study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={**broken, "reason": "ValueError: bad"}))
     added = enqueue_references(study, [ReferenceRun(lost), ReferenceRun(broken)], retry_failed=False)
     # the lost one runs again whenever it is found; the one that failed by itself only on a new command
-    assert [run.key for run in added] == [("rung", 0, 0, 4)]
-    assert [run.key for run in enqueue_references(study, [ReferenceRun(broken)])] == [("rung", 0, 1, 4)]
+    assert [run.key for run in added] == [("rung", 0, 0, 4, "proxy")]
+    assert [run.key for run in enqueue_references(study, [ReferenceRun(broken)])] == [("rung", 0, 1, 4, "proxy")]

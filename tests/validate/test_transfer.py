@@ -209,3 +209,30 @@ def test_a_split_with_rules_the_target_does_not_need_runs_without_warnings(tmp_p
     with caplog.at_level(logging.WARNING, logger="frugal_search"):
         run_transfer(study_file, plan=TransferPlan(model=TARGET, top=1, top_k=1, lr_multipliers=(1.0,)), max_runs=2)
     assert not [record for record in caplog.records if "matches no parameter" in record.getMessage()]
+
+
+def test_a_method_baseline_is_left_out_of_the_transfer(tmp_path, caplog) -> None:
+    from frugal_search.proxy import method_spec
+
+    trials = [
+        (Partition.adamw(lr=3e-3), "adamw", (3.4, 6.0)),
+        (Partition.paper(0.25, lr=3e-3, update_gap=2), None, (3.0, 2.0)),
+        (Partition.paper(0.0, lr=3e-3, update_gap=2), None, (3.9, 1.0)),
+        (method_spec("muon", lr=0.02), "muon", (3.1, 3.5)),  # an optimizer of its own: no split to carry
+    ]
+    study_file, _ = write_mini_study(tmp_path, STUDY_TOML, [(p, {"summary": "s", "baseline": b}, v) for p, b, v in trials])
+    trained = []
+
+    def runner(model, data, partition, budget, device, seed):
+        trained.append(partition)
+        return {"outcome": "ok", "eval_loss": 3.0 + 0.01 * len(trained), "reason": None, "steps": budget.total_steps,
+                "wall_s": 0.0, "tokens_per_s": 0.0}
+
+    from frugal_search.search import load_study_config
+
+    plan = TransferPlan.from_section(load_study_config(study_file).transfer)
+    with caplog.at_level(logging.INFO, logger="frugal_search.validate.transfer"):
+        results = run_transfer(study_file, plan=plan, runner=runner)
+    assert 3 not in results.checked and 3 not in results.confirmed and results.baselines == {0: "adamw"}
+    assert trained and all(isinstance(partition, Partition) for partition in trained)
+    assert "leaves out the method baselines muon" in caplog.text

@@ -38,6 +38,7 @@ from frugal_search.partition.meta import PAPER_LLAMA_SHAPES, build_meta_model, l
 from frugal_search.partition.partition import (
     UNMATCHED_RULE_LOGGER,
     Partition,
+    adamw_state_bytes_of,
     baseline_partition,
     quiet_unmatched_rules,
 )
@@ -47,6 +48,7 @@ from frugal_search.partition.split_file import SPLIT_FORMAT
 
 __all__ = [
     "ADAMW_BASELINE",
+    "adamw_state_bytes_of",
     "BASELINES",
     "BASELINE_ALIASES",
     "BASELINE_NAMES",

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from frugal_search.optimizer import FRUGAL, check_combination, check_known_keys
-from frugal_search.partition.baselines import find_baseline
+from frugal_search.partition.baselines import ADAMW_BASELINE, find_baseline
 from frugal_search.partition.introspect import ParamInfo, introspect
 from frugal_search.partition.lr_transfer import (
     check_base_widths,
@@ -364,3 +364,9 @@ class Partition:
 def baseline_partition(name: str, /, *, density: float = 0.25, **settings: Any) -> Partition:
     """Return the baseline called ``name`` (one of :data:`BASELINE_NAMES` or an alias): ``Partition.baseline``."""
     return Partition.baseline(name, density=density, **settings)
+
+
+def adamw_state_bytes_of(model: nn.Module) -> int:
+    """Optimizer-state bytes of plain AdamW on ``model`` (a ``meta`` model will do): the reference
+    every share of memory is taken of."""
+    return int(Partition.baseline(ADAMW_BASELINE).state_bytes(model))

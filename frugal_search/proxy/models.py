@@ -71,6 +71,10 @@ class ModelSpec:
     def __hash__(self) -> int:  # overrides is a dict: hash its sorted items
         return hash((self.source, tuple(sorted((k, repr(v)) for k, v in self.overrides.items()))))
 
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as a JSON-safe dict (``source``, ``overrides``), as trials store a target model."""
+        return {"source": str(self.source), "overrides": dict(self.overrides)}
+
 
 ModelLike = ModelSpec | str | nn.Module | Callable[[], nn.Module]
 

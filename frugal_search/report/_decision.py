@@ -18,6 +18,7 @@ import pandas as pd
 
 from frugal_search.report._objective import LOSS_OBJECTIVE, Objective
 from frugal_search.report._seeds import BEATS, TIES, best_baseline_runs, seed_summary, verdict
+from frugal_search.search import RUNG_ON_PROXY, RUNG_ON_TARGET
 
 # A baseline whose state is within this share of the answer's counts as "equal memory".
 EQUAL_MEMORY_TOLERANCE = 0.05
@@ -26,7 +27,6 @@ SUMMARY_COLUMNS = [
     "number", "baseline", "lr", "summary", "state_bytes", "state_mib", "state_pct_of_adamw", "over_budget",
     "proxy_mean", "proxy_spread", "proxy_seeds", "mean", "spread", "seeds", "factor", "rung_on",
 ]
-PROXY, TARGET = "proxy", "target"  # the model a rung trains: the proxy (longer), or [transfer] model
 
 
 def rung_summary(table: pd.DataFrame, objective: Objective = LOSS_OBJECTIVE, *, on: str | None = None) -> pd.DataFrame:
@@ -44,7 +44,7 @@ def rung_summary(table: pd.DataFrame, objective: Objective = LOSS_OBJECTIVE, *, 
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     runs = table[table["rung_of"].notna() & table["state"].isin(["COMPLETE", "PRUNED"])]
     if on is None:
-        on = TARGET if (runs["rung_on"] == TARGET).any() else PROXY
+        on = RUNG_ON_TARGET if (runs["rung_on"] == RUNG_ON_TARGET).any() else RUNG_ON_PROXY
     runs = runs[runs["rung_on"] == on]
     if runs.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
@@ -57,7 +57,7 @@ def rung_summary(table: pd.DataFrame, objective: Objective = LOSS_OBJECTIVE, *, 
         values = [_figure(row, objective) for _, row in group.iterrows()]
         rung = (*_mean_and_spread(values, objective), len(values))
         row = _candidate_row(by_number.loc[number], int(number), proxy(int(number)), rung, int(factor), on)
-        if on == TARGET:  # its state on the model it trained there
+        if on == RUNG_ON_TARGET:  # its state on the model it trained there
             first = group.iloc[0]
             row.update({key: float(first[key]) for key in ("state_bytes", "state_mib", "state_pct_of_adamw")})
         rows.append(row)
@@ -74,7 +74,7 @@ def proxy_summary(table: pd.DataFrame, objective: Objective = LOSS_OBJECTIVE) ->
     numbers += [int(n) for n in best_baseline_runs(table, objective)["number"] if math.isfinite(n)]
     proxy = _proxy_figures(table, objective)
     by_number = table.set_index("number")
-    rows = [_candidate_row(by_number.loc[n], n, proxy(n), proxy(n), 1, PROXY) for n in sorted(set(numbers))]
+    rows = [_candidate_row(by_number.loc[n], n, proxy(n), proxy(n), 1, RUNG_ON_PROXY) for n in sorted(set(numbers))]
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     return summary.sort_values(["state_bytes", "number"], kind="stable").reset_index(drop=True)
 
@@ -111,7 +111,7 @@ def recommend(
     target the budget (on the proxy's state) is the candidates' ``over_budget`` at the proxy."""
     if summary.empty:
         return None
-    on_target = bool((summary["rung_on"] == TARGET).any())
+    on_target = bool((summary["rung_on"] == RUNG_ON_TARGET).any())
     eligible = summary[summary["mean"].map(math.isfinite).astype(bool)]
     if memory_budget_bytes is not None and not on_target:
         eligible = eligible[eligible["state_bytes"] <= memory_budget_bytes]
@@ -141,7 +141,7 @@ def study_answer(
     """The study's answer and the summary it was taken from: the top rung's that holds a candidate
     within ``memory_budget_bytes`` (the rung on the target model, then the confirmation rung:
     :func:`rung_summary`), else the proxy's (:func:`proxy_summary`; ``Recommendation.factor`` then says 1)."""
-    for on in (TARGET, PROXY):
+    for on in (RUNG_ON_TARGET, RUNG_ON_PROXY):
         summary = rung_summary(table, objective, on=on)
         answer = recommend(summary, memory_budget_bytes=memory_budget_bytes, objective=objective)
         if answer is not None:

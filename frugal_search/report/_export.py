@@ -13,6 +13,7 @@ from frugal_search.report._seeds import best_baseline_runs
 from frugal_search.report._table import feasible_rows, trials_table
 from frugal_search.report._write import storage_url_of
 from frugal_search.proxy import method_of
+from frugal_search.search import RUNG_ON_TARGET
 from frugal_search.units import MIB, format_bytes, parse_bytes
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ def _target_run_of(trials: Any, number: int) -> optuna.trial.FrozenTrial:
     """The first finished run of trial ``number`` at the rung on the target model (the lowest seed)."""
     runs = [
         frozen for frozen in trials
-        if frozen.user_attrs.get("rung_of") == number and frozen.user_attrs.get("rung_on") == "target"
+        if frozen.user_attrs.get("rung_of") == number and frozen.user_attrs.get("rung_on") == RUNG_ON_TARGET
         and frozen.state.name == "COMPLETE"
     ]
     return min(runs, key=lambda frozen: (frozen.user_attrs.get("seed", 0), frozen.number))

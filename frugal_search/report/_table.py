@@ -14,6 +14,7 @@ import pandas as pd
 
 from frugal_search.partition import ADAMW_BASELINE
 from frugal_search.report._objective import LOSS_OBJECTIVE, Objective, study_objective
+from frugal_search.search import RUNG_ON_PROXY
 from frugal_search.units import MIB
 
 if TYPE_CHECKING:
@@ -136,7 +137,7 @@ def trials_table(study: optuna.Study, *, adamw_bytes: int | None = None) -> pd.D
             "seed_of": _float_or_nan(attrs.get("seed_of")),
             "rung_of": _float_or_nan(attrs.get("rung_of")),
             "rung_factor": _float_or_nan(attrs.get("rung_factor")),
-            "rung_on": (attrs.get("rung_on") or "proxy") if attrs.get("rung_of") is not None else None,
+            "rung_on": (attrs.get("rung_on") or RUNG_ON_PROXY) if attrs.get("rung_of") is not None else None,
             "summary": attrs.get("summary") or "",
             "eval_loss": eval_loss,
             "best_eval_loss": _float_or_nan(attrs.get("best_eval_loss")),

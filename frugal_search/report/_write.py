@@ -14,14 +14,14 @@ from frugal_search.report._analysis import (
     objective_importances,
     outcome_counts,
 )
-from frugal_search.report._decision import PROXY, proxy_summary, rung_summary, study_answer
+from frugal_search.report._decision import proxy_summary, rung_summary, study_answer
 from frugal_search.report._front import hypervolume_history, hypervolume_reference_point, pareto_front
 from frugal_search.report._markdown import ReportContent, flatten_settings, render_markdown
 from frugal_search.report._objective import study_objective
 from frugal_search.report._plots import draw_curves, draw_hypervolume, draw_importance, draw_pareto
 from frugal_search.report._seeds import best_baseline_runs, seed_summary
 from frugal_search.report._table import adamw_state_bytes, trials_table
-from frugal_search.search import printable_storage
+from frugal_search.search import RUNG_ON_PROXY, RUNG_ON_TARGET, printable_storage
 from frugal_search.units import MIB, parse_bytes
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ def write_report(
     best_baseline_numbers = {int(n) for n in best_baselines["number"] if math.isfinite(n)}
     answer, decision = study_answer(table, memory_budget_bytes=budget_bytes, objective=objective)
     # the plot's diamonds are on the proxy: the confirmation rung, also when the answer was taken on the target
-    confirmation = rung_summary(table, objective, on=PROXY) if answer is not None and answer.on_target else None
+    confirmation = rung_summary(table, objective, on=RUNG_ON_PROXY) if answer is not None and answer.on_target else None
     best = None if answer is None else table.set_index("number", drop=False).loc[answer.number]
     draw_pareto(
         table,
@@ -201,7 +201,7 @@ def write_report(
 def _target_words(study: optuna.Study) -> str:
     """The model the rung on the target trained, as its runs stored it: ``tiny-llama (hidden_size 256, ...)``."""
     for frozen in study.get_trials(deepcopy=False):
-        model = frozen.user_attrs.get("target_model") if frozen.user_attrs.get("rung_on") == "target" else None
+        model = frozen.user_attrs.get("target_model") if frozen.user_attrs.get("rung_on") == RUNG_ON_TARGET else None
         if model:
             overrides = ", ".join(f"{key} {value}" for key, value in model.get("overrides", {}).items())
             return f"the target model `{model['source']}`" + (f" ({overrides})" if overrides else "")

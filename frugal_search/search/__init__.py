@@ -33,6 +33,8 @@ _EXPORTS: dict[str, str] = {
     "count_finished_trials": "frugal_search.search.study",
     "searched_front": "frugal_search.search.study",
     "is_repeat": "frugal_search.search.study",
+    "RUNG_ON_PROXY": "frugal_search.search.study",
+    "RUNG_ON_TARGET": "frugal_search.search.study",
     "planned_rung_runs": "frugal_search.search.rungs",
     "journal_path": "frugal_search.search.storage",
     "sqlite_path": "frugal_search.search.storage",

@@ -139,11 +139,10 @@ class TrialObjective:
         on_target = trial.user_attrs.get("rung_on") == RUNG_ON_TARGET
         memory_model = self.target_memory_model() if on_target else self.memory_model
         if on_target:  # the report's share of AdamW's state, on the model this run trains
-            from frugal_search.partition import ADAMW_BASELINE, baseline_partition
+            from frugal_search.partition import adamw_state_bytes_of
 
-            trial.set_user_attr("adamw_state_bytes", int(baseline_partition(ADAMW_BASELINE).state_bytes(memory_model)))
-            target = self.config.transfer.model
-            trial.set_user_attr("target_model", {"source": str(target.source), "overrides": dict(target.overrides)})
+            trial.set_user_attr("adamw_state_bytes", adamw_state_bytes_of(memory_model))
+            trial.set_user_attr("target_model", self.config.transfer.model.to_dict())
         planned = partition.training_memory(memory_model)
         state_bytes = int(planned.state_bytes)
         trial.set_user_attr("state_bytes", state_bytes)

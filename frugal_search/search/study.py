@@ -35,9 +35,9 @@ def record_adamw_state_bytes(study: optuna.Study, memory_model: nn.Module) -> No
     """Store AdamW's optimizer-state bytes on the study's model, once (the report's memory axis)."""
     if "adamw_state_bytes" in study.user_attrs:
         return
-    from frugal_search.partition import ADAMW_BASELINE, baseline_partition
+    from frugal_search.partition import adamw_state_bytes_of
 
-    study.set_user_attr("adamw_state_bytes", int(baseline_partition(ADAMW_BASELINE).state_bytes(memory_model)))
+    study.set_user_attr("adamw_state_bytes", adamw_state_bytes_of(memory_model))
 
 
 def counts_towards_target(frozen: optuna.trial.FrozenTrial) -> bool:

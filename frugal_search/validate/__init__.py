@@ -43,7 +43,6 @@ _EXPORTS: dict[str, str] = {
     "target_run": "frugal_search.validate.transfer",
     "transfer_study_name": "frugal_search.validate.transfer",
     "run_partition": "frugal_search.validate.transfer",
-    "model_to_dict": "frugal_search.validate.transfer",
     "rebuild_study_from_table": "frugal_search.validate.rebuild",
     "search_partition": "frugal_search.validate.rebuild",
     "table_settings": "frugal_search.validate.rebuild",

@@ -145,7 +145,7 @@ def rebuild_study_from_table(
     import optuna
     import pandas as pd
 
-    from frugal_search.partition import ADAMW_BASELINE, Partition, baseline_partition, introspect
+    from frugal_search.partition import Partition, adamw_state_bytes_of, introspect
     from frugal_search.report import model_on_meta
     from frugal_search.search import open_study
 
@@ -177,7 +177,7 @@ def rebuild_study_from_table(
             "storage or under another name"
         )
     if "adamw_state_bytes" not in study.user_attrs:
-        study.set_user_attr("adamw_state_bytes", int(baseline_partition(ADAMW_BASELINE).state_bytes(model)))
+        study.set_user_attr("adamw_state_bytes", adamw_state_bytes_of(model))
     splits: dict[int, dict[str, Any]] = {}
     for row in table.to_dict("records"):
         number = int(row["number"])

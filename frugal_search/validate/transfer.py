@@ -110,13 +110,8 @@ class TransferResults:
 
 def model_fingerprint(model: Any) -> str:
     """Return a short digest of a target ``ModelSpec`` (source and overrides)."""
-    text = json.dumps(model_to_dict(model), sort_keys=True, default=str)
+    text = json.dumps(model.to_dict(), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def model_to_dict(model: Any) -> dict[str, Any]:
-    """Return a ``ModelSpec`` as a JSON-safe dict (``source``, ``overrides``)."""
-    return {"source": str(model.source), "overrides": dict(model.overrides)}
 
 
 def transfer_run_key(run: TransferRun, *, steps: int, model: Any, split: dict[str, Any]) -> str:
@@ -325,7 +320,7 @@ def _tell(transfer: Any, run: TransferRun, key: str, partition: Any, source: Any
         trial = transfer.ask()
     attrs = {
         "source_trial": run.source_trial, "lr_rule": run.lr_rule, "lr_multiplier": run.lr_multiplier,
-        "purpose": run.purpose, "seed": run.seed, "target_model": model_to_dict(plan.model), "run_key": key,
+        "purpose": run.purpose, "seed": run.seed, "target_model": plan.model.to_dict(), "run_key": key,
         "split": partition.to_dict(), "baseline": source.user_attrs.get("baseline"),
         "summary": source.user_attrs.get("summary"), "proxy_eval_loss": float(source.values[0]),
     }
@@ -433,7 +428,7 @@ def _collect(study, transfer, candidates, baselines, checked, front, confirmed, 
         settings={
             "study": study.study_name,
             "transfer_study": transfer.study_name,
-            "target": model_to_dict(plan.model),
+            "target": plan.model.to_dict(),
             "proxy_steps": proxy_steps,
             "target_steps": budget.total_steps,
             "seed": plan.seed,

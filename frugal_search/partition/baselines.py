@@ -59,6 +59,11 @@ ADAMW_BASELINE = "adamw"
 """The name of the all-stateful baseline, the reference every memory figure is a share of."""
 
 _PAPER = {"mode": "blocks", "update_gap": PAPER_UPDATE_GAP, "block_order": "descending", "state_free": "signsgd"}
+# GaLore as the partition baseline runs it (FRUGAL.md): an svd subspace, no state-free update, no
+# reset, and the authors' lr 0.01 with scale 0.25 on the projected update.
+_GALORE = {
+    "mode": "svd", "update_gap": PAPER_UPDATE_GAP, "state_free": "none", "reset_state": False, "lr": 0.01, "split_lr_scale": 0.25
+}
 
 BASELINES: Mapping[str, Baseline] = MappingProxyType(
     {
@@ -87,12 +92,7 @@ BASELINES: Mapping[str, Baseline] = MappingProxyType(
                 "GaLore-like at equal memory: attention and mlp weights in an svd subspace, no state-free "
                 "update, no reset, lr 0.01 x split lr scale 0.25",
                 _SPLIT_RULES,
-                mode="svd",
-                update_gap=PAPER_UPDATE_GAP,
-                state_free="none",
-                reset_state=False,
-                lr=0.01,
-                split_lr_scale=0.25,
+                **_GALORE,
             ),
             # BAdam trains one whole layer at a time; our blocks are tensors, so a window of
             # round(density * tensors) consecutive tensors in model order stands for it.
@@ -129,14 +129,20 @@ BASELINES: Mapping[str, Baseline] = MappingProxyType(
                 "GaLore-like at rank 8: attention and mlp weights in a rank-8 svd subspace, no state-free "
                 "update, no reset, lr 0.01 x split lr scale 0.25",
                 _SPLIT_RULES,
-                mode="svd",
+                **_GALORE,
                 rank=8,
-                update_gap=PAPER_UPDATE_GAP,
-                state_free="none",
-                reset_state=False,
-                lr=0.01,
-                split_lr_scale=0.25,
                 uses_density=False,
+            ),
+            # GaLore as its authors ship it for memory (galore-torch's GaLoreAdamW8bit): the galore
+            # baseline with both moments in 8-bit block-wise codes.
+            _baseline(
+                "galore-8bit",
+                (),
+                "GaLore-like with 8-bit moments: the galore baseline with its moments in int8 block-wise "
+                "codes (as GaLoreAdamW8bit keeps them)",
+                _SPLIT_RULES,
+                **_GALORE,
+                state_dtype="int8",
             ),
         )
     }

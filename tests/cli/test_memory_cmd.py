@@ -41,7 +41,7 @@ def test_memory_of_a_baseline_by_name_in_bf16(capsys: pytest.CaptureFixture[str]
 def test_bad_inputs_exit_2_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(["memory", "nosuch", "--model", "llama-60m"]) == 2
     err = capsys.readouterr().err
-    assert "neither a split config file nor a baseline (adamw, frugal, frugal-rho0, galore, badam, frugal-finetune, galore-rank8, paper, paper-rho0, paper-finetune)" in err
+    assert "neither a split config file nor a baseline (adamw, frugal, frugal-rho0, galore, badam, frugal-finetune, galore-rank8, galore-8bit, paper, paper-rho0, paper-finetune)" in err
     assert _run(["memory", "adamw", "--model", str(tmp_path / "missing.json")]) == 2
     assert "cannot read model config" in capsys.readouterr().err
 

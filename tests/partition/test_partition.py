@@ -164,7 +164,7 @@ def test_summary_words() -> None:
 
 
 def test_baselines_by_name_and_their_settings(llama: nn.Module) -> None:
-    assert BASELINE_NAMES == ("adamw", "frugal", "frugal-rho0", "galore", "badam", "frugal-finetune", "galore-rank8")
+    assert BASELINE_NAMES == ("adamw", "frugal", "frugal-rho0", "galore", "badam", "frugal-finetune", "galore-rank8", "galore-8bit")
     for name in BASELINE_NAMES:
         assert baseline_partition(name).name == name
     assert baseline_partition("paper") == Partition.paper(0.25)

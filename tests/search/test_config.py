@@ -187,7 +187,7 @@ def test_shipped_study_files_load() -> None:
     root = Path(__file__).resolve().parents[2] / "studies"
     tiny = load_study_config(root / "tiny.toml")
     assert tiny.study.baselines == (
-        "adamw", "frugal", "frugal-rho0", "galore", "badam", "apollo", "apollo-mini", "adam-mini", "muon", "adamw-8bit"
+        "adamw", "frugal", "frugal-rho0", "galore", "galore-8bit", "badam", "apollo", "apollo-mini", "adam-mini", "muon", "adamw-8bit"
     )
     assert tiny.study.competitor_lr_multipliers == (0.333, 1.0, 3.0)
     assert tiny.study.memory_budget is not None
